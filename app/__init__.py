@@ -1,0 +1,17 @@
+"""CLIPure demo engine: zero-shot CLIP, CLIPure-Cos purification, attacks, one pipeline.
+
+Knows nothing of Gradio. The public surface:
+"""
+from app.attacks import ATTACKS, THREAT_MODELS, AttackConfig, AttackResult, PurifiedClassifier, run_attack
+from app.errors import CLIPureError, WeightsUnavailableError
+from app.models import BACKBONES, load_backbone
+from app.pipeline import PipelineResult, prepare, run, run_pipeline
+from app.purify import PAPER_DEFAULTS, PURIFIERS, PurifyConfig, Trajectory, clipure_cos
+from app.zeroshot import TEMPLATE_SETS, ZeroShotClassifier, build_classifier
+
+__all__ = [
+    "BACKBONES", "load_backbone", "TEMPLATE_SETS", "ZeroShotClassifier", "build_classifier",
+    "clipure_cos", "Trajectory", "PurifyConfig", "PAPER_DEFAULTS", "PURIFIERS",
+    "ATTACKS", "THREAT_MODELS", "AttackConfig", "AttackResult", "PurifiedClassifier", "run_attack",
+    "run", "run_pipeline", "prepare", "PipelineResult", "CLIPureError", "WeightsUnavailableError",
+]

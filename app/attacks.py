@@ -1,0 +1,330 @@
+"""Attacks through torchattacks, under four threat models, with one uniform config.
+
+Contract (torchattacks'): the attacked model maps pixels in [0,1] to (N, C) logits; the
+normalisation sits inside the model, so `set_normalization_used` is never called.
+
+Threat models (DESIGN.md, "Facts the app must show"):
+  undefended  attack bare CLIP; the adversarial image is then purified (transfer setting)
+  official    through the purification, directions detached as in the official code
+  adaptive    exact gradients through the unrolled purification
+  bpda        purification forward, identity backward (Athalye et al. 2018)
+"""
+from __future__ import annotations
+
+import math
+import threading
+import time
+from dataclasses import asdict, dataclass
+from typing import Callable, Sequence
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+import torchattacks
+
+from app.errors import (InvalidClassNamesError, OutOfRangeError, UnknownNameError, UnsupportedError, check_int,
+                        check_range)
+from app.limits import LIMITS, Limits
+from app.purify import PAPER_DEFAULTS, PurifyConfig, purify
+from app.zeroshot import ZeroShotClassifier
+
+
+# --- threat models --------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class ThreatModel:
+    label: str
+    explanation: str     # one line, shown in the UI
+    backward: str | None  # purification backward mode; None = the attacker ignores purification
+
+
+THREAT_MODELS: dict[str, ThreatModel] = {
+    "undefended": ThreatModel(
+        "Undefended (transfer)",
+        "The attacker differentiates bare CLIP; the adversarial image is then purified.", None),
+    "official": ThreatModel(
+        "Official gradients",
+        "Through the purification, with each step's direction detached as in the official code "
+        "(the gradient shrinks by about 1/sqrt(1+eta^2) per step: gradient masking).", "official"),
+    "adaptive": ThreatModel(
+        "Adaptive (exact)",
+        "Exact gradients through the unrolled purification (create_graph=True equivalent).", "adaptive"),
+    "bpda": ThreatModel(
+        "BPDA",
+        "Purification runs forward, and is taken as the identity in the backward pass.", "bpda"),
+}
+
+
+class PurifiedClassifier(nn.Module):
+    """CLIPure: pixels -> E_img -> normalize -> purification -> zero-shot logits.
+
+    backward: how gradients pass through the purification ("none", "official", "adaptive",
+    "bpda"). The forward value is the same in every mode.
+    """
+
+    def __init__(self, classifier: ZeroShotClassifier, blank: torch.Tensor, cfg: PurifyConfig = PAPER_DEFAULTS,
+                 backward: str = "adaptive"):
+        super().__init__()
+        self.classifier = classifier
+        self.register_buffer("blank", blank.float())
+        self.cfg = cfg
+        self.backward = backward
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        z = F.normalize(self.classifier.encode(x), dim=-1)   # (N, D), unit: purification starts here
+        if self.backward == "bpda":
+            with torch.no_grad():
+                zp = purify(z.detach(), self.blank, self.cfg)
+            z = z + (zp - z).detach()                           # value zp, gradient identity
+        elif self.backward in ("official", "adaptive"):
+            z = purify(z, self.blank, self.cfg, backward=self.backward)
+        else:
+            with torch.no_grad():
+                z = purify(z, self.blank, self.cfg)
+        return self.classifier.logits_from_embedding(z)
+
+
+def attacked_model(threat_model: str, classifier: ZeroShotClassifier, blank: torch.Tensor,
+                   cfg: PurifyConfig) -> nn.Module:
+    """The module whose gradients the attacker follows under a threat model."""
+    if threat_model not in THREAT_MODELS:
+        raise UnknownNameError("threat model", threat_model, THREAT_MODELS)
+    backward = THREAT_MODELS[threat_model].backward
+    return classifier if backward is None else PurifiedClassifier(classifier, blank, cfg, backward)
+
+
+# --- attacks --------------------------------------------------------------------------------
+
+@dataclass
+class AttackConfig:
+    attack: str = "PGD"            # key of ATTACKS
+    eps: float = 4.0               # 1/255 units for L-inf attacks, pixel units for L2 attacks
+    steps: int = 10                # iterations (for Square: queries)
+    step_size: float | None = None  # same units as eps; None = eps / 4 (2.5 eps / steps for L2)
+    random_start: bool = True
+    seed: int = 0
+    targeted: bool = False
+    target: str | None = None      # a class name; required when targeted
+    threat_model: str = "undefended"
+    label: str | None = None       # true class; None = the attacked model's clean prediction
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class AttackSpec:
+    label: str
+    norm: str | None          # "linf" or "l2": the eps ball; None for minimum-norm attacks
+    build: Callable[["AttackConfig", nn.Module, int], torchattacks.attack.Attack]
+    targeted: bool = False    # has a targeted mode in torchattacks (its supported_mode)
+    min_classes: int = 2
+    forwards_per_step: int | None = 1   # for per-step progress; None = unknown (per phase)
+    uses_eps: bool = True
+    note: str = ""
+
+
+def _eps(cfg: AttackConfig, norm: str | None) -> float:
+    return cfg.eps / 255.0 if norm == "linf" else float(cfg.eps)
+
+
+def _alpha(cfg: AttackConfig, norm: str | None) -> float:
+    if cfg.step_size is not None:
+        return cfg.step_size / 255.0 if norm == "linf" else float(cfg.step_size)
+    return _eps(cfg, norm) / 4 if norm == "linf" else 2.5 * _eps(cfg, norm) / max(cfg.steps, 1)
+
+
+def _apgdt(cfg, model, n_classes):
+    atk = torchattacks.APGDT(model, norm="Linf", eps=_eps(cfg, "linf"), steps=cfg.steps, n_restarts=1,
+                             seed=cfg.seed, n_classes=n_classes)
+    atk.n_target_classes = min(9, n_classes - 1)   # AutoAttack's standard: the top 9 other classes
+    return atk
+
+
+def _autoattack(norm: str):
+    def build(cfg, model, n_classes):
+        atk = torchattacks.AutoAttack(model, norm="Linf" if norm == "linf" else "L2", eps=_eps(cfg, norm),
+                                      version="standard", n_classes=n_classes, seed=cfg.seed)
+        # Budget every component by `steps` (iterations; queries for Square), so the public
+        # limits hold; and target at most 9 classes, as standard AutoAttack does.
+        for sub in atk._autoattack.attacks:
+            if hasattr(sub, "n_queries"):
+                sub.n_queries = cfg.steps
+            else:
+                sub.steps = cfg.steps
+            if hasattr(sub, "n_target_classes"):
+                sub.n_target_classes = min(9, n_classes - 1)
+        return atk
+    return build
+
+
+ATTACKS: dict[str, AttackSpec] = {
+    "FGSM": AttackSpec("FGSM (L-inf, one step)", "linf",
+                       lambda c, m, n: torchattacks.FGSM(m, eps=_eps(c, "linf")), targeted=True),
+    "PGD": AttackSpec("PGD (L-inf)", "linf",
+                      lambda c, m, n: torchattacks.PGD(m, eps=_eps(c, "linf"), alpha=_alpha(c, "linf"),
+                                                       steps=c.steps, random_start=c.random_start),
+                      targeted=True),
+    "PGD-L2": AttackSpec("PGD (L2)", "l2",
+                         lambda c, m, n: torchattacks.PGDL2(m, eps=_eps(c, "l2"), alpha=_alpha(c, "l2"),
+                                                            steps=c.steps, random_start=c.random_start),
+                         targeted=True),
+    "MI-FGSM": AttackSpec("MI-FGSM (L-inf, momentum)", "linf",
+                          lambda c, m, n: torchattacks.MIFGSM(m, eps=_eps(c, "linf"), alpha=_alpha(c, "linf"),
+                                                              steps=c.steps),
+                          targeted=True),
+    "APGD-CE": AttackSpec("APGD-CE (L-inf)", "linf",
+                          lambda c, m, n: torchattacks.APGD(m, norm="Linf", eps=_eps(c, "linf"), steps=c.steps,
+                                                            n_restarts=1, seed=c.seed, loss="ce")),
+    "APGD-DLR": AttackSpec("APGD-DLR (L-inf)", "linf",
+                           lambda c, m, n: torchattacks.APGD(m, norm="Linf", eps=_eps(c, "linf"), steps=c.steps,
+                                                             n_restarts=1, seed=c.seed, loss="dlr"),
+                           min_classes=3, note="its DLR loss compares the top three logits"),
+    "APGD-T": AttackSpec("APGD-T (L-inf, targeted DLR over the top classes)", "linf", _apgdt, min_classes=4,
+                         forwards_per_step=None, note="its targeted DLR loss compares the top four logits"),
+    "CW-L2": AttackSpec("Carlini-Wagner (L2, minimum norm)", None,
+                        lambda c, m, n: torchattacks.CW(m, c=1.0, kappa=0.0, steps=c.steps, lr=0.01),
+                        targeted=True, uses_eps=False, note="a minimum-norm attack: eps is not used"),
+    "Square": AttackSpec("Square (L-inf, query-based, no gradients)", "linf",
+                         lambda c, m, n: torchattacks.Square(m, norm="Linf", eps=_eps(c, "linf"), n_queries=c.steps,
+                                                             n_restarts=1, seed=c.seed),
+                         targeted=True, note="steps are queries"),
+    "AutoAttack": AttackSpec("AutoAttack standard (L-inf)", "linf", _autoattack("linf"), min_classes=4,
+                             forwards_per_step=None, note="APGD-CE, APGD-T, FAB-T, Square, each with `steps`"),
+    "AutoAttack-L2": AttackSpec("AutoAttack standard (L2)", "l2", _autoattack("l2"), min_classes=4,
+                                forwards_per_step=None, note="APGD-CE, APGD-T, FAB-T, Square, each with `steps`"),
+    "DeepFool": AttackSpec("DeepFool (L2, minimum norm)", None,
+                           lambda c, m, n: torchattacks.DeepFool(m, steps=c.steps, overshoot=0.02),
+                           forwards_per_step=None, uses_eps=False, note="a minimum-norm attack: eps is not used"),
+}
+
+
+def validate_attack(cfg: AttackConfig, classnames: Sequence[str], limits: Limits = LIMITS) -> AttackConfig:
+    """Check every field; return a cleaned copy. Raises one CLIPureError sentence on bad input."""
+    if cfg.attack not in ATTACKS:
+        raise UnknownNameError("attack", cfg.attack, ATTACKS)
+    if cfg.threat_model not in THREAT_MODELS:
+        raise UnknownNameError("threat model", cfg.threat_model, THREAT_MODELS)
+    spec = ATTACKS[cfg.attack]
+    if len(classnames) < spec.min_classes:
+        raise InvalidClassNamesError(
+            f"{cfg.attack} needs at least {spec.min_classes} class names ({spec.note}); got {len(classnames)}.")
+    if spec.norm == "linf":
+        eps = check_range("L-inf eps", cfg.eps, 0, limits.max_linf_eps, " (in 1/255)")
+    elif spec.norm == "l2":
+        eps = check_range("L2 eps", cfg.eps, 0, limits.max_l2_eps, " (pixel units)")
+    else:
+        eps = float(cfg.eps)
+    steps = check_int("Attack steps", cfg.steps, 1, limits.max_attack_steps)
+    step_size = None
+    if cfg.step_size is not None:
+        high = limits.max_linf_eps if spec.norm == "linf" else limits.max_l2_eps
+        step_size = check_range("Attack step size", cfg.step_size, 0, high)
+        if step_size == 0:
+            raise OutOfRangeError("Attack step size must be greater than 0.")
+    seed = check_int("Seed", cfg.seed, 0, 2**31 - 1)
+    names = list(classnames)
+    for field_name, value in (("target", cfg.target), ("label", cfg.label)):
+        if value is not None and value not in names:
+            raise InvalidClassNamesError(f"The {field_name} class {value!r} is not among the class names.")
+    if cfg.targeted:
+        if cfg.target is None:
+            raise InvalidClassNamesError("Targeted mode needs a target class from the class names.")
+        if not spec.targeted:
+            ok = [k for k, v in ATTACKS.items() if v.targeted]
+            raise UnsupportedError(f"{cfg.attack} has no targeted mode; use one of: {', '.join(ok)}.")
+    return AttackConfig(**{**asdict(cfg), "eps": eps, "steps": steps, "step_size": step_size, "seed": seed})
+
+
+# --- running --------------------------------------------------------------------------------
+
+@dataclass
+class AttackResult:
+    x_adv: torch.Tensor            # (N, 3, S, S) in [0,1]
+    linf_255: float                # ||x_adv - x||_inf in 1/255 units (max over the batch)
+    l2: float                      # ||x_adv - x||_2 in pixel units (max over the batch)
+    psnr_db: float                 # PSNR of x_adv against x, peak 1 (inf when identical)
+    label: torch.Tensor            # (N,) reference class used by the attack
+    target: torch.Tensor | None    # (N,) target class in targeted mode
+    pred_bare: torch.Tensor        # (N,) bare CLIP's prediction on x_adv
+    pred_purified: torch.Tensor    # (N,) CLIPure's prediction on x_adv
+    success_bare: list[bool]       # changed bare CLIP's answer (or reached the target)
+    success_purified: list[bool]   # changed CLIPure's answer (or reached the target)
+    seconds: float
+    config: AttackConfig
+    forwards: int                  # forward passes of the attacked model
+
+
+class ForwardCounter(nn.Module):
+    """Counts forward passes, so a caller can report per-step progress of a running attack."""
+
+    def __init__(self, model: nn.Module, on_forward: Callable[[int], None] | None = None):
+        super().__init__()
+        self.model = model
+        self.count = 0
+        self.on_forward = on_forward
+
+    def forward(self, x):
+        self.count += 1
+        if self.on_forward is not None:
+            self.on_forward(self.count)
+        return self.model(x)
+
+
+# torchattacks' APGD, FAB, Square and AutoAttack reseed the global torch RNG. Every attack runs
+# inside fork_rng under this lock, so its randomness is its own and the caller's RNG is untouched.
+_RNG_LOCK = threading.Lock()
+
+
+def perturbation_stats(x: torch.Tensor, x_adv: torch.Tensor) -> tuple[float, float, float]:
+    """(L-inf in 1/255, L2 in pixel units, PSNR in dB), each the worst over the batch."""
+    d = (x_adv - x).flatten(1)
+    linf = d.abs().max().item() * 255.0
+    l2 = d.norm(dim=1).max().item()
+    mse = d.pow(2).mean(dim=1).max().item()
+    psnr = math.inf if mse == 0 else 10.0 * math.log10(1.0 / mse)
+    return linf, l2, psnr
+
+
+def run_attack(cfg: AttackConfig, classifier: ZeroShotClassifier, blank: torch.Tensor, x: torch.Tensor,
+               classnames: Sequence[str], purify_cfg: PurifyConfig = PAPER_DEFAULTS,
+               on_forward: Callable[[int], None] | None = None, limits: Limits = LIMITS) -> AttackResult:
+    """Attack x (N, 3, S, S) in [0,1] under cfg.threat_model. cfg is validated here."""
+    cfg = validate_attack(cfg, classnames, limits)
+    spec = ATTACKS[cfg.attack]
+    names = list(classnames)
+    target_model = attacked_model(cfg.threat_model, classifier, blank, purify_cfg)
+    defended = PurifiedClassifier(classifier, blank, purify_cfg, backward="none")
+    with torch.no_grad():
+        clean_pred = target_model(x).argmax(-1)
+    # Label with the attacked model's own clean prediction (APGD and CW skip inputs that are
+    # already misclassified), unless the caller names the true class.
+    label = clean_pred if cfg.label is None else torch.full_like(clean_pred, names.index(cfg.label))
+    target = torch.full_like(clean_pred, names.index(cfg.target)) if cfg.targeted else None
+
+    counter = ForwardCounter(target_model, on_forward)
+    atk = spec.build(cfg, counter, len(names))
+    devices = [x.device.index or 0] if x.device.type == "cuda" else []
+    t0 = time.perf_counter()
+    with _RNG_LOCK, torch.random.fork_rng(devices=devices):
+        torch.manual_seed(cfg.seed)
+        if cfg.targeted:
+            atk.set_mode_targeted_by_label(quiet=True)
+            x_adv = atk(x, target)
+        else:
+            x_adv = atk(x, label)
+    seconds = time.perf_counter() - t0
+    x_adv = x_adv.detach().clamp(0, 1)
+
+    with torch.no_grad():
+        pred_bare = classifier(x_adv).argmax(-1)
+        pred_pur = defended(x_adv).argmax(-1)
+        ref_bare = classifier(x).argmax(-1) if cfg.label is None else label
+        ref_pur = defended(x).argmax(-1) if cfg.label is None else label
+    if cfg.targeted:
+        ok_bare, ok_pur = (pred_bare == target), (pred_pur == target)
+    else:
+        ok_bare, ok_pur = (pred_bare != ref_bare), (pred_pur != ref_pur)
+    linf, l2, psnr = perturbation_stats(x, x_adv)
+    return AttackResult(x_adv, linf, l2, psnr, label, target, pred_bare, pred_pur,
+                        ok_bare.tolist(), ok_pur.tolist(), seconds, cfg, counter.count)

@@ -1,0 +1,63 @@
+"""One typed error family for everything a user can get wrong.
+
+Each message is one sentence meant to be shown as is (the UI turns it into a gr.Error).
+"""
+from __future__ import annotations
+
+
+class CLIPureError(ValueError):
+    """Base class: bad input or an unavailable resource, described in one sentence."""
+
+
+class InvalidImageError(CLIPureError):
+    """No image, a file that is not an image, a corrupt one, or one over the size limits."""
+
+
+class InvalidClassNamesError(CLIPureError):
+    """Too few or too many class names, or a target that is not among them."""
+
+
+class OutOfRangeError(CLIPureError):
+    """A numeric setting (eps, steps, step size, ...) outside its allowed range."""
+
+
+class UnknownNameError(CLIPureError):
+    """A model, attack, threat model, template set or purifier name that is not registered."""
+
+    def __init__(self, kind: str, name: str, valid):
+        self.kind, self.name, self.valid = kind, name, list(valid)
+        super().__init__(f"Unknown {kind} {name!r}; choose one of: {', '.join(map(str, self.valid))}.")
+
+
+class UnsupportedError(CLIPureError):
+    """A valid option combined with something it does not support (e.g. targeted DeepFool)."""
+
+
+class WeightsUnavailableError(CLIPureError):
+    """Pretrained weights could not be fetched or loaded."""
+
+    def __init__(self, model: str, reason: str):
+        self.model, self.reason = model, reason
+        super().__init__(
+            f"Could not load the weights of {model!r} ({reason}); connect to the Hugging Face hub "
+            f"once so they are cached (or unset HF_HUB_OFFLINE), or pick the bundled 'toy-shapes' model."
+        )
+
+
+def check_range(name: str, value, low, high, unit: str = "") -> float:
+    """Return value as a number if low <= value <= high, else raise OutOfRangeError."""
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise OutOfRangeError(f"{name} must be a number, got {value!r}.") from None
+    if v != v or not (low <= v <= high):  # v != v catches NaN
+        raise OutOfRangeError(f"{name} must be between {low:g} and {high:g}{unit}, got {value!r}.")
+    return v
+
+
+def check_int(name: str, value, low: int, high: int) -> int:
+    """Like check_range, for whole numbers."""
+    v = check_range(name, value, low, high)
+    if v != int(v):
+        raise OutOfRangeError(f"{name} must be a whole number, got {value!r}.")
+    return int(v)

@@ -1,0 +1,31 @@
+"""Limits that protect a public demo from a single heavy request. All checked on input."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, fields
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_file_mb: float = 10.0          # uploaded file size
+    max_megapixels: float = 25.0       # decoded image size; Pillow's bomb guard stays on too
+    min_classes: int = 2               # a classifier needs at least two names
+    max_classes: int = 100             # text-encoder cost grows with the class count
+    max_linf_eps: float = 32.0         # in 1/255 units
+    max_l2_eps: float = 10.0           # in pixel units ([0,1] scale, whole image)
+    max_attack_steps: int = 200        # iterations (queries for Square)
+    max_purify_steps: int = 200
+    max_step_size: float = 1000.0      # purification step size eta
+
+    @classmethod
+    def from_env(cls) -> "Limits":
+        """Override any field with CLIPURE_<FIELD> (e.g. CLIPURE_MAX_ATTACK_STEPS=500)."""
+        kw = {}
+        for f in fields(cls):
+            raw = os.environ.get(f"CLIPURE_{f.name.upper()}")
+            if raw is not None:
+                kw[f.name] = type(f.default)(raw)
+        return cls(**kw)
+
+
+LIMITS = Limits.from_env()

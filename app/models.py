@@ -1,0 +1,190 @@
+"""Registry of named CLIP backbones; loading, caching, device and dtype; image -> pixels.
+
+A loaded Backbone always travels with its pixel transform (resize + centre crop to the model
+resolution, values in [0,1]) and its normalisation constants, which live only here.
+"""
+from __future__ import annotations
+
+import os
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import open_clip
+import torch
+from PIL import Image
+from torchvision.transforms import Compose, Normalize
+
+from app.errors import UnknownNameError, UnsupportedError, WeightsUnavailableError
+from app.shapes import CLASSNAMES as TOY_CLASSNAMES
+
+ROOT = Path(__file__).resolve().parent.parent
+TOY_DIR = ROOT / "assets" / "toy-shapes"
+
+
+@dataclass(frozen=True)
+class BackboneSpec:
+    arch: str                       # open_clip model name (or an hf-hub: name)
+    pretrained: str | None          # open_clip pretrained tag or weights file; None = random / hub
+    description: str
+    source: str                     # "openai", "hf-hub", "random" or "bundled"
+    config: Path | None = None      # custom open_clip config registered before loading
+    vocabulary: tuple[str, ...] = ()  # class names the model knows (bundled model only)
+
+    @property
+    def meaningless(self) -> bool:
+        """Random weights: predictions carry no meaning and are labelled so."""
+        return self.source == "random"
+
+    @property
+    def needs_download(self) -> bool:
+        return self.source in ("openai", "hf-hub")
+
+
+BACKBONES: dict[str, BackboneSpec] = {
+    "ViT-B-32-quickgelu/openai": BackboneSpec(
+        "ViT-B-32-quickgelu", "openai", "OpenAI CLIP ViT-B/32, the CPU default", "openai"),
+    "ViT-B-16-quickgelu/openai": BackboneSpec(
+        "ViT-B-16-quickgelu", "openai", "OpenAI CLIP ViT-B/16", "openai"),
+    "ViT-L-14-quickgelu/openai": BackboneSpec(
+        "ViT-L-14-quickgelu", "openai", "OpenAI CLIP ViT-L/14, the paper's backbone (GPU advised)", "openai"),
+    "hf-hub:chs20/fare2-clip": BackboneSpec(
+        "hf-hub:chs20/fare2-clip", None, "FARE adversarially fine-tuned ViT-L/14 (eps 2/255)", "hf-hub"),
+    "hf-hub:chs20/tecoa4-clip": BackboneSpec(
+        "hf-hub:chs20/tecoa4-clip", None, "TeCoA adversarially fine-tuned ViT-L/14 (eps 4/255)", "hf-hub"),
+    "hf-hub:chs20/FARE4-ViT-B-32-laion2B-s34B-b79K": BackboneSpec(
+        "hf-hub:chs20/FARE4-ViT-B-32-laion2B-s34B-b79K", None,
+        "FARE adversarially fine-tuned ViT-B/32 LAION-2B (eps 4/255)", "hf-hub"),
+    "toy-shapes": BackboneSpec(
+        "toy-shapes", str(TOY_DIR / "toy-shapes.safetensors"),
+        "small CLIP trained by this project on generated coloured shapes (works offline)", "bundled",
+        config=TOY_DIR / "toy-shapes.json", vocabulary=TOY_CLASSNAMES),
+    "tiny-random": BackboneSpec(
+        "tiny-random", None, "tiny randomly initialised CLIP for tests; its predictions are MEANINGLESS",
+        "random", config=Path(__file__).resolve().parent / "model_configs" / "tiny-random.json"),
+}
+DEFAULT_BACKBONE = os.environ.get("CLIPURE_MODEL", "ViT-B-32-quickgelu/openai")
+FALLBACK_BACKBONE = "toy-shapes"
+
+
+def get_spec(name: str) -> BackboneSpec:
+    if name not in BACKBONES:
+        raise UnknownNameError("model", name, BACKBONES)
+    return BACKBONES[name]
+
+
+def pick_device(device: str | None = None) -> torch.device:
+    """Explicit argument, else $CLIPURE_DEVICE, else cuda > mps > cpu."""
+    device = device or os.environ.get("CLIPURE_DEVICE")
+    if device:
+        return torch.device(device)
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def pick_precision(device: torch.device, precision: str | None = None) -> str:
+    """fp32 unless asked otherwise. fp16/bf16 only on CUDA, and only for the encoders:
+    purification and the zero-shot head always run in fp32 (the 2-cycle and cosines near 1
+    need the precision)."""
+    precision = precision or os.environ.get("CLIPURE_PRECISION", "fp32")
+    valid = ("fp32", "fp16", "bf16")
+    if precision not in valid:
+        raise UnknownNameError("precision", precision, valid)
+    if precision != "fp32" and device.type != "cuda":
+        raise UnsupportedError(f"Precision {precision} is only used on CUDA; use fp32 on {device.type}.")
+    return precision
+
+
+@dataclass
+class Backbone:
+    """A loaded open_clip CLIP with everything needed to feed it pixels in [0,1]."""
+    name: str
+    spec: BackboneSpec
+    model: torch.nn.Module          # open_clip CLIP, eval mode, parameters frozen
+    tokenizer: object
+    pixel_transform: Compose        # PIL -> (3, S, S) in [0,1]: resize + centre crop, no Normalize
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    image_size: int
+    device: torch.device
+    precision: str
+    pretrained: bool = True
+    context_length: int = 77
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[self.precision]
+
+    def to_pixels(self, image: Image.Image) -> torch.Tensor:
+        """RGB PIL image -> (1, 3, S, S) float32 in [0,1] on the model's device."""
+        return self.pixel_transform(image).unsqueeze(0).to(self.device, torch.float32)
+
+
+_CACHE: dict[tuple, Backbone] = {}
+_CACHE_LOCK = threading.Lock()
+
+
+def _create(spec: BackboneSpec, name: str, device: torch.device, precision: str, pretrained: bool):
+    if spec.config is not None:
+        open_clip.add_model_config(spec.config)
+    weights = spec.pretrained if pretrained else None
+    if spec.source == "bundled" and pretrained and not Path(spec.pretrained).is_file():
+        raise WeightsUnavailableError(name, f"the bundled file {Path(spec.pretrained).name} is missing")
+    arch = spec.arch
+    if not pretrained and arch.startswith("hf-hub:"):
+        raise UnsupportedError(f"{name} has no local architecture config; random weights need an open_clip name.")
+    # Random weights (tiny-random, benchmarks) come from a fixed seed, so every process builds
+    # the same model; the global RNG is left as it was.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        try:
+            model, _, preprocess = open_clip.create_model_and_transforms(
+                arch, pretrained=weights, device=device, precision=precision)
+        except (OSError, RuntimeError, ValueError, ConnectionError, ImportError) as e:
+            if not (pretrained and (spec.needs_download or spec.source == "bundled")):
+                raise
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise WeightsUnavailableError(name, f"{type(e).__name__}: {first[:160]}") from e
+    return model, preprocess
+
+
+def load_backbone(name: str | None = None, device: str | None = None, precision: str | None = None,
+                  pretrained: bool = True) -> Backbone:
+    """Load (once per process) and return a named backbone in eval mode with frozen parameters.
+
+    pretrained=False builds the same architecture with random weights (benchmarks, smoke runs).
+    Raises UnknownNameError for names outside BACKBONES and WeightsUnavailableError when the
+    weights cannot be fetched.
+    """
+    name = name or DEFAULT_BACKBONE
+    spec = get_spec(name)
+    dev = pick_device(device)
+    prec = pick_precision(dev, precision)
+    pretrained = pretrained and spec.source != "random"
+    key = (name, str(dev), prec, pretrained)
+    with _CACHE_LOCK:
+        if key in _CACHE:
+            return _CACHE[key]
+        model, preprocess = _create(spec, name, dev, prec, pretrained)
+        model.eval()
+        for p in model.parameters():
+            p.requires_grad_(False)
+        cfg = open_clip.get_model_preprocess_cfg(model)
+        size = cfg["size"] if isinstance(cfg["size"], int) else cfg["size"][0]
+        pixel_transform = Compose([t for t in preprocess.transforms if not isinstance(t, Normalize)])
+        tokenizer = open_clip.get_tokenizer(spec.arch)
+        backbone = Backbone(
+            name=name, spec=spec, model=model, tokenizer=tokenizer, pixel_transform=pixel_transform,
+            mean=tuple(cfg["mean"]), std=tuple(cfg["std"]), image_size=int(size), device=dev,
+            precision=prec, pretrained=pretrained,
+            context_length=int(getattr(tokenizer, "context_length", 77)))
+        _CACHE[key] = backbone
+        return backbone
+
+
+def available_backbones() -> list[str]:
+    return list(BACKBONES)

@@ -1,0 +1,305 @@
+"""One request, start to end: image + class names -> clean -> attack -> purify.
+
+`run` is a generator. It yields PipelineEvent objects as it goes (preparation, the attack's
+steps where the attack allows it, then each purification step of the clean and the
+adversarial trajectories) and finally one event whose `.result` is the PipelineResult.
+The same seed gives the same result.
+"""
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Iterator, Sequence
+
+import torch
+import torch.nn.functional as F
+
+from app.attacks import ATTACKS, THREAT_MODELS, AttackConfig, AttackResult, run_attack, validate_attack
+from app.errors import CLIPureError, InvalidClassNamesError
+from app.images import load_image
+from app.limits import LIMITS, Limits
+from app.models import Backbone, load_backbone
+from app.purify import PAPER_DEFAULTS, PurifyConfig, purify_iter
+from app.zeroshot import DEFAULT_TEMPLATE_SET, TEXT_CACHE, ZeroShotClassifier, build_classifier, get_templates
+
+
+# --- class names ----------------------------------------------------------------------------
+
+def parse_classnames(text_or_list, tokenizer=None, context_length: int = 77, templates=None,
+                     limits: Limits = LIMITS) -> tuple[list[str], list[str]]:
+    """Comma- or newline-separated text (or a list) -> (clean names, warnings).
+
+    Blank and duplicate names are dropped with a warning; names too long for the tokenizer
+    context (in the longest template) are cut to fit, with a warning.
+    """
+    if text_or_list is None:
+        raw = []
+    elif isinstance(text_or_list, str):
+        raw = text_or_list.replace("\n", ",").split(",")
+    else:
+        raw = list(text_or_list)
+    warnings, names, seen = [], [], set()
+    stripped = [" ".join(str(n).split()) for n in raw]
+    blanks = sum(1 for n in stripped if not n)
+    for n in stripped:
+        if n and n.lower() not in seen:
+            seen.add(n.lower())
+            names.append(n)
+    dups = len(stripped) - blanks - len(names)
+    if blanks and len(stripped) > 1:
+        warnings.append(f"Ignored {blanks} blank class name{'s' if blanks > 1 else ''}.")
+    if dups:
+        warnings.append(f"Removed {dups} duplicate class name{'s' if dups > 1 else ''}.")
+    if len(names) < limits.min_classes:
+        raise InvalidClassNamesError(
+            f"Give at least {limits.min_classes} different class names, separated by commas or new lines.")
+    if len(names) > limits.max_classes:
+        raise InvalidClassNamesError(f"Give at most {limits.max_classes} class names; got {len(names)}.")
+    if tokenizer is not None and hasattr(tokenizer, "encode"):
+        longest = max(templates or [lambda c: f"a photo of a {c}."], key=lambda t: len(tokenizer.encode(t(""))))
+        budget = context_length - 2 - len(tokenizer.encode(longest("")))  # 2 = start and end tokens
+        for i, n in enumerate(names):
+            if len(tokenizer.encode(n)) > budget:
+                words = n.split()
+                while len(words) > 1 and len(tokenizer.encode(" ".join(words))) > budget:
+                    words.pop()
+                cut = " ".join(words)
+                while len(tokenizer.encode(cut)) > budget and len(cut) > 1:
+                    cut = cut[:-1]
+                warnings.append(f"Class name {n[:40]!r}... was cut to {cut!r} to fit the text encoder's context.")
+                names[i] = cut
+        if len({n.lower() for n in names}) < len(names):
+            raise InvalidClassNamesError("Two class names are the same after cutting them to the context length.")
+    return names, warnings
+
+
+# --- results --------------------------------------------------------------------------------
+
+@dataclass
+class Prediction:
+    index: int
+    label: str
+    probs: list[float]        # (C,) softmax over the class names
+
+    def top(self, k: int, classnames: Sequence[str]) -> dict[str, float]:
+        order = sorted(range(len(self.probs)), key=lambda i: -self.probs[i])[:k]
+        return {classnames[i]: float(self.probs[i]) for i in order}
+
+
+@dataclass
+class PurifyStep:
+    step: int                 # 0 is the input embedding
+    embedding: torch.Tensor   # (D,)
+    cos_to_blank: float
+    probs: torch.Tensor       # (C,)
+    top1: int
+
+
+@dataclass
+class PurifyTrace:
+    """One image's purification trajectory with the per-step class probabilities."""
+    steps: list[PurifyStep] = field(default_factory=list)
+
+    @property
+    def embeddings(self) -> torch.Tensor:      # (T+1, D)
+        return torch.stack([s.embedding for s in self.steps])
+
+    @property
+    def cos_to_blank(self) -> list[float]:
+        return [s.cos_to_blank for s in self.steps]
+
+    @property
+    def probs(self) -> torch.Tensor:           # (T+1, C)
+        return torch.stack([s.probs for s in self.steps])
+
+    @property
+    def top1(self) -> list[int]:
+        return [s.top1 for s in self.steps]
+
+
+@dataclass
+class PipelineResult:
+    backbone: str
+    meaningless: bool               # random weights: predictions mean nothing
+    classnames: list[str]
+    template_set: str
+    x: torch.Tensor                 # (1, 3, S, S) model-resolution input in [0,1]
+    clean: Prediction               # bare CLIP on x
+    clean_purified: Prediction      # CLIPure on x
+    attack: AttackResult | None
+    adversarial: Prediction | None  # bare CLIP on x_adv
+    purified: Prediction | None     # CLIPure on x_adv
+    clean_trace: PurifyTrace
+    adv_trace: PurifyTrace | None
+    attack_config: AttackConfig | None
+    purify_config: PurifyConfig
+    warnings: list[str]
+    timings: dict[str, float]       # seconds per phase
+
+    @property
+    def x_adv(self) -> torch.Tensor | None:
+        return None if self.attack is None else self.attack.x_adv
+
+
+@dataclass
+class PipelineEvent:
+    phase: str                      # "prepare", "clean", "attack", "purify-clean", "purify-adv", "done"
+    fraction: float | None          # progress within the whole request, None = indeterminate
+    message: str
+    step: PurifyStep | None = None  # set in the purify phases: the step just computed
+    result: PipelineResult | None = None
+
+
+# --- the engine -----------------------------------------------------------------------------
+
+@dataclass
+class Prepared:
+    backbone: Backbone
+    classifier: ZeroShotClassifier
+    blank: torch.Tensor             # (D,)
+    x: torch.Tensor                 # (1, 3, S, S)
+    classnames: list[str]
+    template_set: str
+    warnings: list[str]
+
+
+def prepare(image, classnames, model: str | None = None, template_set: str = DEFAULT_TEMPLATE_SET,
+            limits: Limits = LIMITS) -> Prepared:
+    """Validate the inputs and build the classifier; the text embeddings come from the cache."""
+    templates = get_templates(template_set)
+    backbone = load_backbone(model)
+    pil = load_image(image, limits)
+    names, warnings = parse_classnames(classnames, backbone.tokenizer, backbone.context_length, templates, limits)
+    classifier = build_classifier(backbone, names, template_set)
+    blank = TEXT_CACHE.blank_embedding(backbone, template_set)
+    return Prepared(backbone, classifier, blank, backbone.to_pixels(pil), names, template_set, warnings)
+
+
+def _prediction(logits: torch.Tensor, classnames: Sequence[str]) -> Prediction:
+    probs = logits.float().softmax(-1)[0]
+    i = int(probs.argmax())
+    return Prediction(i, classnames[i], probs.tolist())
+
+
+def trace_steps(prep: Prepared, x: torch.Tensor, cfg: PurifyConfig) -> Iterator[PurifyStep]:
+    """Purify one image's embedding; yield each step with its cosine and class probabilities."""
+    clf = prep.classifier
+    with torch.no_grad():
+        z0 = F.normalize(clf.encode(x), dim=-1)                  # (1, D)
+        b_hat = F.normalize(prep.blank, dim=-1)
+        for t, z in enumerate(purify_iter(z0, prep.blank, cfg)):
+            probs = clf.logits_from_embedding(z).softmax(-1)[0]  # (C,)
+            cos = float(F.cosine_similarity(z[0], b_hat, dim=0))
+            yield PurifyStep(t, z[0].clone(), cos, probs, int(probs.argmax()))
+
+
+def purify_trace(prep: Prepared, x: torch.Tensor, cfg: PurifyConfig) -> PurifyTrace:
+    return PurifyTrace(list(trace_steps(prep, x, cfg)))
+
+
+def _attack_in_thread(prep: Prepared, cfg: AttackConfig, pcfg: PurifyConfig, limits: Limits):
+    """Run the attack in a worker thread; yield ("progress", forwards) then ("done", result)."""
+    q: queue.Queue = queue.Queue()
+
+    def work():
+        try:
+            res = run_attack(cfg, prep.classifier, prep.blank, prep.x, prep.classnames, pcfg,
+                             on_forward=lambda n: q.put(("progress", n)), limits=limits)
+            q.put(("done", res))
+        except BaseException as e:  # re-raised in the caller's thread
+            q.put(("error", e))
+
+    worker = threading.Thread(target=work, name="clipure-attack", daemon=True)
+    worker.start()
+    while True:
+        kind, value = q.get()
+        if kind == "error":
+            raise value
+        yield kind, value
+        if kind == "done":
+            return
+
+
+def run(image, classnames, attack: AttackConfig | None = AttackConfig(), purify: PurifyConfig = PAPER_DEFAULTS,
+        model: str | None = None, template_set: str = DEFAULT_TEMPLATE_SET,
+        limits: Limits = LIMITS) -> Iterator[PipelineEvent]:
+    """The whole pipeline as a stream of events; the last one carries the result.
+
+    attack=None skips the attack (classification and purification of the clean image only).
+    All inputs are validated before any heavy work; a bad one raises a CLIPureError.
+    """
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+    pcfg = purify.validate(limits)
+    yield PipelineEvent("prepare", 0.0, "Loading the model and encoding the class names")
+    prep = prepare(image, classnames, model, template_set, limits)
+    acfg = validate_attack(attack, prep.classnames, limits) if attack is not None else None
+    timings["prepare"] = time.perf_counter() - t0
+    warnings = list(prep.warnings)
+
+    t = time.perf_counter()
+    with torch.no_grad():
+        clean = _prediction(prep.classifier(prep.x), prep.classnames)
+    timings["classify"] = time.perf_counter() - t
+    yield PipelineEvent("clean", 0.05, f"Clean prediction: {clean.label}")
+
+    # Progress shares: attack 0.05-0.75, clean trajectory 0.75-0.85, adversarial 0.85-1.
+    result_attack = None
+    if acfg is not None:
+        t = time.perf_counter()
+        spec = ATTACKS[acfg.attack]
+        expected = acfg.steps * spec.forwards_per_step if spec.forwards_per_step else None
+        yield PipelineEvent("attack", 0.05, f"Running {acfg.attack} ({THREAT_MODELS[acfg.threat_model].label})")
+        last = -1
+        for kind, value in _attack_in_thread(prep, acfg, pcfg, limits):
+            if kind == "progress" and expected and value != last and value <= expected:
+                last = value
+                yield PipelineEvent("attack", 0.05 + 0.7 * value / expected,
+                                    f"{acfg.attack}: step {value}/{expected}")
+            elif kind == "done":
+                result_attack = value
+        timings["attack"] = time.perf_counter() - t
+        yield PipelineEvent("attack", 0.75, f"{acfg.attack} finished in {result_attack.seconds:.1f} s")
+
+    t = time.perf_counter()
+    clean_trace = PurifyTrace()
+    for s in trace_steps(prep, prep.x, pcfg):
+        clean_trace.steps.append(s)
+        yield PipelineEvent("purify-clean", 0.75 + 0.1 * s.step / max(pcfg.steps, 1),
+                            f"Purifying the clean embedding: step {s.step}/{pcfg.steps}", step=s)
+    adv_trace = adversarial = purified = None
+    if result_attack is not None:
+        adv_trace = PurifyTrace()
+        with torch.no_grad():
+            adversarial = _prediction(prep.classifier(result_attack.x_adv), prep.classnames)
+        for s in trace_steps(prep, result_attack.x_adv, pcfg):
+            adv_trace.steps.append(s)
+            yield PipelineEvent("purify-adv", 0.85 + 0.15 * s.step / max(pcfg.steps, 1),
+                                f"Purifying the adversarial embedding: step {s.step}/{pcfg.steps}", step=s)
+        purified = _step_prediction(adv_trace.steps[-1], prep.classnames)
+    timings["purify"] = time.perf_counter() - t
+    timings["total"] = time.perf_counter() - t0
+
+    result = PipelineResult(
+        backbone=prep.backbone.name, meaningless=prep.backbone.spec.meaningless, classnames=prep.classnames,
+        template_set=template_set, x=prep.x, clean=clean,
+        clean_purified=_step_prediction(clean_trace.steps[-1], prep.classnames),
+        attack=result_attack, adversarial=adversarial, purified=purified, clean_trace=clean_trace,
+        adv_trace=adv_trace, attack_config=acfg, purify_config=pcfg, warnings=warnings, timings=timings)
+    yield PipelineEvent("done", 1.0, "Done", result=result)
+
+
+def _step_prediction(step: PurifyStep, classnames: Sequence[str]) -> Prediction:
+    return Prediction(step.top1, classnames[step.top1], step.probs.tolist())
+
+
+def run_pipeline(image, classnames, attack: AttackConfig | None = AttackConfig(),
+                 purify: PurifyConfig = PAPER_DEFAULTS, model: str | None = None,
+                 template_set: str = DEFAULT_TEMPLATE_SET, limits: Limits = LIMITS) -> PipelineResult:
+    """`run` without the stream: the final PipelineResult."""
+    for event in run(image, classnames, attack, purify, model, template_set, limits):
+        if event.result is not None:
+            return event.result
+    raise CLIPureError("The pipeline ended without a result.")  # unreachable by construction

@@ -1,0 +1,166 @@
+"""CLIPure-Cos: purification in CLIP's latent space, step by step.
+
+Gradient ascent on cos(z, b), the cosine between the image embedding z and the blank target
+b, as the official code does it (DESIGN.md, "The method"). With r = ||z|| and u = z / r:
+
+    g   = grad_z[-cos(z, b)] = -(b_hat - cos(z, b) u) / r         closed form, tangent to the sphere
+    g_u = r g
+    m   = gamma m - (1 - gamma) g_u / ||g_u||_2                     norm per sample, or over the batch
+    u   = u + eta m            ("l2")   or   u + eta sign(m)  ("linf")
+    u   = u / ||u||,  z = r u
+
+A normalised step of size eta therefore rotates u by atan(eta) towards b_hat, in the plane of
+u and b_hat. With eta = 30 that is 88.1 degrees, past b_hat, and the next step comes back:
+with the official defaults and an even number of steps the output equals the input.
+
+The gradient is the closed form above, not autograd, so plain purification costs a handful of
+vector operations per step. The same expression, kept on the autograd graph, gives the exact
+gradients of the unrolled purification ("adaptive" backward); computed on detached values it
+reproduces the official code, whose autograd.grad without create_graph makes each m a constant
+("official" backward).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Callable, Iterator
+
+import torch
+import torch.nn.functional as F
+
+from app.errors import UnknownNameError, check_int, check_range
+from app.limits import LIMITS, Limits
+
+NORMS = ("l2", "linf")
+GRAD_SCOPES = ("sample", "batch")
+BACKWARDS = ("none", "official", "adaptive")
+
+
+@dataclass
+class Trajectory:
+    embeddings: torch.Tensor     # (steps+1, N, D); [0] is the input
+    cos_to_blank: torch.Tensor   # (steps+1, N)
+
+    @property
+    def purified(self) -> torch.Tensor:
+        """(N, D) the final embedding, the one CLIPure classifies."""
+        return self.embeddings[-1]
+
+
+def _check(name, value, valid):
+    if value not in valid:
+        raise UnknownNameError(name, value, valid)
+
+
+def clipure_cos_iter(z: torch.Tensor, blank: torch.Tensor, steps: int = 10, step_size: float = 30.0,
+                     momentum: float = 0.0, norm: str = "l2", grad_scope: str = "sample",
+                     backward: str = "none") -> Iterator[torch.Tensor]:
+    """Yield z_0 = z, then z_1 ... z_steps, each (N, D), as they are computed.
+
+    backward: "none" (no autograd graph), "official" (directions detached, as the official
+    code) or "adaptive" (exact gradients through every step).
+    """
+    _check("update norm", norm, NORMS)
+    _check("gradient scope", grad_scope, GRAD_SCOPES)
+    _check("backward mode", backward, BACKWARDS)
+    with torch.set_grad_enabled(backward != "none" and torch.is_grad_enabled()):
+        b_hat = F.normalize(blank.float(), dim=-1).to(z.device)   # (D,) or (N, D)
+        r = z.norm(dim=-1, keepdim=True)                            # (N, 1)
+        u = z / r
+        m = torch.zeros_like(u)
+        yield z
+        for _ in range(steps):
+            v = u.detach() if backward == "official" else u
+            cos = (v * b_hat).sum(-1, keepdim=True)                 # (N, 1) = cos(z, b)
+            g_u = cos * v - b_hat                                   # r * grad_z[-cos(z, b)]
+            if grad_scope == "sample":
+                g_norm = g_u.norm(dim=-1, keepdim=True)
+            else:  # one norm for the whole batch, as the official code: couples batch mates
+                g_norm = g_u.norm()
+            m = momentum * m - (1.0 - momentum) * g_u / g_norm.clamp_min(1e-12)
+            u = u + step_size * (m if norm == "l2" else torch.sign(m))
+            u = u / u.norm(dim=-1, keepdim=True)
+            yield r * u
+
+
+def clipure_cos(z: torch.Tensor, blank: torch.Tensor, steps: int = 10, step_size: float = 30.0,
+                momentum: float = 0.0, norm: str = "l2", grad_scope: str = "sample") -> Trajectory:
+    """Purify a batch of image embeddings z (N, D) towards the blank target (D,).
+
+    Returns the whole Trajectory; traj.embeddings is (steps+1, N, D) and [0] is z.
+    """
+    with torch.no_grad():
+        zs = list(clipure_cos_iter(z, blank, steps, step_size, momentum, norm, grad_scope))
+        emb = torch.stack(zs)
+        cos = F.cosine_similarity(emb, blank.float().to(z.device).expand_as(emb), dim=-1)
+    return Trajectory(emb, cos)
+
+
+def rotation_per_step(step_size: float) -> float:
+    """Angle in degrees that one normalised L2 step of size eta rotates u: atan(eta)."""
+    return math.degrees(math.atan(step_size))
+
+
+# --- registry -----------------------------------------------------------------------------
+
+@dataclass
+class PurifyConfig:
+    method: str = "clipure-cos"   # key of PURIFIERS
+    steps: int = 10               # T, official default
+    step_size: float = 30.0       # eta, official default
+    momentum: float = 0.0         # gamma, official default
+    norm: str = "l2"              # update norm, official default
+    grad_scope: str = "sample"    # "batch" reproduces the official batch coupling
+
+    def validate(self, limits: Limits = LIMITS) -> "PurifyConfig":
+        if self.method not in PURIFIERS:
+            raise UnknownNameError("purification method", self.method, PURIFIERS)
+        steps = check_int("Purification steps", self.steps, 0, limits.max_purify_steps)
+        _check("update norm", self.norm, NORMS)
+        _check("gradient scope", self.grad_scope, GRAD_SCOPES)
+        return PurifyConfig(
+            method=self.method, steps=steps,
+            step_size=check_range("Purification step size", self.step_size, 0, limits.max_step_size),
+            momentum=check_range("Momentum", self.momentum, 0, 0.999),
+            norm=self.norm, grad_scope=self.grad_scope)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+PAPER_DEFAULTS = PurifyConfig()
+
+
+@dataclass(frozen=True)
+class PurifierSpec:
+    label: str
+    description: str
+    iterate: Callable[..., Iterator[torch.Tensor]]   # (z, blank, cfg, backward) -> z_0 ... z_T
+
+
+def _cos_iterate(z, blank, cfg: PurifyConfig, backward: str = "none"):
+    return clipure_cos_iter(z, blank, cfg.steps, cfg.step_size, cfg.momentum, cfg.norm, cfg.grad_scope, backward)
+
+
+# Only methods that run are listed; CLIPure-Diff (DiffusionPrior likelihood) is not built yet.
+PURIFIERS: dict[str, PurifierSpec] = {
+    "clipure-cos": PurifierSpec(
+        "CLIPure-Cos", "gradient ascent on the cosine to the blank prompt's embedding", _cos_iterate),
+}
+
+
+def purify_iter(z: torch.Tensor, blank: torch.Tensor, cfg: PurifyConfig = PAPER_DEFAULTS,
+                backward: str = "none") -> Iterator[torch.Tensor]:
+    """Registry-driven purification: yield z_0 ... z_T for the configured method."""
+    if cfg.method not in PURIFIERS:
+        raise UnknownNameError("purification method", cfg.method, PURIFIERS)
+    return PURIFIERS[cfg.method].iterate(z, blank, cfg, backward)
+
+
+def purify(z: torch.Tensor, blank: torch.Tensor, cfg: PurifyConfig = PAPER_DEFAULTS,
+           backward: str = "none") -> torch.Tensor:
+    """The final purified embedding (N, D)."""
+    out = z
+    for out in purify_iter(z, blank, cfg, backward):
+        pass
+    return out

@@ -1,0 +1,129 @@
+"""Zero-shot CLIP: template sets, cached text embeddings, the blank target, the classifier.
+
+    t_c    = normalize(mean_k normalize(E_txt(template_k(c))))      class embedding, (C, D)
+    b      = mean_k normalize(E_txt(template_k("")))                 blank target, (D,)
+    logits = s * cos(E_img(normalize_pixels(x)), t_c),  s = exp(logit_scale)
+"""
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from typing import Callable, Sequence
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from open_clip.zero_shot_metadata import OPENAI_IMAGENET_TEMPLATES
+
+from app.errors import UnknownNameError
+from app.models import Backbone
+
+TEMPLATE_SETS: dict[str, tuple[Callable[[str], str], ...]] = {
+    "single": (lambda c: f"a photo of a {c}.",),
+    "ensemble": tuple(OPENAI_IMAGENET_TEMPLATES),  # the 80 OpenAI ImageNet templates
+}
+DEFAULT_TEMPLATE_SET = "ensemble"
+
+
+def get_templates(template_set: str) -> tuple[Callable[[str], str], ...]:
+    if template_set not in TEMPLATE_SETS:
+        raise UnknownNameError("template set", template_set, TEMPLATE_SETS)
+    return TEMPLATE_SETS[template_set]
+
+
+@torch.no_grad()
+def _encode_prompts(backbone: Backbone, names: Sequence[str], templates) -> torch.Tensor:
+    """(len(names), D): per name, the mean over templates of the normalised text embeddings."""
+    prompts = [t(n) for n in names for t in templates]
+    tokens = backbone.tokenizer(prompts).to(backbone.device)
+    out = []
+    for chunk in tokens.split(256):  # bounded memory for 100 names x 80 templates
+        out.append(backbone.model.encode_text(chunk).float())
+    emb = F.normalize(torch.cat(out), dim=-1)
+    return emb.view(len(names), len(templates), -1).mean(dim=1)
+
+
+class TextEmbeddingCache:
+    """LRU cache of class embeddings keyed by (model, device, template set, class names).
+
+    A repeated request costs no text-encoder pass; `hits` and `misses` make that testable.
+    """
+
+    def __init__(self, max_entries: int = 64):
+        self.max_entries = max_entries
+        self._store: OrderedDict[tuple, torch.Tensor] = OrderedDict()
+        self._lock = threading.Lock()
+        self.hits = 0
+        self.misses = 0
+
+    def _get(self, key, compute):
+        with self._lock:
+            if key in self._store:
+                self._store.move_to_end(key)
+                self.hits += 1
+                return self._store[key]
+        value = compute()
+        with self._lock:
+            self.misses += 1
+            self._store[key] = value
+            while len(self._store) > self.max_entries:
+                self._store.popitem(last=False)
+        return value
+
+    def class_embeddings(self, backbone: Backbone, classnames: Sequence[str], template_set: str) -> torch.Tensor:
+        """(C, D) unit class embeddings t_c."""
+        templates = get_templates(template_set)
+        key = (backbone.name, str(backbone.device), backbone.pretrained, template_set, tuple(classnames))
+        return self._get(key, lambda: F.normalize(_encode_prompts(backbone, classnames, templates), dim=-1))
+
+    def blank_embedding(self, backbone: Backbone, template_set: str) -> torch.Tensor:
+        """(D,) blank target b: the class slot left empty ("a photo of a ."). Not re-normalised."""
+        templates = get_templates(template_set)
+        key = (backbone.name, str(backbone.device), backbone.pretrained, template_set, None)
+        return self._get(key, lambda: _encode_prompts(backbone, [""], templates)[0])
+
+    def clear(self) -> None:
+        with self._lock:
+            self._store.clear()
+            self.hits = self.misses = 0
+
+
+TEXT_CACHE = TextEmbeddingCache()
+
+
+class ZeroShotClassifier(nn.Module):
+    """Differentiable zero-shot CLIP: pixels (N, 3, S, S) in [0,1] -> logits (N, C).
+
+    Normalisation of the pixels happens inside, so attacks work in [0,1] pixel space.
+    """
+
+    def __init__(self, backbone: Backbone, class_embeddings: torch.Tensor):
+        super().__init__()
+        self.backbone_name = backbone.name
+        self.clip = backbone.model
+        self.register_buffer("mean", torch.tensor(backbone.mean, device=backbone.device).view(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor(backbone.std, device=backbone.device).view(1, 3, 1, 1))
+        self.register_buffer("class_embeddings", class_embeddings.float())   # (C, D), unit rows
+        self.logit_scale = float(backbone.model.logit_scale.exp())           # s, about 100 for OpenAI
+        self.dtype = backbone.dtype
+
+    @property
+    def n_classes(self) -> int:
+        return self.class_embeddings.shape[0]
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, 3, S, S) in [0,1] -> (N, D) image embedding E_img, float32, not normalised."""
+        x = (x - self.mean) / self.std
+        return self.clip.encode_image(x.to(self.dtype)).float()
+
+    def logits_from_embedding(self, z: torch.Tensor) -> torch.Tensor:
+        """(N, D) -> (N, C): s * cos(z, t_c)."""
+        return self.logit_scale * F.normalize(z, dim=-1) @ self.class_embeddings.T
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.logits_from_embedding(self.encode(x))
+
+
+def build_classifier(backbone: Backbone, classnames: Sequence[str], template_set: str = DEFAULT_TEMPLATE_SET,
+                     cache: TextEmbeddingCache = TEXT_CACHE) -> ZeroShotClassifier:
+    return ZeroShotClassifier(backbone, cache.class_embeddings(backbone, classnames, template_set)).eval()
