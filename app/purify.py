@@ -64,7 +64,7 @@ def clipure_cos_iter(z: torch.Tensor, blank: torch.Tensor, steps: int = 10, step
     _check("gradient scope", grad_scope, GRAD_SCOPES)
     _check("backward mode", backward, BACKWARDS)
     with torch.set_grad_enabled(backward != "none" and torch.is_grad_enabled()):
-        b_hat = F.normalize(blank.float(), dim=-1).to(z.device)   # (D,) or (N, D)
+        b_hat = F.normalize(blank.to(z.device, z.dtype), dim=-1)   # (D,) or (N, D)
         r = z.norm(dim=-1, keepdim=True)                            # (N, 1)
         u = z / r
         m = torch.zeros_like(u)
@@ -92,7 +92,7 @@ def clipure_cos(z: torch.Tensor, blank: torch.Tensor, steps: int = 10, step_size
     with torch.no_grad():
         zs = list(clipure_cos_iter(z, blank, steps, step_size, momentum, norm, grad_scope))
         emb = torch.stack(zs)
-        cos = F.cosine_similarity(emb, blank.float().to(z.device).expand_as(emb), dim=-1)
+        cos = F.cosine_similarity(emb, blank.to(z.device, z.dtype).expand_as(emb), dim=-1)
     return Trajectory(emb, cos)
 
 

@@ -1,0 +1,37 @@
+"""Tests never download: the hub is switched off before anything imports huggingface_hub."""
+import os
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ.setdefault("CLIPURE_DEVICE", "cpu")
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import torch  # noqa: E402
+from PIL import Image  # noqa: E402
+
+torch.set_num_threads(min(2, torch.get_num_threads()))
+
+CLASSES = ["cat", "dog", "car", "plane", "tree"]
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "weights: needs real pretrained weights from the hub; skips offline")
+    config.addinivalue_line("markers", "slow: takes more than a few seconds")
+
+
+@pytest.fixture(scope="session")
+def tiny():
+    from app.models import load_backbone
+    return load_backbone("tiny-random")
+
+
+@pytest.fixture(scope="session")
+def noise_image():
+    return Image.fromarray((np.random.RandomState(0).rand(48, 40, 3) * 255).astype(np.uint8))
+
+
+@pytest.fixture(scope="session")
+def tiny_setup(tiny):
+    """(classifier, blank) on the tiny random model, single template."""
+    from app.zeroshot import TEXT_CACHE, build_classifier
+    return build_classifier(tiny, CLASSES, "single"), TEXT_CACHE.blank_embedding(tiny, "single")

@@ -1,0 +1,40 @@
+"""The one pipeline call: streaming events, the result's shape, determinism."""
+import torch
+
+from app.attacks import AttackConfig
+from app.pipeline import run, run_pipeline
+from app.purify import PurifyConfig
+from tests.conftest import CLASSES
+
+
+def test_events_stream_then_result(noise_image):
+    events = list(run(noise_image, CLASSES, AttackConfig(attack="PGD", eps=8, steps=4),
+                      PurifyConfig(steps=6), model="tiny-random", template_set="single"))
+    phases = [e.phase for e in events]
+    assert phases[0] == "prepare" and phases[-1] == "done"
+    assert phases.index("attack") < phases.index("purify-clean") < phases.index("purify-adv")
+    attack_steps = [e for e in events if e.phase == "attack" and "step" in e.message]
+    assert len(attack_steps) == 4                       # one event per PGD step
+    adv_steps = [e.step.step for e in events if e.phase == "purify-adv"]
+    assert adv_steps == list(range(7))                  # steps + 1 points, in order
+    fractions = [e.fraction for e in events]
+    assert fractions == sorted(fractions) and fractions[-1] == 1.0
+    res = events[-1].result
+    assert res.adv_trace.embeddings.shape == (7, 64) and res.clean_trace.probs.shape == (7, len(CLASSES))
+    assert res.meaningless and res.purified.label == CLASSES[res.adv_trace.top1[-1]]
+    assert abs(sum(res.clean.probs) - 1) < 1e-5
+    assert res.attack.linf_255 <= 8 + 1e-4
+
+
+def test_same_seed_same_result(noise_image):
+    kw = dict(attack=AttackConfig(attack="APGD-CE", eps=8, steps=5, seed=3, threat_model="adaptive"),
+              purify=PurifyConfig(steps=4, step_size=0.5), model="tiny-random", template_set="single")
+    a, b = run_pipeline(noise_image, CLASSES, **kw), run_pipeline(noise_image, CLASSES, **kw)
+    assert torch.equal(a.x_adv, b.x_adv)
+    assert torch.equal(a.adv_trace.embeddings, b.adv_trace.embeddings)
+    assert a.purified == b.purified
+
+
+def test_no_attack_means_clean_only(noise_image):
+    res = run_pipeline(noise_image, CLASSES, attack=None, model="tiny-random", template_set="single")
+    assert res.attack is None and res.adv_trace is None and len(res.clean_trace.steps) == 11
