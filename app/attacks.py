@@ -286,10 +286,26 @@ def perturbation_stats(x: torch.Tensor, x_adv: torch.Tensor) -> tuple[float, flo
     return linf, l2, psnr
 
 
+def quantize_toward(x: torch.Tensor, x_adv: torch.Tensor) -> torch.Tensor:
+    """Put x_adv on the 8-bit grid by rounding its perturbation towards x.
+
+    |d| shrinks elementwise, so neither the L-inf nor the L2 norm can grow past eps; when x is
+    on the grid (the pipeline quantises it), x_adv saved as a PNG is exactly what was evaluated.
+    """
+    d = (x_adv - x) * 255.0
+    d = torch.trunc(d + torch.sign(d) * 1e-4) / 255.0   # 1e-4: float error at exact multiples
+    return (x + d).clamp(0, 1)
+
+
 def run_attack(cfg: AttackConfig, classifier: ZeroShotClassifier, blank: torch.Tensor, x: torch.Tensor,
                classnames: Sequence[str], purify_cfg: PurifyConfig = PAPER_DEFAULTS,
-               on_forward: Callable[[int], None] | None = None, limits: Limits = LIMITS) -> AttackResult:
-    """Attack x (N, 3, S, S) in [0,1] under cfg.threat_model. cfg is validated here."""
+               on_forward: Callable[[int], None] | None = None, limits: Limits = LIMITS,
+               quantize: bool = True) -> AttackResult:
+    """Attack x (N, 3, S, S) in [0,1] under cfg.threat_model. cfg is validated here.
+
+    quantize: round the result to 8 bits (towards x), so it survives a PNG round trip; all
+    predictions and statistics are of the returned x_adv.
+    """
     cfg = validate_attack(cfg, classnames, limits)
     spec = ATTACKS[cfg.attack]
     names = list(classnames)
@@ -315,6 +331,8 @@ def run_attack(cfg: AttackConfig, classifier: ZeroShotClassifier, blank: torch.T
             x_adv = atk(x, label)
     seconds = time.perf_counter() - t0
     x_adv = x_adv.detach().clamp(0, 1)
+    if quantize:
+        x_adv = quantize_toward(x, x_adv)
 
     with torch.no_grad():
         pred_bare = classifier(x_adv).argmax(-1)

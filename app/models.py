@@ -188,3 +188,20 @@ def load_backbone(name: str | None = None, device: str | None = None, precision:
 
 def available_backbones() -> list[str]:
     return list(BACKBONES)
+
+
+def load_default(name: str | None = None) -> tuple[Backbone, str | None]:
+    """Load the default backbone, or fall back to the bundled toy-shapes model.
+
+    Returns (backbone, notice); notice is None unless the fallback was taken, and then says
+    why and how to get the full model.
+    """
+    name = name or DEFAULT_BACKBONE
+    try:
+        return load_backbone(name), None
+    except WeightsUnavailableError as e:
+        notice = (f"{name} could not be loaded ({e.reason}), so the app runs the bundled toy-shapes model "
+                  f"(a small CLIP that knows {len(TOY_CLASSNAMES)} coloured shapes). To get the full model, "
+                  f"start the app once with access to the Hugging Face hub (and HF_HUB_OFFLINE unset), "
+                  f"or pick it in the Backbone menu when the hub is reachable.")
+        return load_backbone(FALLBACK_BACKBONE), notice

@@ -150,6 +150,7 @@ class PipelineEvent:
     message: str
     step: PurifyStep | None = None  # set in the purify phases: the step just computed
     result: PipelineResult | None = None
+    classnames: list[str] | None = None  # the cleaned class names, once known
 
 
 # --- the engine -----------------------------------------------------------------------------
@@ -174,7 +175,8 @@ def prepare(image, classnames, model: str | None = None, template_set: str = DEF
     names, warnings = parse_classnames(classnames, backbone.tokenizer, backbone.context_length, templates, limits)
     classifier = build_classifier(backbone, names, template_set)
     blank = TEXT_CACHE.blank_embedding(backbone, template_set)
-    return Prepared(backbone, classifier, blank, backbone.to_pixels(pil), names, template_set, warnings)
+    x = torch.round(backbone.to_pixels(pil) * 255) / 255   # an 8-bit image at model resolution
+    return Prepared(backbone, classifier, blank, x, names, template_set, warnings)
 
 
 def _prediction(logits: torch.Tensor, classnames: Sequence[str]) -> Prediction:
@@ -243,7 +245,8 @@ def run(image, classnames, attack: AttackConfig | None = AttackConfig(), purify:
     with torch.no_grad():
         clean = _prediction(prep.classifier(prep.x), prep.classnames)
     timings["classify"] = time.perf_counter() - t
-    yield PipelineEvent("clean", 0.05, f"Clean prediction: {clean.label}")
+    names = prep.classnames
+    yield PipelineEvent("clean", 0.05, f"Clean prediction: {clean.label}", classnames=names)
 
     # Progress shares: attack 0.05-0.75, clean trajectory 0.75-0.85, adversarial 0.85-1.
     result_attack = None
@@ -268,7 +271,7 @@ def run(image, classnames, attack: AttackConfig | None = AttackConfig(), purify:
     for s in trace_steps(prep, prep.x, pcfg):
         clean_trace.steps.append(s)
         yield PipelineEvent("purify-clean", 0.75 + 0.1 * s.step / max(pcfg.steps, 1),
-                            f"Purifying the clean embedding: step {s.step}/{pcfg.steps}", step=s)
+                            f"Purifying the clean embedding: step {s.step}/{pcfg.steps}", step=s, classnames=names)
     adv_trace = adversarial = purified = None
     if result_attack is not None:
         adv_trace = PurifyTrace()
@@ -277,7 +280,8 @@ def run(image, classnames, attack: AttackConfig | None = AttackConfig(), purify:
         for s in trace_steps(prep, result_attack.x_adv, pcfg):
             adv_trace.steps.append(s)
             yield PipelineEvent("purify-adv", 0.85 + 0.15 * s.step / max(pcfg.steps, 1),
-                                f"Purifying the adversarial embedding: step {s.step}/{pcfg.steps}", step=s)
+                                f"Purifying the adversarial embedding: step {s.step}/{pcfg.steps}", step=s,
+                                classnames=names)
         purified = _step_prediction(adv_trace.steps[-1], prep.classnames)
     timings["purify"] = time.perf_counter() - t
     timings["total"] = time.perf_counter() - t0
@@ -288,7 +292,7 @@ def run(image, classnames, attack: AttackConfig | None = AttackConfig(), purify:
         clean_purified=_step_prediction(clean_trace.steps[-1], prep.classnames),
         attack=result_attack, adversarial=adversarial, purified=purified, clean_trace=clean_trace,
         adv_trace=adv_trace, attack_config=acfg, purify_config=pcfg, warnings=warnings, timings=timings)
-    yield PipelineEvent("done", 1.0, "Done", result=result)
+    yield PipelineEvent("done", 1.0, "Done", result=result, classnames=names)
 
 
 def _step_prediction(step: PurifyStep, classnames: Sequence[str]) -> Prediction:
@@ -303,3 +307,27 @@ def run_pipeline(image, classnames, attack: AttackConfig | None = AttackConfig()
         if event.result is not None:
             return event.result
     raise CLIPureError("The pipeline ended without a result.")  # unreachable by construction
+
+
+def compare_threat_models(image, classnames, attack: AttackConfig, purify: PurifyConfig = PAPER_DEFAULTS,
+                          model: str | None = None, template_set: str = DEFAULT_TEMPLATE_SET,
+                          limits: Limits = LIMITS, on_progress=None) -> list[PipelineResult]:
+    """The same attack (same seed) under every threat model, on the same image.
+
+    on_progress(fraction, message) is called as each threat model starts.
+    """
+    results = []
+    for k, name in enumerate(THREAT_MODELS):
+        if on_progress is not None:
+            on_progress(k / len(THREAT_MODELS), f"{attack.attack} under the {name} threat model")
+        cfg = AttackConfig(**{**attack.to_dict(), "threat_model": name})
+        results.append(run_pipeline(image, classnames, cfg, purify, model, template_set, limits))
+    return results
+
+
+def classify(image, classnames, model: str | None = None, template_set: str = DEFAULT_TEMPLATE_SET,
+             limits: Limits = LIMITS) -> tuple[Prediction, Prepared]:
+    """Bare zero-shot CLIP on one image, no attack and no purification."""
+    prep = prepare(image, classnames, model, template_set, limits)
+    with torch.no_grad():
+        return _prediction(prep.classifier(prep.x), prep.classnames), prep

@@ -1,0 +1,120 @@
+"""Matplotlib figures made from purification trajectories (no pyplot global state).
+
+Every figure shows every computed step as a point: oscillation (the 2-cycle of the official
+defaults) is drawn, never smoothed. Titles carry the caption that names the threat model,
+attack, eps, steps and backbone.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from matplotlib.figure import Figure
+
+CLEAN_COLOUR, TARGET_COLOUR = "#1f77b4", "#d62728"
+OTHER_COLOURS = ["#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf", "#ff7f0e"]
+
+
+def _figure(w: float, h: float, ncols: int = 1) -> tuple[Figure, list]:
+    fig = Figure(figsize=(w, h), dpi=90, layout="constrained")
+    axes = fig.subplots(1, ncols, squeeze=False)[0]
+    return fig, list(axes)
+
+
+def _top_classes(probs: np.ndarray, k: int, must: Sequence[int]) -> list[int]:
+    """Indices of the k classes with the highest peak probability, plus the ones in `must`."""
+    order = list(np.argsort(-probs.max(axis=0)))
+    chosen = [i for i in must if i is not None]
+    for i in order:
+        if len(chosen) >= max(k, len(chosen)):
+            break
+        if i not in chosen:
+            chosen.append(int(i))
+    return chosen
+
+
+def probability_figure(traces: dict[str, np.ndarray], classnames: Sequence[str], clean_idx: int,
+                       target_idx: int | None = None, caption: str = "", top_k: int = 5) -> Figure:
+    """Per-step class probabilities. traces: panel title -> (T+1, C) probabilities.
+
+    The clean prediction is a thick blue line, the target (if any) a dashed red one.
+    """
+    fig, axes = _figure(4.4 * len(traces), 3.3, len(traces))
+    for ax, (title, probs) in zip(axes, traces.items()):
+        steps = np.arange(probs.shape[0])
+        colours = iter(OTHER_COLOURS)
+        for i in _top_classes(probs, top_k, [clean_idx, target_idx]):
+            if i == clean_idx:
+                style = dict(color=CLEAN_COLOUR, lw=2.8, label=f"{classnames[i]} (clean prediction)")
+            elif i == target_idx:
+                style = dict(color=TARGET_COLOUR, lw=2.2, ls="--", label=f"{classnames[i]} (target)")
+            else:
+                style = dict(color=next(colours, "#999999"), lw=1.3, label=classnames[i])
+            ax.plot(steps, probs[:, i], marker="o", ms=3.5, **style)
+        ax.set(title=title, xlabel="purification step", ylabel="probability", ylim=(-0.02, 1.02))
+        ax.set_xticks(steps if len(steps) <= 21 else np.linspace(0, steps[-1], 11).round())
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, loc="best")
+    if caption:
+        fig.suptitle(caption, fontsize=8)
+    return fig
+
+
+def cosine_figure(cosines: dict[str, Sequence[float]], caption: str = "") -> Figure:
+    """cos(z_t, b) per step for each trajectory."""
+    fig, (ax,) = _figure(5.2, 3.2)
+    for (name, cos), colour in zip(cosines.items(), ["#d62728", "#1f77b4", "#2ca02c", "#9467bd"]):
+        ax.plot(np.arange(len(cos)), cos, marker="o", ms=4, color=colour, label=name)
+    ax.set(xlabel="purification step", ylabel="cos(z, blank)", title="Cosine to the blank target per step")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    if caption:
+        fig.suptitle(caption, fontsize=8)
+    return fig
+
+
+def latent_map_figure(trajectories: dict[str, torch.Tensor], class_embeddings: torch.Tensor,
+                      blank: torch.Tensor, classnames: Sequence[str], caption: str = "",
+                      max_landmarks: int = 12) -> Figure:
+    """2-D PCA map of the unit-sphere trajectories with class embeddings and the blank as landmarks.
+
+    trajectories: name -> (T+1, D). The projection is fitted on every point shown, so arrows
+    between consecutive steps show the real order and size of the moves in that plane.
+    """
+    trajs = {k: F.normalize(v.float(), dim=-1) for k, v in trajectories.items()}
+    b = F.normalize(blank.float(), dim=-1)[None]
+    classes = class_embeddings.float()
+    if classes.shape[0] > max_landmarks:   # keep the classes the trajectories come closest to
+        pts = torch.cat(list(trajs.values()))
+        keep = (pts @ classes.T).max(0).values.argsort(descending=True)[:max_landmarks].sort().values
+    else:
+        keep = torch.arange(classes.shape[0])
+    every = torch.cat([*trajs.values(), classes[keep], b])
+    mean = every.mean(0, keepdim=True)
+    _, _, v = torch.linalg.svd(every - mean, full_matrices=False)
+    proj = lambda p: ((p - mean) @ v[:2].T).numpy()  # noqa: E731
+
+    fig, (ax,) = _figure(5.6, 4.6)
+    cp = proj(classes[keep])
+    ax.scatter(cp[:, 0], cp[:, 1], marker="s", s=30, color="#555555", zorder=3)
+    for (x, y), i in zip(cp, keep.tolist()):
+        ax.annotate(classnames[i], (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points")
+    bp = proj(b)[0]
+    ax.scatter([bp[0]], [bp[1]], marker="*", s=220, color="black", zorder=4)
+    ax.annotate('blank "a photo of a ."', bp, fontsize=8, xytext=(4, -10), textcoords="offset points")
+    for (name, t), colour in zip(trajs.items(), ["#d62728", "#1f77b4", "#2ca02c", "#9467bd"]):
+        p = proj(t)
+        ax.plot(p[:, 0], p[:, 1], "o", color=colour, ms=4, label=name, zorder=5)
+        for k in range(len(p) - 1):
+            ax.annotate("", xy=p[k + 1], xytext=p[k], zorder=5,
+                        arrowprops=dict(arrowstyle="->", color=colour, lw=1.0, alpha=0.8))
+        for k in (0, len(p) - 1):
+            ax.annotate(f"{k}", p[k], fontsize=7, color=colour, xytext=(-8, 4), textcoords="offset points")
+    ax.set(title="Latent trajectory (2-D PCA of unit embeddings)", xlabel="PC 1", ylabel="PC 2")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="best")
+    if caption:
+        fig.suptitle(caption, fontsize=8)
+    return fig

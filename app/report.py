@@ -1,0 +1,139 @@
+"""Turn a PipelineResult into what people read and download: captions, images, JSON, CSV.
+
+Every robustness statement carries its threat model, attack, eps, steps and backbone.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+
+import numpy as np
+import torch
+from PIL import Image
+
+from app.attacks import ATTACKS, THREAT_MODELS, AttackConfig
+from app.pipeline import PipelineResult
+
+
+def eps_text(cfg: AttackConfig) -> str:
+    spec = ATTACKS[cfg.attack]
+    if not spec.uses_eps:
+        return "minimum-norm (no eps)"
+    if spec.norm == "linf":
+        return f"L-inf eps {cfg.eps:g}/255"
+    return f"L2 eps {cfg.eps:g}"
+
+
+def caption(result: PipelineResult) -> str:
+    """One line naming threat model, attack, eps, steps, backbone and purification."""
+    p = result.purify_config
+    pur = f"{p.method} T={p.steps} eta={p.step_size:g} gamma={p.momentum:g} {p.norm} ({p.grad_scope})"
+    model = result.backbone + (" [random weights: MEANINGLESS]" if result.meaningless else "")
+    if result.attack_config is None:
+        return f"No attack | {model} | {pur}"
+    a = result.attack_config
+    target = f", targeted -> {a.target}" if a.targeted else ""
+    return (f"threat model: {a.threat_model} | {a.attack}, {eps_text(a)}, {a.steps} steps{target} | "
+            f"{model} | {pur}")
+
+
+def to_pil(x: torch.Tensor) -> Image.Image:
+    """(1, 3, S, S) or (3, S, S) in [0,1] -> RGB PIL image, rounded to 8 bits."""
+    arr = x.detach().float().cpu().reshape(-1, *x.shape[-2:]).clamp(0, 1).permute(1, 2, 0).numpy()
+    return Image.fromarray(np.rint(arr * 255).astype(np.uint8))
+
+
+def perturbation_image(x: torch.Tensor, x_adv: torch.Tensor) -> tuple[Image.Image, float]:
+    """The perturbation, amplified to fill [0,1] around mid grey; returns (image, factor)."""
+    d = (x_adv - x).detach().float().cpu()
+    peak = d.abs().max().item()
+    factor = 0.5 / peak if peak > 0 else 1.0
+    return to_pil((0.5 + factor * d).clamp(0, 1)), factor
+
+
+def agreement(result: PipelineResult, which: str) -> str:
+    """'agrees' / 'differs' with the clean prediction, for the panels."""
+    pred = getattr(result, which)
+    if pred is None:
+        return ""
+    same = pred.index == result.clean.index
+    return f"{'agrees' if same else 'differs'} with the clean prediction ({result.clean.label})"
+
+
+def trajectory_rows(result: PipelineResult) -> list[dict]:
+    """One row per (trajectory, step): cosine to blank, top-1, and each class probability."""
+    rows = []
+    traces = [("clean", result.clean_trace)] + ([("adversarial", result.adv_trace)] if result.adv_trace else [])
+    for name, trace in traces:
+        for s in trace.steps:
+            row = {"trajectory": name, "step": s.step, "cos_to_blank": round(s.cos_to_blank, 6),
+                   "top1": result.classnames[s.top1]}
+            row.update({f"p[{c}]": round(float(p), 6) for c, p in zip(result.classnames, s.probs.tolist())})
+            rows.append(row)
+    return rows
+
+
+def to_csv(result: PipelineResult) -> str:
+    rows = trajectory_rows(result)
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(rows[0]))
+    writer.writeheader()
+    writer.writerows(rows)
+    return buf.getvalue()
+
+
+def _finite(v: float) -> float | None:
+    return v if math.isfinite(v) else None
+
+
+def to_dict(result: PipelineResult, embeddings: bool = True) -> dict:
+    """Everything about the request, JSON-ready."""
+    out = {
+        "caption": caption(result),
+        "backbone": result.backbone,
+        "meaningless": result.meaningless,
+        "classnames": result.classnames,
+        "template_set": result.template_set,
+        "purify_config": result.purify_config.to_dict(),
+        "attack_config": None if result.attack_config is None else result.attack_config.to_dict(),
+        "clean": {"label": result.clean.label, "probs": result.clean.probs},
+        "clean_purified": {"label": result.clean_purified.label, "probs": result.clean_purified.probs},
+        "warnings": result.warnings,
+        "timings_s": {k: round(v, 4) for k, v in result.timings.items()},
+        "trajectory": trajectory_rows(result),
+    }
+    if result.attack is not None:
+        a = result.attack
+        out.update({
+            "adversarial": {"label": result.adversarial.label, "probs": result.adversarial.probs},
+            "purified": {"label": result.purified.label, "probs": result.purified.probs},
+            "perturbation": {"linf_255": a.linf_255, "l2": a.l2, "psnr_db": _finite(a.psnr_db)},
+            "attack_succeeded": {"bare_clip": a.success_bare[0], "clipure": a.success_purified[0]},
+            "attack_seconds": round(a.seconds, 4),
+        })
+    if embeddings:
+        out["embeddings"] = {"clean": result.clean_trace.embeddings.tolist()}
+        if result.adv_trace is not None:
+            out["embeddings"]["adversarial"] = result.adv_trace.embeddings.tolist()
+    return out
+
+
+def to_json(result: PipelineResult) -> str:
+    return json.dumps(to_dict(result), indent=1)
+
+
+def threat_model_row(result: PipelineResult) -> dict:
+    """A row of the 'compare threat models' table."""
+    a = result.attack
+    return {
+        "threat model": result.attack_config.threat_model,
+        "explanation": THREAT_MODELS[result.attack_config.threat_model].label,
+        "bare CLIP on x_adv": result.adversarial.label,
+        "CLIPure on x_adv": result.purified.label,
+        "attack succeeded vs CLIPure": bool(a.success_purified[0]),
+        "cos(z_T, blank)": round(result.adv_trace.cos_to_blank[-1], 4),
+        "L-inf (1/255)": round(a.linf_255, 2),
+        "seconds": round(a.seconds, 2),
+    }

@@ -1,0 +1,400 @@
+"""The Gradio demo: layout and wiring only. All computation lives in the engine (app.*).
+
+Callbacks first (plain functions from widget values to engine calls, and from engine results
+to widget values), then the gr.Blocks layout, then the events with their api_names.
+"""
+from __future__ import annotations
+
+import tempfile
+import time
+from functools import wraps
+from pathlib import Path
+
+import gradio as gr
+import pandas as pd
+
+from app import report
+from app.attacks import ATTACKS, THREAT_MODELS, AttackConfig
+from app.errors import CLIPureError, WeightsUnavailableError
+from app.hosting import gpu
+from app.limits import LIMITS
+from app.models import BACKBONES, load_backbone
+from app.pipeline import classify, compare_threat_models, run, run_pipeline
+from app.plots import cosine_figure, latent_map_figure, probability_figure
+from app.presets import CLASS_PRESETS, default_classnames, examples_for
+from app.purify import GRAD_SCOPES, NORMS, PAPER_DEFAULTS, PURIFIERS, PurifyConfig
+from app.zeroshot import TEMPLATE_SETS, TEXT_CACHE
+
+TOP_K = 5
+STREAM_PLOT_INTERVAL_S = 0.5   # streamed plots redraw at most this often; the final draw always happens
+HOW_IT_WORKS = Path(__file__).with_name("how_it_works.md").read_text()
+RUN_OUTPUTS = ("clean_label", "adv_label", "purified_label", "clean_note", "adv_note", "purified_note",
+               "adv_image", "pert_image", "stats", "adv_download", "prob_plot", "cos_plot", "map_plot",
+               "json_file", "csv_file", "status")
+
+
+# --- callbacks ------------------------------------------------------------------------------
+
+def user_errors(fn):
+    """The engine's one-sentence errors become gr.Error; anything else stays a real error."""
+    @wraps(fn)
+    def call(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except CLIPureError as e:
+            raise gr.Error(str(e), print_exception=False) from None
+    return call
+
+
+def attack_config(attack, threat_model, eps, steps, step_size, seed, targeted, target) -> AttackConfig:
+    return AttackConfig(attack=attack, threat_model=threat_model, eps=eps, steps=steps,
+                        step_size=step_size if step_size else None, seed=seed, targeted=bool(targeted),
+                        target=(target or None) if targeted else None)
+
+
+def purify_config(method, steps, step_size, momentum, norm, grad_scope) -> PurifyConfig:
+    return PurifyConfig(method=method, steps=steps, step_size=step_size, momentum=momentum, norm=norm,
+                        grad_scope=grad_scope)
+
+
+def _outputs(**values) -> tuple:
+    """A value for every run output, in RUN_OUTPUTS order; gr.skip() leaves the rest as they are."""
+    assert set(values) <= set(RUN_OUTPUTS), set(values) - set(RUN_OUTPUTS)
+    return tuple(values.get(name, gr.skip()) for name in RUN_OUTPUTS)
+
+
+def _top(probs: list[float], names: list[str]) -> dict[str, float]:
+    order = sorted(range(len(probs)), key=lambda i: -probs[i])[:TOP_K]
+    return {names[i]: float(probs[i]) for i in order}
+
+
+def _note(result, which: str, what: str) -> str:
+    text = report.agreement(result, which)
+    return f"{'✅' if text.startswith('agrees') else '⚠️'} {what} {text}" if text else ""
+
+
+def _figures(result):
+    """(probabilities, cosine, latent map) matplotlib Figures of a finished result."""
+    cap = report.caption(result)
+    a = result.attack_config
+    target = result.classnames.index(a.target) if a is not None and a.targeted else None
+    probs = {"clean input": result.clean_trace.probs.numpy()}
+    cos = {"clean input": result.clean_trace.cos_to_blank}
+    trajs = {"clean input": result.clean_trace.embeddings}
+    if result.adv_trace is not None:
+        probs = {"adversarial input": result.adv_trace.probs.numpy(), **probs}
+        cos = {"adversarial input": result.adv_trace.cos_to_blank, **cos}
+        trajs = {"adversarial input": result.adv_trace.embeddings, **trajs}
+    backbone = load_backbone(result.backbone)
+    classes = TEXT_CACHE.class_embeddings(backbone, result.classnames, result.template_set)
+    blank = TEXT_CACHE.blank_embedding(backbone, result.template_set)
+    return (probability_figure(probs, result.classnames, result.clean.index, target, cap, TOP_K),
+            cosine_figure(cos, cap),
+            latent_map_figure(trajs, classes, blank, result.classnames, cap))
+
+
+def _stats(result, factor: float) -> str:
+    a = result.attack
+    psnr = "∞" if a.psnr_db == float("inf") else f"{a.psnr_db:.1f} dB"
+    return (f"**Perturbation:** L-inf **{a.linf_255:.2f}/255** · L2 **{a.l2:.3f}** · PSNR **{psnr}** · "
+            f"shown amplified **× {factor:.1f}** around mid grey  \n"
+            f"**Attack succeeded** against bare CLIP: **{'yes' if a.success_bare[0] else 'no'}** · "
+            f"against CLIPure: **{'yes' if a.success_purified[0] else 'no'}** · "
+            f"{a.seconds:.2f} s, {a.forwards} forward passes  \n"
+            f"<sub>{report.caption(result)}</sub>")
+
+
+@gpu(duration=120)
+def _run_stream(image, classnames, backbone, template_set, acfg, pcfg, progress):
+    """Engine events -> widget updates. Per purification step: the purified prediction and
+    status; the probability and cosine plots redraw at most every STREAM_PLOT_INTERVAL_S."""
+    names, steps, last_draw = [], [], time.monotonic()
+    for event in run(image, classnames, acfg, pcfg, model=backbone, template_set=template_set):
+        progress(event.fraction, desc=event.message)
+        names = event.classnames or names
+        if event.phase in ("clean", "attack"):
+            yield _outputs(status=f"⏳ {event.message}")
+        elif event.phase == "purify-adv":
+            s = event.step
+            steps.append(s)
+            update = dict(purified_label=_top(s.probs.tolist(), names),
+                          status=f"⏳ Purifying the adversarial embedding: step {s.step}/{pcfg.steps}, "
+                                 f"cos to blank {s.cos_to_blank:.3f}, top-1 {names[s.top1]}")
+            if time.monotonic() - last_draw >= STREAM_PLOT_INTERVAL_S:
+                probs = {"adversarial input (so far)": __import__("numpy").stack([t.probs.numpy() for t in steps])}
+                update["prob_plot"] = probability_figure(probs, names, steps[0].top1, None, "", TOP_K)
+                update["cos_plot"] = cosine_figure({"adversarial input (so far)": [t.cos_to_blank for t in steps]})
+                last_draw = time.monotonic()
+            yield _outputs(**update)
+        elif event.phase == "done":
+            yield _final_outputs(event.result)
+
+
+def _final_outputs(r) -> tuple:
+    for w in r.warnings:
+        gr.Warning(w)
+    out = Path(tempfile.mkdtemp(prefix="clipure-"))
+    adv_png, pert_png = out / "adversarial.png", out / "perturbation.png"
+    report.to_pil(r.x_adv).save(adv_png)          # lossless: exactly the evaluated 8-bit image
+    pert, factor = report.perturbation_image(r.x, r.x_adv)
+    pert.save(pert_png)
+    (out / "trajectory.json").write_text(report.to_json(r))
+    (out / "trajectory.csv").write_text(report.to_csv(r))
+    f_probs, f_cos, f_map = _figures(r)
+    return _outputs(
+        clean_label=r.clean.top(TOP_K, r.classnames),
+        adv_label=r.adversarial.top(TOP_K, r.classnames),
+        purified_label=r.purified.top(TOP_K, r.classnames),
+        clean_note=_note(r, "clean_purified", "CLIPure on the clean image:"),
+        adv_note=_note(r, "adversarial", "Bare CLIP on the adversarial image:"),
+        purified_note=_note(r, "purified", "CLIPure on the adversarial image:"),
+        adv_image=str(adv_png), pert_image=str(pert_png), stats=_stats(r, factor), adv_download=str(adv_png),
+        prob_plot=f_probs, cos_plot=f_cos, map_plot=f_map,
+        json_file=str(out / "trajectory.json"), csv_file=str(out / "trajectory.csv"),
+        status=f"✅ Done in {r.timings['total']:.1f} s" + (" — random weights: MEANINGLESS" if r.meaningless else ""),
+    )
+
+
+def run_demo(image, classnames, backbone, template_set, attack, threat_model, eps, steps, step_size, seed,
+             targeted, target, method, p_steps, p_step_size, momentum, norm, grad_scope,
+             progress=gr.Progress()):
+    """Classify, attack, purify; streams progress and each purification step."""
+    acfg = attack_config(attack, threat_model, eps, steps, step_size, seed, targeted, target)
+    pcfg = purify_config(method, p_steps, p_step_size, momentum, norm, grad_scope)
+    try:
+        yield from _run_stream(image, classnames, backbone, template_set, acfg, pcfg, progress)
+    except CLIPureError as e:
+        raise gr.Error(str(e), print_exception=False) from None
+
+
+@user_errors
+@gpu(duration=300)
+def compare_demo(image, classnames, backbone, template_set, attack, threat_model, eps, steps, step_size, seed,
+                 targeted, target, method, p_steps, p_step_size, momentum, norm, grad_scope,
+                 progress=gr.Progress()):
+    """The same attack under all four threat models; one table row each."""
+    acfg = attack_config(attack, threat_model, eps, steps, step_size, seed, targeted, target)
+    pcfg = purify_config(method, p_steps, p_step_size, momentum, norm, grad_scope)
+    results = compare_threat_models(image, classnames, acfg, pcfg, backbone, template_set,
+                                    on_progress=lambda f, m: progress(f, desc=m))
+    table = pd.DataFrame([report.threat_model_row(r) for r in results])
+    first = results[0]
+    cap = report.caption(first).replace(f"threat model: {acfg.threat_model}", "threat model: each row")
+    return table, f"Clean prediction: **{first.clean.label}**. <sub>{cap}</sub>"
+
+
+@user_errors
+@gpu(duration=60)
+def classify_api(image, classnames, backbone, template_set) -> dict:
+    """Bare zero-shot CLIP: the label and the top class probabilities."""
+    pred, prep = classify(image, classnames, backbone, template_set)
+    return {"label": pred.label, "confidences": pred.top(TOP_K, prep.classnames), "backbone": prep.backbone.name,
+            "meaningless": prep.backbone.spec.meaningless, "classnames": prep.classnames, "warnings": prep.warnings}
+
+
+@user_errors
+@gpu(duration=120)
+def attack_api(image, classnames, backbone, template_set, attack, threat_model, eps, steps, step_size, seed,
+               targeted, target, method, p_steps, p_step_size, momentum, norm, grad_scope):
+    """Attack only: the adversarial PNG, the clean PNG at model resolution, and the statistics."""
+    acfg = attack_config(attack, threat_model, eps, steps, step_size, seed, targeted, target)
+    pcfg = purify_config(method, p_steps, p_step_size, momentum, norm, grad_scope)
+    r = run_pipeline(image, classnames, acfg, pcfg, backbone, template_set)
+    out = Path(tempfile.mkdtemp(prefix="clipure-"))
+    report.to_pil(r.x_adv).save(out / "adversarial.png")
+    report.to_pil(r.x).save(out / "clean.png")
+    stats = report.to_dict(r, embeddings=False)
+    stats.pop("trajectory")
+    return str(out / "adversarial.png"), str(out / "clean.png"), stats
+
+
+@user_errors
+@gpu(duration=60)
+def purify_api(image, classnames, backbone, template_set, method, p_steps, p_step_size, momentum, norm,
+               grad_scope) -> dict:
+    """Purify the clean image's embedding: the whole trajectory with per-step probabilities."""
+    pcfg = purify_config(method, p_steps, p_step_size, momentum, norm, grad_scope)
+    r = run_pipeline(image, classnames, None, pcfg, backbone, template_set)
+    return report.to_dict(r, embeddings=False)
+
+
+def on_backbone(name, active):
+    """Load the picked backbone; on failure say why and keep the one that works."""
+    try:
+        load_backbone(name)
+    except WeightsUnavailableError as e:
+        gr.Warning(str(e))
+        return (active, active) + _backbone_view(active)
+    return (name, name) + _backbone_view(name)
+
+
+def _backbone_view(name):
+    toy = name == "toy-shapes"
+    spec = BACKBONES[name]
+    note = f"**Backbone:** `{name}` — {spec.description}."
+    if spec.meaningless:
+        note = f"⚠️ {note} Its predictions are **meaningless**; use it for smoke tests only."
+    return (gr.update(visible=not toy), gr.update(visible=toy), default_classnames(name), note)
+
+
+def on_classnames(text, current_target):
+    names = [n.strip() for n in str(text or "").replace("\n", ",").split(",") if n.strip()]
+    names = list(dict.fromkeys(names))
+    return gr.update(choices=names, value=current_target if current_target in names else (names[1] if len(names) > 1 else None))
+
+
+def on_attack(name):
+    spec = ATTACKS[name]
+    if spec.norm == "l2":
+        eps = gr.update(label="eps (L2, pixel units)", maximum=LIMITS.max_l2_eps, step=0.05, value=0.5,
+                        interactive=True)
+    elif spec.norm == "linf":
+        eps = gr.update(label="eps (L-inf, in 1/255)", maximum=LIMITS.max_linf_eps, step=0.5, value=4,
+                        interactive=True)
+    else:
+        eps = gr.update(label="eps (not used: minimum-norm attack)", interactive=False)
+    note = f"{spec.label}. " + (spec.note + ". " if spec.note else "") + \
+        ("Supports targeted mode." if spec.targeted else "No targeted mode.")
+    return eps, note
+
+
+def on_threat_model(name):
+    return f"**{THREAT_MODELS[name].label}:** {THREAT_MODELS[name].explanation}"
+
+
+def paper_defaults():
+    d = PAPER_DEFAULTS
+    return d.method, d.steps, d.step_size, d.momentum, d.norm, d.grad_scope
+
+
+# --- layout ---------------------------------------------------------------------------------
+
+def build_demo(backbone: str, notice: str | None = None) -> gr.Blocks:
+    """The whole page. `backbone` is the one active at start; `notice` explains a fallback."""
+    toy = backbone == "toy-shapes"
+    with gr.Blocks(title="CLIPure: seeing adversarial robustness in CLIP") as demo:
+        active = gr.State(backbone)
+        gr.Markdown("# CLIPure: adversarial purification in CLIP's latent space\n"
+                    "Upload an image, name some classes, attack it, and watch CLIPure-Cos purify the image "
+                    "embedding step by step (ICLR 2025, arXiv 2502.18176). Read **How it works** before trusting "
+                    "any robustness number: only the `adaptive` and `bpda` threat models test the defence.")
+        if notice:
+            gr.Markdown(f"ℹ️ **Offline mode.** {notice}", elem_id="fallback-notice")
+        with gr.Tab("Demo"):
+            with gr.Row():
+                with gr.Column(scale=4):
+                    image = gr.Image(label="Image", type="pil", image_mode=None, sources=["upload", "clipboard", "webcam"],
+                                     height=260, elem_id="input-image")
+                    classnames = gr.Textbox(label="Class names (comma- or newline-separated)",
+                                            value=default_classnames(backbone), lines=2, elem_id="classnames")
+                    with gr.Row():
+                        preset = gr.Dropdown(list(CLASS_PRESETS), label="Class-name presets", value=None)
+                        template_set = gr.Radio(list(TEMPLATE_SETS), value="ensemble", label="Prompt templates",
+                                                info="single: 'a photo of a {}.' · ensemble: the 80 OpenAI ones")
+                    backbone_dd = gr.Dropdown([(f"{k} — {v.description}", k) for k, v in BACKBONES.items()],
+                                              value=backbone, label="Backbone")
+                    backbone_note = gr.Markdown(_backbone_view(backbone)[3])
+                    with gr.Column(visible=not toy) as photo_box:
+                        gr.Examples([list(e) for e in examples_for(toy=False)], [image, classnames],
+                                    label="Examples (photos, public domain / CC0)", examples_per_page=8)
+                    with gr.Column(visible=toy) as toy_box:
+                        gr.Examples([list(e) for e in examples_for(toy=True)], [image, classnames],
+                                    label="Examples for the toy-shapes model", examples_per_page=8)
+                with gr.Column(scale=4):
+                    with gr.Accordion("Attack", open=True):
+                        with gr.Row():
+                            attack = gr.Dropdown(list(ATTACKS), value="PGD", label="Attack")
+                            threat_model = gr.Radio(list(THREAT_MODELS), value="undefended", label="Threat model")
+                        threat_note = gr.Markdown(on_threat_model("undefended"))
+                        attack_note = gr.Markdown(on_attack("PGD")[1])
+                        with gr.Row():
+                            eps = gr.Slider(0, LIMITS.max_linf_eps, value=4, step=0.5, label="eps (L-inf, in 1/255)")
+                            steps = gr.Slider(1, LIMITS.max_attack_steps, value=10, step=1, label="Attack steps")
+                        with gr.Row():
+                            step_size = gr.Number(0, label="Step size (eps units; 0 = eps/4)", minimum=0)
+                            seed = gr.Number(0, label="Seed", precision=0, minimum=0)
+                        with gr.Row():
+                            targeted = gr.Checkbox(False, label="Targeted")
+                            target = gr.Dropdown([], label="Target class", interactive=True)
+                    with gr.Accordion("Purification", open=True):
+                        with gr.Row():
+                            method = gr.Dropdown([(v.label, k) for k, v in PURIFIERS.items()], value=PAPER_DEFAULTS.method,
+                                                 label="Method")
+                            p_steps = gr.Slider(0, LIMITS.max_purify_steps, value=PAPER_DEFAULTS.steps, step=1,
+                                                label="Steps T")
+                        with gr.Row():
+                            p_step_size = gr.Number(PAPER_DEFAULTS.step_size, label="Step size η", minimum=0)
+                            momentum = gr.Slider(0, 0.99, value=PAPER_DEFAULTS.momentum, step=0.01, label="Momentum γ")
+                        with gr.Row():
+                            norm = gr.Radio(list(NORMS), value=PAPER_DEFAULTS.norm, label="Update norm")
+                            grad_scope = gr.Radio(list(GRAD_SCOPES), value=PAPER_DEFAULTS.grad_scope,
+                                                  label="Gradient norm scope", info="batch = the official code's coupling")
+                        defaults_btn = gr.Button("Restore the paper's defaults (T=10, η=30, γ=0, L2)", size="sm")
+                    with gr.Row():
+                        run_btn = gr.Button("Run: classify → attack → purify", variant="primary", elem_id="run")
+                        compare_btn = gr.Button("Compare threat models", elem_id="compare")
+            status = gr.Markdown("", elem_id="status")
+            with gr.Row():
+                with gr.Column():
+                    clean_label = gr.Label(num_top_classes=TOP_K, label="Clean: bare CLIP", elem_id="clean-panel")
+                    clean_note = gr.Markdown()
+                with gr.Column():
+                    adv_label = gr.Label(num_top_classes=TOP_K, label="Adversarial: bare CLIP", elem_id="adv-panel")
+                    adv_note = gr.Markdown()
+                with gr.Column():
+                    purified_label = gr.Label(num_top_classes=TOP_K, label="Adversarial: after CLIPure",
+                                              elem_id="purified-panel")
+                    purified_note = gr.Markdown()
+            with gr.Row():
+                adv_image = gr.Image(label="Adversarial image (model resolution)", format="png", type="filepath",
+                                     interactive=False, height=224)
+                pert_image = gr.Image(label="Perturbation (amplified)", format="png", type="filepath",
+                                      interactive=False, height=224)
+                with gr.Column():
+                    stats = gr.Markdown(elem_id="stats")
+                    adv_download = gr.DownloadButton("Download the adversarial image (lossless PNG)")
+            with gr.Tab("Class probabilities per step"):
+                prob_plot = gr.Plot(label="Probabilities", elem_id="prob-plot")
+            with gr.Tab("Cosine to the blank"):
+                cos_plot = gr.Plot(label="Cosine", elem_id="cos-plot")
+            with gr.Tab("Latent map"):
+                map_plot = gr.Plot(label="Latent trajectory", elem_id="map-plot")
+            with gr.Row():
+                json_file = gr.File(label="Trajectory (JSON)")
+                csv_file = gr.File(label="Trajectory (CSV)")
+            compare_caption = gr.Markdown()
+            compare_table = gr.Dataframe(label="Same attack, four threat models", interactive=False,
+                                         elem_id="compare-table")
+        with gr.Tab("How it works"):
+            gr.Markdown(HOW_IT_WORKS)
+
+        # API-only endpoints: a hidden button carries them; clients call them by api_name.
+        api_only = gr.Button(visible=False)
+        api_json = gr.JSON(visible=False)
+        api_file_a, api_file_b = gr.File(visible=False), gr.File(visible=False)
+        api_stats = gr.JSON(visible=False)
+
+        # --- wiring -----------------------------------------------------------------------------
+        common = [image, classnames, backbone_dd, template_set]
+        attack_inputs = [attack, threat_model, eps, steps, step_size, seed, targeted, target]
+        purify_inputs = [method, p_steps, p_step_size, momentum, norm, grad_scope]
+        outputs = [clean_label, adv_label, purified_label, clean_note, adv_note, purified_note, adv_image,
+                   pert_image, stats, adv_download, prob_plot, cos_plot, map_plot, json_file, csv_file, status]
+        run_btn.click(run_demo, common + attack_inputs + purify_inputs, outputs, api_name="run",
+                      concurrency_id="engine")
+        compare_btn.click(compare_demo, common + attack_inputs + purify_inputs, [compare_table, compare_caption],
+                          api_name="compare", concurrency_id="engine")
+        api_only.click(classify_api, common, api_json, api_name="classify", concurrency_id="engine")
+        api_only.click(attack_api, common + attack_inputs + purify_inputs, [api_file_a, api_file_b, api_stats],
+                       api_name="attack", concurrency_id="engine")
+        api_only.click(purify_api, common + purify_inputs, api_json, api_name="purify", concurrency_id="engine")
+
+        preset.change(lambda p: CLASS_PRESETS[p] if p else gr.skip(), preset, classnames, api_visibility="private")
+        classnames.change(on_classnames, [classnames, target], target, api_visibility="private")
+        demo.load(on_classnames, [classnames, target], target, api_visibility="private")
+        backbone_dd.change(on_backbone, [backbone_dd, active], [backbone_dd, active, photo_box, toy_box, classnames,
+                                                                backbone_note], api_visibility="private")
+        attack.change(on_attack, attack, [eps, attack_note], api_visibility="private")
+        threat_model.change(on_threat_model, threat_model, threat_note, api_visibility="private")
+        defaults_btn.click(paper_defaults, None, purify_inputs, api_visibility="private")
+    return demo
