@@ -300,11 +300,12 @@ def quantize_toward(x: torch.Tensor, x_adv: torch.Tensor) -> torch.Tensor:
 def run_attack(cfg: AttackConfig, classifier: ZeroShotClassifier, blank: torch.Tensor, x: torch.Tensor,
                classnames: Sequence[str], purify_cfg: PurifyConfig = PAPER_DEFAULTS,
                on_forward: Callable[[int], None] | None = None, limits: Limits = LIMITS,
-               quantize: bool = True) -> AttackResult:
+               quantize: bool = True, labels: torch.Tensor | None = None) -> AttackResult:
     """Attack x (N, 3, S, S) in [0,1] under cfg.threat_model. cfg is validated here.
 
     quantize: round the result to 8 bits (towards x), so it survives a PNG round trip; all
     predictions and statistics are of the returned x_adv.
+    labels: (N,) true classes for a batch (evaluation); overrides cfg.label.
     """
     cfg = validate_attack(cfg, classnames, limits)
     spec = ATTACKS[cfg.attack]
@@ -315,7 +316,9 @@ def run_attack(cfg: AttackConfig, classifier: ZeroShotClassifier, blank: torch.T
         clean_pred = target_model(x).argmax(-1)
     # Label with the attacked model's own clean prediction (APGD and CW skip inputs that are
     # already misclassified), unless the caller names the true class.
-    label = clean_pred if cfg.label is None else torch.full_like(clean_pred, names.index(cfg.label))
+    if labels is None and cfg.label is not None:
+        labels = torch.full_like(clean_pred, names.index(cfg.label))
+    label = clean_pred if labels is None else labels.to(clean_pred.device)
     target = torch.full_like(clean_pred, names.index(cfg.target)) if cfg.targeted else None
 
     counter = ForwardCounter(target_model, on_forward)
@@ -337,8 +340,8 @@ def run_attack(cfg: AttackConfig, classifier: ZeroShotClassifier, blank: torch.T
     with torch.no_grad():
         pred_bare = classifier(x_adv).argmax(-1)
         pred_pur = defended(x_adv).argmax(-1)
-        ref_bare = classifier(x).argmax(-1) if cfg.label is None else label
-        ref_pur = defended(x).argmax(-1) if cfg.label is None else label
+        ref_bare = classifier(x).argmax(-1) if labels is None else label
+        ref_pur = defended(x).argmax(-1) if labels is None else label
     if cfg.targeted:
         ok_bare, ok_pur = (pred_bare == target), (pred_pur == target)
     else:

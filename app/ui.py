@@ -5,6 +5,7 @@ to widget values), then the gr.Blocks layout, then the events with their api_nam
 """
 from __future__ import annotations
 
+import os
 import tempfile
 import time
 from functools import wraps
@@ -18,7 +19,7 @@ from app.attacks import ATTACKS, THREAT_MODELS, AttackConfig
 from app.errors import CLIPureError, WeightsUnavailableError
 from app.hosting import gpu
 from app.limits import LIMITS
-from app.models import BACKBONES, load_backbone
+from app.models import BACKBONES, load_backbone, load_default
 from app.pipeline import classify, compare_threat_models, run, run_pipeline
 from app.plots import cosine_figure, latent_map_figure, probability_figure
 from app.presets import CLASS_PRESETS, default_classnames, examples_for
@@ -315,7 +316,7 @@ def build_demo(backbone: str, notice: str | None = None) -> gr.Blocks:
                             seed = gr.Number(0, label="Seed", precision=0, minimum=0)
                         with gr.Row():
                             targeted = gr.Checkbox(False, label="Targeted")
-                            target = gr.Dropdown([], label="Target class", interactive=True)
+                            target = gr.Dropdown([], label="Target class", interactive=True, allow_custom_value=True)
                     with gr.Accordion("Purification", open=True):
                         with gr.Row():
                             method = gr.Dropdown([(v.label, k) for k, v in PURIFIERS.items()], value=PAPER_DEFAULTS.method,
@@ -397,4 +398,18 @@ def build_demo(backbone: str, notice: str | None = None) -> gr.Blocks:
         attack.change(on_attack, attack, [eps, attack_note], api_visibility="private")
         threat_model.change(on_threat_model, threat_model, threat_note, api_visibility="private")
         defaults_btn.click(paper_defaults, None, purify_inputs, api_visibility="private")
+    return demo
+
+
+def launch(prevent_thread_lock: bool = False, **launch_kwargs) -> gr.Blocks:
+    """Start with the default backbone (or the bundled one, with a notice), queue, and serve."""
+    backbone, notice = load_default()
+    if notice:
+        print(f"[clipure] {notice}", flush=True)
+    demo = build_demo(backbone.name, notice)
+    # One engine request at a time (they share the model and the CPU/GPU); a bounded queue.
+    demo.queue(default_concurrency_limit=1, max_size=int(os.environ.get("CLIPURE_QUEUE_SIZE", 16)))
+    launch_kwargs.setdefault("server_name", os.environ.get("GRADIO_SERVER_NAME", "0.0.0.0"))
+    launch_kwargs.setdefault("max_file_size", f"{LIMITS.max_file_mb:g}mb")
+    demo.launch(prevent_thread_lock=prevent_thread_lock, **launch_kwargs)
     return demo

@@ -1,0 +1,138 @@
+"""End to end through a launched server: every named endpoint via gradio_client."""
+import os
+import socket
+
+import numpy as np
+import pytest
+from PIL import Image
+
+gradio_client = pytest.importorskip("gradio_client")
+from gradio_client import Client, handle_file  # noqa: E402
+
+from app.presets import EXAMPLES_DIR  # noqa: E402
+
+CLASSES = "cat, dog, car, plane"
+ATTACK = ["PGD", "undefended", 8, 5, 0, 3, False, None]          # attack, threat, eps, steps, step, seed, targeted, target
+PURIFY = ["clipure-cos", 10, 30.0, 0.0, "l2", "sample"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server():
+    os.environ["CLIPURE_MODEL"] = "tiny-random"
+    import app.models
+    app.models.DEFAULT_BACKBONE = "tiny-random"
+    from app.ui import launch
+    port = free_port()
+    demo = launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=port, quiet=True)
+    yield f"http://127.0.0.1:{port}/"
+    demo.close()
+
+
+@pytest.fixture(scope="module")
+def client(server):
+    return Client(server, verbose=False)
+
+
+@pytest.fixture(scope="module")
+def image():
+    return handle_file(str(EXAMPLES_DIR / "cat.png"))
+
+
+def test_named_endpoints(client):
+    names = set(client.view_api(print_info=False, return_format="dict")["named_endpoints"])
+    assert {"/classify", "/attack", "/purify", "/run", "/compare"} <= names
+
+
+def test_classify(client, image):
+    out = client.predict(image, CLASSES, "tiny-random", "single", api_name="/classify")
+    assert out["classnames"] == ["cat", "dog", "car", "plane"] and out["meaningless"] is True
+    assert out["label"] in out["classnames"] and abs(sum(out["confidences"].values()) - 1) < 1e-4
+
+
+def test_attack_png_is_within_eps_of_the_model_resolution_input(client, image):
+    adv_path, clean_path, stats = client.predict(image, CLASSES, "tiny-random", "single", *ATTACK, *PURIFY,
+                                                 api_name="/attack")
+    adv = np.asarray(Image.open(adv_path).convert("RGB"), dtype=np.int16)
+    clean = np.asarray(Image.open(clean_path).convert("RGB"), dtype=np.int16)
+    assert adv.shape == clean.shape == (32, 32, 3)             # tiny-random's resolution
+    assert np.abs(adv - clean).max() <= 8                      # eps = 8/255, exactly, after PNG
+    assert np.abs(adv - clean).max() >= 1
+    assert stats["perturbation"]["linf_255"] <= 8 + 1e-3
+    assert "undefended" in stats["caption"] and "PGD" in stats["caption"] and "tiny-random" in stats["caption"]
+
+
+def test_purify_trajectory_has_steps_plus_one_points(client, image):
+    out = client.predict(image, CLASSES, "tiny-random", "single", "clipure-cos", 7, 0.1, 0.0, "l2", "sample",
+                         api_name="/purify")
+    clean_rows = [r for r in out["trajectory"] if r["trajectory"] == "clean"]
+    assert [r["step"] for r in clean_rows] == list(range(8))
+    cos = [r["cos_to_blank"] for r in clean_rows]
+    assert all(b > a for a, b in zip(cos, cos[1:]))   # 7 x 5.7 degrees: the cosine rises each step
+
+
+def test_run_streams_to_the_full_result(client, image):
+    out = client.predict(image, CLASSES, "tiny-random", "single", *ATTACK, *PURIFY, api_name="/run")
+    (clean, adv, purified, clean_note, adv_note, pur_note, adv_img, pert_img, stats, download,
+     prob_plot, cos_plot, map_plot, json_path, csv_path, status) = out
+    for panel in (clean, adv, purified):
+        assert panel["label"] in ("cat", "dog", "car", "plane") and len(panel["confidences"]) == 4
+    assert "agrees" in pur_note or "differs" in pur_note
+    assert "L-inf" in stats and "undefended" in stats and status.startswith("✅")
+    for plot in (prob_plot, cos_plot, map_plot):
+        assert plot["type"] == "matplotlib" and plot["plot"]
+    import json
+    data = json.loads(open(json_path).read())
+    assert len(data["embeddings"]["adversarial"]) == 11 and len(data["embeddings"]["clean"]) == 11
+    assert open(csv_path).readline().startswith("trajectory,step,cos_to_blank,top1")
+    assert Image.open(adv_img).size == (32, 32) and Image.open(download).format == "PNG"
+
+
+def test_compare_runs_all_four_threat_models(client, image):
+    table, caption = client.predict(image, CLASSES, "tiny-random", "single", *ATTACK, *PURIFY, api_name="/compare")
+    assert [row[0] for row in table["data"]] == ["undefended", "official", "adaptive", "bpda"]
+    assert "threat model: each row" in caption and "PGD" in caption
+
+
+@pytest.mark.parametrize("args, api, match", [
+    ((None, CLASSES, "tiny-random", "single"), "/classify", "No image"),
+    (("IMG", "cat", "tiny-random", "single"), "/classify", "at least 2"),
+    (("IMG", CLASSES, "ViT-Q-1", "single"), "/classify", "ViT-Q-1.*toy-shapes"),
+    (("IMG", CLASSES, "tiny-random", "single", "PGD", "undefended", 99, 5, 0, 0, False, None, *PURIFY), "/attack",
+     "greater than maximum"),                                  # Gradio's own slider check
+    (("IMG", CLASSES, "tiny-random", "single", "PGD-L2", "undefended", 20, 5, 0, 0, False, None, *PURIFY),
+     "/attack", "L2 eps must be between 0 and 10"),            # the engine's check
+    (("IMG", CLASSES, "tiny-random", "single", "PGD", "undefended", 8, 5, 0, 0, True, "zebra", *PURIFY), "/run",
+     "not among"),
+])
+def test_bad_input_gives_an_error_and_the_server_keeps_serving(client, image, args, api, match):
+    args = tuple(image if a == "IMG" else a for a in args)
+    with pytest.raises(Exception, match=match):
+        client.predict(*args, api_name=api)
+    out = client.predict(image, CLASSES, "tiny-random", "single", api_name="/classify")
+    assert out["label"] in out["classnames"]
+
+
+def test_corrupt_upload_is_refused_in_one_sentence(client, tmp_path):
+    bad = tmp_path / "broken.png"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 64)
+    with pytest.raises(Exception):
+        client.predict(handle_file(str(bad)), CLASSES, "tiny-random", "single", api_name="/classify")
+    out = client.predict(handle_file(str(EXAMPLES_DIR / "cat.png")), CLASSES, "tiny-random", "single",
+                         api_name="/classify")
+    assert out["label"] in out["classnames"]
+
+
+def test_two_users_at_once_get_their_own_results(server, image):
+    from concurrent.futures import ThreadPoolExecutor
+    a, b = Client(server, verbose=False), Client(server, verbose=False)
+    with ThreadPoolExecutor(2) as pool:
+        fa = pool.submit(a.predict, image, "cat, dog, car, plane", "tiny-random", "single", api_name="/classify")
+        fb = pool.submit(b.predict, image, "red, green, blue", "tiny-random", "single", api_name="/classify")
+        ra, rb = fa.result(), fb.result()
+    assert ra["classnames"] == ["cat", "dog", "car", "plane"] and rb["classnames"] == ["red", "green", "blue"]
