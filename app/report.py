@@ -59,7 +59,7 @@ def agreement(result: PipelineResult, which: str) -> str:
     if pred is None:
         return ""
     same = pred.index == result.clean.index
-    return f"{'agrees' if same else 'differs'} with the clean prediction ({result.clean.label})"
+    return f"{'agrees with' if same else 'differs from'} the clean prediction ({result.clean.label})"
 
 
 def trajectory_rows(result: PipelineResult) -> list[dict]:
@@ -124,16 +124,14 @@ def to_json(result: PipelineResult) -> str:
     return json.dumps(to_dict(result), indent=1)
 
 
+COMPARE_COLUMNS = ["threat model", "explanation", "bare CLIP on x_adv", "CLIPure on x_adv",
+                   "attack succeeded vs CLIPure", "cos(z_T, blank)", "L-inf (1/255)", "seconds"]
+
+
 def threat_model_row(result: PipelineResult) -> dict:
-    """A row of the 'compare threat models' table."""
-    a = result.attack
-    return {
-        "threat model": result.attack_config.threat_model,
-        "explanation": THREAT_MODELS[result.attack_config.threat_model].label,
-        "bare CLIP on x_adv": result.adversarial.label,
-        "CLIPure on x_adv": result.purified.label,
-        "attack succeeded vs CLIPure": bool(a.success_purified[0]),
-        "cos(z_T, blank)": round(result.adv_trace.cos_to_blank[-1], 4),
-        "L-inf (1/255)": round(a.linf_255, 2),
-        "seconds": round(a.seconds, 2),
-    }
+    """A row of the 'compare threat models' table, keyed by COMPARE_COLUMNS."""
+    a, tm = result.attack, result.attack_config.threat_model
+    values = [tm, THREAT_MODELS[tm].label, result.adversarial.label, result.purified.label,
+              bool(a.success_purified[0]), round(result.adv_trace.cos_to_blank[-1], 4), round(a.linf_255, 2),
+              round(a.seconds, 2)]
+    return dict(zip(COMPARE_COLUMNS, values))

@@ -29,6 +29,9 @@ from app.zeroshot import TEMPLATE_SETS, TEXT_CACHE
 TOP_K = 5
 STREAM_PLOT_INTERVAL_S = 0.5   # streamed plots redraw at most this often; the final draw always happens
 HOW_IT_WORKS = Path(__file__).with_name("how_it_works.md").read_text()
+# Adversarial images are tiny at model resolution: show them large, without smoothing.
+CSS = ".pixelated img { image-rendering: pixelated; width: 100% !important; height: 100% !important; " \
+      "object-fit: contain; }"
 RUN_OUTPUTS = ("clean_label", "adv_label", "purified_label", "clean_note", "adv_note", "purified_note",
                "adv_image", "pert_image", "stats", "adv_download", "prob_plot", "cos_plot", "map_plot",
                "json_file", "csv_file", "status")
@@ -348,9 +351,9 @@ def build_demo(backbone: str, notice: str | None = None) -> gr.Blocks:
                     purified_note = gr.Markdown()
             with gr.Row():
                 adv_image = gr.Image(label="Adversarial image (model resolution)", format="png", type="filepath",
-                                     interactive=False, height=224)
+                                     interactive=False, height=240, elem_classes="pixelated")
                 pert_image = gr.Image(label="Perturbation (amplified)", format="png", type="filepath",
-                                      interactive=False, height=224)
+                                      interactive=False, height=240, elem_classes="pixelated")
                 with gr.Column():
                     stats = gr.Markdown(elem_id="stats")
                     adv_download = gr.DownloadButton("Download the adversarial image (lossless PNG)")
@@ -365,7 +368,7 @@ def build_demo(backbone: str, notice: str | None = None) -> gr.Blocks:
                 csv_file = gr.File(label="Trajectory (CSV)")
             compare_caption = gr.Markdown()
             compare_table = gr.Dataframe(label="Same attack, four threat models", interactive=False,
-                                         elem_id="compare-table")
+                                         headers=report.COMPARE_COLUMNS, elem_id="compare-table")
         with gr.Tab("How it works"):
             gr.Markdown(HOW_IT_WORKS)
 
@@ -411,5 +414,6 @@ def launch(prevent_thread_lock: bool = False, **launch_kwargs) -> gr.Blocks:
     demo.queue(default_concurrency_limit=1, max_size=int(os.environ.get("CLIPURE_QUEUE_SIZE", 16)))
     launch_kwargs.setdefault("server_name", os.environ.get("GRADIO_SERVER_NAME", "0.0.0.0"))
     launch_kwargs.setdefault("max_file_size", f"{LIMITS.max_file_mb:g}mb")
+    launch_kwargs.setdefault("css", CSS)
     demo.launch(prevent_thread_lock=prevent_thread_lock, **launch_kwargs)
     return demo
