@@ -24,6 +24,7 @@ from app.zeroshot import TEXT_CACHE, build_classifier
 HELDOUT_SEED = 987_654_321     # training used seeds 0 .. steps-1
 STEP_SIZES = (30.0, 0.5)       # the paper's eta, and a small one that does not overshoot
 ATTACK = AttackConfig(attack="PGD", eps=8.0, steps=10, seed=0)
+TARGET = "blue cross"
 
 
 def heldout(n: int, size: int):
@@ -64,6 +65,12 @@ def evaluate(n: int = 1000, attack_n: int = 500, template_set: str = "ensemble")
             res = run_attack(cfg, clf, blank, xa, names, purify_cfg=pcfg, labels=ya)
             row[tm] = (res.pred_purified.cpu() == ya).float().mean().item()
         out["attack"]["clipure"][f"eta={eta:g}"] = row
+    # Targeted: every image not already of the target class, pushed towards TARGET.
+    keep = ya != names.index(TARGET)
+    cfg = AttackConfig(**{**ATTACK.to_dict(), "targeted": True, "target": TARGET})
+    res = run_attack(cfg, clf, blank, xa[keep], names)
+    out["attack"]["targeted"] = {"target": TARGET, "n": int(keep.sum()),
+                                 "bare_clip_success": sum(res.success_bare) / len(res.success_bare)}
     out["seconds"] = round(time.perf_counter() - t0, 1)
     return out
 

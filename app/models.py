@@ -59,6 +59,9 @@ BACKBONES: dict[str, BackboneSpec] = {
         "toy-shapes", str(TOY_DIR / "toy-shapes.safetensors"),
         "small CLIP trained by this project on generated coloured shapes (works offline)", "bundled",
         config=TOY_DIR / "toy-shapes.json", vocabulary=TOY_CLASSNAMES),
+    "ViT-B-32-random": BackboneSpec(
+        "ViT-B-32-quickgelu", None, "ViT-B/32 architecture with random weights, for benchmarks; its predictions "
+        "are MEANINGLESS", "random"),
     "tiny-random": BackboneSpec(
         "tiny-random", None, "tiny randomly initialised CLIP for tests; its predictions are MEANINGLESS",
         "random", config=Path(__file__).resolve().parent / "model_configs" / "tiny-random.json"),

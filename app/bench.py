@@ -1,0 +1,93 @@
+"""Engine benchmark (not a test): prints figures, the last line one JSON object.
+
+    python -m app.bench --json
+
+Uses random weights of the real ViT-B/32 architecture ("ViT-B-32-random"), since timing needs
+no download. All ratios come from one run on one machine; compare them, not absolute times.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import time
+
+import torch
+import torch.nn.functional as F
+
+from app.attacks import AttackConfig, run_attack
+from app.models import load_backbone
+from app.presets import CLASS_PRESETS
+from app.purify import clipure_cos
+from app.zeroshot import TextEmbeddingCache, build_classifier
+
+
+def median_ms(fn, repeat: int, warmup: int = 2) -> float:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeat):
+        t = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - t) * 1e3)
+    return statistics.median(times)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--json", action="store_true", help="end with one JSON line")
+    ap.add_argument("--model", default="ViT-B-32-random")
+    ap.add_argument("--repeat", type=int, default=10)
+    args = ap.parse_args()
+
+    backbone = load_backbone(args.model)
+    names = [n.strip() for n in CLASS_PRESETS["CIFAR-10"].split(",")]
+    cache = TextEmbeddingCache()
+    t = time.perf_counter()
+    class_emb = cache.class_embeddings(backbone, names, "ensemble")        # cold: 10 x 80 prompts
+    text_cold_ms = (time.perf_counter() - t) * 1e3
+    text_warm_ms = median_ms(lambda: cache.class_embeddings(backbone, names, "ensemble"), 50)
+    clf = build_classifier(backbone, names, "ensemble", cache)
+    blank = cache.blank_embedding(backbone, "ensemble")
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(1, 3, backbone.image_size, backbone.image_size, generator=g).to(backbone.device)
+
+    with torch.no_grad():
+        encoder_ms = median_ms(lambda: clf.encode(x), args.repeat)
+        z = F.normalize(clf.encode(x), dim=-1)                              # (1, D)
+    purify_ms = median_ms(lambda: clipure_cos(z, blank), 200, warmup=20)   # official defaults, 10 steps
+
+    def raw_pgd_budget():
+        for _ in range(10):
+            xx = x.clone().requires_grad_(True)
+            loss = F.cross_entropy(clf(xx), torch.tensor([0], device=x.device))
+            torch.autograd.grad(loss, xx)
+    raw_ms = median_ms(raw_pgd_budget, max(3, args.repeat // 3), warmup=1)
+    cfg = AttackConfig(attack="PGD", eps=4, steps=10)
+    pgd_runs = [run_attack(cfg, clf, blank, x, names) for _ in range(max(3, args.repeat // 3) + 1)][1:]
+    pgd_ms = statistics.median(r.seconds for r in pgd_runs) * 1e3
+
+    figures = {
+        "machine": f"{platform.machine()} {torch.get_num_threads()} threads, torch {torch.__version__}, "
+                   f"device {backbone.device}",
+        "model": args.model,
+        "embedding_dim": int(class_emb.shape[1]),
+        "encoder_forward_ms": round(encoder_ms, 2),
+        "purify_ms": round(purify_ms, 4),
+        "purify_overhead_ratio": round(purify_ms / encoder_ms, 5),
+        "pgd10_ms": round(pgd_ms, 1),
+        "raw_fwd_bwd_ms": round(raw_ms, 1),
+        "attack_overhead_ratio": round(pgd_ms / raw_ms, 3),
+        "text_cold_ms": round(text_cold_ms, 1),
+        "text_cached_ms": round(text_warm_ms, 4),
+        "text_cache_speedup": round(text_cold_ms / text_warm_ms, 1),
+    }
+    if not args.json:
+        for k, v in figures.items():
+            print(f"{k:>24}: {v}")
+    print(json.dumps(figures))
+
+
+if __name__ == "__main__":
+    main()
