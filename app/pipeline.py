@@ -224,6 +224,18 @@ def _attack_in_thread(prep: Prepared, cfg: AttackConfig, pcfg: PurifyConfig, lim
             return
 
 
+class _EngineClock:
+    """Engine time: wall time minus the time the generator spends suspended at its yields,
+    so that work a consumer does per event (plots, transport) is not counted as engine time."""
+
+    def __init__(self):
+        self.suspended = 0.0
+        self.background = False   # True while the attack runs in its thread: suspension is not idle time
+
+    def now(self) -> float:
+        return time.perf_counter() - self.suspended
+
+
 def run(image, classnames, attack: AttackConfig | None = AttackConfig(), purify: PurifyConfig = PAPER_DEFAULTS,
         model: str | None = None, template_set: str = DEFAULT_TEMPLATE_SET,
         limits: Limits = LIMITS) -> Iterator[PipelineEvent]:
@@ -231,31 +243,44 @@ def run(image, classnames, attack: AttackConfig | None = AttackConfig(), purify:
 
     attack=None skips the attack (classification and purification of the clean image only).
     All inputs are validated before any heavy work; a bad one raises a CLIPureError.
+    result.timings count engine time only, not the time the caller spends between events.
     """
+    clock = _EngineClock()
+    for event in _run(clock, image, classnames, attack, purify, model, template_set, limits):
+        t = time.perf_counter()
+        yield event
+        if not clock.background:
+            clock.suspended += time.perf_counter() - t
+
+
+def _run(clock: "_EngineClock", image, classnames, attack: AttackConfig | None = AttackConfig(), purify: PurifyConfig = PAPER_DEFAULTS,
+        model: str | None = None, template_set: str = DEFAULT_TEMPLATE_SET,
+        limits: Limits = LIMITS) -> Iterator[PipelineEvent]:
     timings: dict[str, float] = {}
-    t0 = time.perf_counter()
+    t0 = clock.now()
     pcfg = purify.validate(limits)
     yield PipelineEvent("prepare", 0.0, "Loading the model and encoding the class names")
     prep = prepare(image, classnames, model, template_set, limits)
     acfg = validate_attack(attack, prep.classnames, limits) if attack is not None else None
-    timings["prepare"] = time.perf_counter() - t0
+    timings["prepare"] = clock.now() - t0
     warnings = list(prep.warnings)
 
-    t = time.perf_counter()
+    t = clock.now()
     with torch.no_grad():
         clean = _prediction(prep.classifier(prep.x), prep.classnames)
-    timings["classify"] = time.perf_counter() - t
+    timings["classify"] = clock.now() - t
     names = prep.classnames
     yield PipelineEvent("clean", 0.05, f"Clean prediction: {clean.label}", classnames=names)
 
     # Progress shares: attack 0.05-0.75, clean trajectory 0.75-0.85, adversarial 0.85-1.
     result_attack = None
     if acfg is not None:
-        t = time.perf_counter()
+        t = clock.now()
         spec = ATTACKS[acfg.attack]
         expected = acfg.steps * spec.forwards_per_step if spec.forwards_per_step else None
         yield PipelineEvent("attack", 0.05, f"Running {acfg.attack} ({THREAT_MODELS[acfg.threat_model].label})")
         last = -1
+        clock.background = True
         for kind, value in _attack_in_thread(prep, acfg, pcfg, limits):
             if kind == "progress" and expected and value != last and value <= expected:
                 last = value
@@ -263,10 +288,11 @@ def run(image, classnames, attack: AttackConfig | None = AttackConfig(), purify:
                                     f"{acfg.attack}: step {value}/{expected}")
             elif kind == "done":
                 result_attack = value
-        timings["attack"] = time.perf_counter() - t
+        clock.background = False
+        timings["attack"] = clock.now() - t
         yield PipelineEvent("attack", 0.75, f"{acfg.attack} finished in {result_attack.seconds:.1f} s")
 
-    t = time.perf_counter()
+    t = clock.now()
     clean_trace = PurifyTrace()
     for s in trace_steps(prep, prep.x, pcfg):
         clean_trace.steps.append(s)
@@ -283,8 +309,8 @@ def run(image, classnames, attack: AttackConfig | None = AttackConfig(), purify:
                                 f"Purifying the adversarial embedding: step {s.step}/{pcfg.steps}", step=s,
                                 classnames=names)
         purified = _step_prediction(adv_trace.steps[-1], prep.classnames)
-    timings["purify"] = time.perf_counter() - t
-    timings["total"] = time.perf_counter() - t0
+    timings["purify"] = clock.now() - t
+    timings["total"] = clock.now() - t0
 
     result = PipelineResult(
         backbone=prep.backbone.name, meaningless=prep.backbone.spec.meaningless, classnames=prep.classnames,

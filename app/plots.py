@@ -6,6 +6,7 @@ attack, eps, steps and backbone.
 """
 from __future__ import annotations
 
+import textwrap
 from typing import Sequence
 
 import numpy as np
@@ -18,9 +19,18 @@ OTHER_COLOURS = ["#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22
 
 
 def _figure(w: float, h: float, ncols: int = 1) -> tuple[Figure, list]:
-    fig = Figure(figsize=(w, h), dpi=90, layout="constrained")
+    # A fixed layout: constrained/tight layout costs more than drawing these small plots.
+    fig = Figure(figsize=(w, h), dpi=72)
     axes = fig.subplots(1, ncols, squeeze=False)[0]
+    fig.subplots_adjust(left=0.12 if ncols == 1 else 0.07, right=0.97, bottom=0.14, top=0.8, wspace=0.22)
     return fig, list(axes)
+
+
+def _caption(fig: Figure, caption: str) -> None:
+    """The threat model / attack / eps / steps / backbone line, wrapped to the figure's width."""
+    if caption:
+        width = int(fig.get_figwidth() * 19)   # characters per line at 7 pt
+        fig.suptitle(textwrap.fill(caption, width), fontsize=7, y=0.995, va="top")
 
 
 def _top_classes(probs: np.ndarray, k: int, must: Sequence[int]) -> list[int]:
@@ -56,9 +66,8 @@ def probability_figure(traces: dict[str, np.ndarray], classnames: Sequence[str],
         ax.set(title=title, xlabel="purification step", ylabel="probability", ylim=(-0.02, 1.02))
         ax.set_xticks(steps if len(steps) <= 21 else np.linspace(0, steps[-1], 11).round())
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7, loc="best")
-    if caption:
-        fig.suptitle(caption, fontsize=8)
+        ax.legend(fontsize=7, loc="upper right")   # "best" searches the data: slow
+    _caption(fig, caption)
     return fig
 
 
@@ -69,9 +78,8 @@ def cosine_figure(cosines: dict[str, Sequence[float]], caption: str = "") -> Fig
         ax.plot(np.arange(len(cos)), cos, marker="o", ms=4, color=colour, label=name)
     ax.set(xlabel="purification step", ylabel="cos(z, blank)", title="Cosine to the blank target per step")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    if caption:
-        fig.suptitle(caption, fontsize=8)
+    ax.legend(fontsize=8, loc="lower right")
+    _caption(fig, caption)
     return fig
 
 
@@ -96,7 +104,7 @@ def latent_map_figure(trajectories: dict[str, torch.Tensor], class_embeddings: t
     _, _, v = torch.linalg.svd(every - mean, full_matrices=False)
     proj = lambda p: ((p - mean) @ v[:2].T).numpy()  # noqa: E731
 
-    fig, (ax,) = _figure(5.6, 4.6)
+    fig, (ax,) = _figure(5.6, 4.8)
     cp = proj(classes[keep])
     ax.scatter(cp[:, 0], cp[:, 1], marker="s", s=30, color="#555555", zorder=3)
     for (x, y), i in zip(cp, keep.tolist()):
@@ -107,14 +115,13 @@ def latent_map_figure(trajectories: dict[str, torch.Tensor], class_embeddings: t
     for (name, t), colour in zip(trajs.items(), ["#d62728", "#1f77b4", "#2ca02c", "#9467bd"]):
         p = proj(t)
         ax.plot(p[:, 0], p[:, 1], "o", color=colour, ms=4, label=name, zorder=5)
-        for k in range(len(p) - 1):
-            ax.annotate("", xy=p[k + 1], xytext=p[k], zorder=5,
-                        arrowprops=dict(arrowstyle="->", color=colour, lw=1.0, alpha=0.8))
+        d = p[1:] - p[:-1]   # one arrow per step, in step order
+        ax.quiver(p[:-1, 0], p[:-1, 1], d[:, 0], d[:, 1], angles="xy", scale_units="xy", scale=1, color=colour,
+                  width=0.004, alpha=0.8, zorder=5)
         for k in (0, len(p) - 1):
             ax.annotate(f"{k}", p[k], fontsize=7, color=colour, xytext=(-8, 4), textcoords="offset points")
     ax.set(title="Latent trajectory (2-D PCA of unit embeddings)", xlabel="PC 1", ylabel="PC 2")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="best")
-    if caption:
-        fig.suptitle(caption, fontsize=8)
+    ax.legend(fontsize=8, loc="upper left")
+    _caption(fig, caption)
     return fig

@@ -121,7 +121,7 @@ def to_dict(result: PipelineResult, embeddings: bool = True) -> dict:
 
 
 def to_json(result: PipelineResult) -> str:
-    return json.dumps(to_dict(result), indent=1)
+    return json.dumps(to_dict(result))
 
 
 COMPARE_COLUMNS = ["threat model", "explanation", "bare CLIP on x_adv", "CLIPure on x_adv",

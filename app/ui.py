@@ -116,8 +116,8 @@ def _run_stream(image, classnames, backbone, template_set, acfg, pcfg, progress)
     for event in run(image, classnames, acfg, pcfg, model=backbone, template_set=template_set):
         progress(event.fraction, desc=event.message)
         names = event.classnames or names
-        if event.phase in ("clean", "attack"):
-            yield _outputs(status=f"⏳ {event.message}")
+        if event.phase == "clean" or (event.phase == "attack" and "step" not in event.message):
+            yield _outputs(status=f"⏳ {event.message}")   # phase changes; steps go to the progress bar
         elif event.phase == "purify-adv":
             s = event.step
             steps.append(s)
@@ -276,6 +276,9 @@ def paper_defaults():
 def build_demo(backbone: str, notice: str | None = None) -> gr.Blocks:
     """The whole page. `backbone` is the one active at start; `notice` explains a fallback."""
     toy = backbone == "toy-shapes"
+    # The 80-template ensemble costs ~800 text-encoder passes the first time (about 26 s for 10
+    # classes with ViT-B/32 on 2 CPU cores), so CPU machines start on the single template.
+    templates_default = "ensemble" if load_backbone(backbone).device.type == "cuda" else "single"
     with gr.Blocks(title="CLIPure: seeing adversarial robustness in CLIP") as demo:
         active = gr.State(backbone)
         gr.Markdown("# CLIPure: adversarial purification in CLIP's latent space\n"
@@ -293,7 +296,7 @@ def build_demo(backbone: str, notice: str | None = None) -> gr.Blocks:
                                             value=default_classnames(backbone), lines=2, elem_id="classnames")
                     with gr.Row():
                         preset = gr.Dropdown(list(CLASS_PRESETS), label="Class-name presets", value=None)
-                        template_set = gr.Radio(list(TEMPLATE_SETS), value="ensemble", label="Prompt templates",
+                        template_set = gr.Radio(list(TEMPLATE_SETS), value=templates_default, label="Prompt templates",
                                                 info="single: 'a photo of a {}.' · ensemble: the 80 OpenAI ones")
                     backbone_dd = gr.Dropdown([(f"{k} — {v.description}", k) for k, v in BACKBONES.items()],
                                               value=backbone, label="Backbone")
@@ -358,11 +361,11 @@ def build_demo(backbone: str, notice: str | None = None) -> gr.Blocks:
                     stats = gr.Markdown(elem_id="stats")
                     adv_download = gr.DownloadButton("Download the adversarial image (lossless PNG)")
             with gr.Tab("Class probabilities per step"):
-                prob_plot = gr.Plot(label="Probabilities", elem_id="prob-plot")
+                prob_plot = gr.Plot(label="Probabilities", format="png", elem_id="prob-plot")
             with gr.Tab("Cosine to the blank"):
-                cos_plot = gr.Plot(label="Cosine", elem_id="cos-plot")
+                cos_plot = gr.Plot(label="Cosine", format="png", elem_id="cos-plot")
             with gr.Tab("Latent map"):
-                map_plot = gr.Plot(label="Latent trajectory", elem_id="map-plot")
+                map_plot = gr.Plot(label="Latent trajectory", format="png", elem_id="map-plot")
             with gr.Row():
                 json_file = gr.File(label="Trajectory (JSON)")
                 csv_file = gr.File(label="Trajectory (CSV)")

@@ -4,7 +4,7 @@
     python scripts/bench_app.py --url http://127.0.0.1:7860/
 
 Default settings: ViT-B/32 architecture with random weights, PGD-10 (L-inf 4/255, undefended),
-CLIPure-Cos with the paper's defaults, ensemble templates, CPU. Reports the time to the first
+CLIPure-Cos with the paper's defaults, the single template (the app's CPU default), CPU. Reports the time to the first
 trajectory point, the total request time, and the share of the request spent outside the
 engine (plots, encoding, transport) = 1 - engine time / request time. The first request
 (cold text cache) is a warm-up and is reported separately.
@@ -47,7 +47,7 @@ def start_server(model: str) -> tuple[subprocess.Popen, str]:
 
 
 def one_request(client: Client, model: str) -> dict:
-    args = (handle_file(str(IMAGE)), CLASSES, model, "ensemble", "PGD", "undefended", 4, 10, 0, 0, False, None,
+    args = (handle_file(str(IMAGE)), CLASSES, model, "single", "PGD", "undefended", 4, 10, 0, 0, False, None,
             "clipure-cos", 10, 30.0, 0.0, "l2", "sample")
     t0 = time.perf_counter()
     job = client.submit(*args, api_name="/run")
@@ -85,7 +85,7 @@ def main() -> None:
             proc.terminate()
     med = lambda k: sorted(r[k] for r in warm)[len(warm) // 2]  # noqa: E731
     figures = {"model": args.model, "settings": "PGD-10 L-inf 4/255 undefended, CLIPure-Cos T=10 eta=30, "
-                                                 "ensemble templates, CPU",
+                                                 "single template, CPU",
                "cold_request": cold, "first_point_s": med("first_point_s"), "request_s": med("request_s"),
                "engine_s": med("engine_s"), "outside_engine_share": med("outside_engine_share"),
                "repeats": warm}
