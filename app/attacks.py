@@ -90,7 +90,7 @@ def attacked_model(threat_model: str, classifier: ZeroShotClassifier, blank: tor
     if threat_model not in THREAT_MODELS:
         raise UnknownNameError("threat model", threat_model, THREAT_MODELS)
     backward = THREAT_MODELS[threat_model].backward
-    return classifier if backward is None else PurifiedClassifier(classifier, blank, cfg, backward)
+    return classifier if backward is None else PurifiedClassifier(classifier, blank, cfg, backward).eval()
 
 
 # --- attacks --------------------------------------------------------------------------------
@@ -311,7 +311,7 @@ def run_attack(cfg: AttackConfig, classifier: ZeroShotClassifier, blank: torch.T
     spec = ATTACKS[cfg.attack]
     names = list(classnames)
     target_model = attacked_model(cfg.threat_model, classifier, blank, purify_cfg)
-    defended = PurifiedClassifier(classifier, blank, purify_cfg, backward="none")
+    defended = PurifiedClassifier(classifier, blank, purify_cfg, backward="none").eval()
     with torch.no_grad():
         clean_pred = target_model(x).argmax(-1)
     # Label with the attacked model's own clean prediction (APGD and CW skip inputs that are
@@ -321,7 +321,9 @@ def run_attack(cfg: AttackConfig, classifier: ZeroShotClassifier, blank: torch.T
     label = clean_pred if labels is None else labels.to(clean_pred.device)
     target = torch.full_like(clean_pred, names.index(cfg.target)) if cfg.targeted else None
 
-    counter = ForwardCounter(target_model, on_forward)
+    # eval(): torchattacks restores the wrapper's mode after the attack, recursively; a wrapper
+    # left in training mode would switch CLIP itself to training mode.
+    counter = ForwardCounter(target_model, on_forward).eval()
     atk = spec.build(cfg, counter, len(names))
     devices = [x.device.index or 0] if x.device.type == "cuda" else []
     t0 = time.perf_counter()

@@ -124,3 +124,11 @@ def test_bad_attack_settings_get_one_typed_sentence(tiny_setup, x, cfg, classes,
     clf, blank = tiny_setup
     with pytest.raises(error, match=match):
         run_attack(cfg, clf, blank, x, classes)
+
+
+@pytest.mark.parametrize("threat_model", list(THREAT_MODELS))
+def test_attacks_leave_clip_in_eval_mode(tiny_setup, x, threat_model):
+    clf, blank = tiny_setup
+    run_attack(AttackConfig(attack="PGD", eps=4, steps=1, threat_model=threat_model), clf, blank, x, CLASSES)
+    assert not clf.training and not clf.clip.training
+    assert not any(m.training for m in clf.clip.modules())
