@@ -7,10 +7,10 @@ from app.errors import CLIPureError, WeightsUnavailableError
 from app.models import BACKBONES, load_backbone
 from app.pipeline import PipelineResult, prepare, run, run_pipeline
 from app.purify import PAPER_DEFAULTS, PURIFIERS, PurifyConfig, Trajectory, clipure_cos
-from app.zeroshot import TEMPLATE_SETS, ZeroShotClassifier, build_classifier
+from app.zeroshot import TEMPLATE_SETS, TEXT_CACHE, ZeroShotClassifier, build_classifier
 
 __all__ = [
-    "BACKBONES", "load_backbone", "TEMPLATE_SETS", "ZeroShotClassifier", "build_classifier",
+    "BACKBONES", "load_backbone", "TEMPLATE_SETS", "TEXT_CACHE", "ZeroShotClassifier", "build_classifier",
     "clipure_cos", "Trajectory", "PurifyConfig", "PAPER_DEFAULTS", "PURIFIERS",
     "ATTACKS", "THREAT_MODELS", "AttackConfig", "AttackResult", "PurifiedClassifier", "run_attack",
     "run", "run_pipeline", "prepare", "PipelineResult", "CLIPureError", "WeightsUnavailableError",

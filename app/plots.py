@@ -49,24 +49,29 @@ def probability_figure(traces: dict[str, np.ndarray], classnames: Sequence[str],
                        target_idx: int | None = None, caption: str = "", top_k: int = 5) -> Figure:
     """Per-step class probabilities. traces: panel title -> (T+1, C) probabilities.
 
-    The clean prediction is a thick blue line, the target (if any) a dashed red one.
+    The classes shown (top_k by peak probability over all panels, plus the clean prediction and
+    the target) keep one colour across panels. The clean prediction is a thick blue line, the
+    target (if any) a dashed red one.
     """
     fig, axes = _figure(4.4 * len(traces), 3.3, len(traces))
+    peak = np.max(np.stack([p.max(axis=0) for p in traces.values()]), axis=0)   # (C,)
+    colours = iter(OTHER_COLOURS)
+    styles = {}
+    for i in _top_classes(peak[None], top_k, [clean_idx, target_idx]):
+        if i == clean_idx:
+            styles[i] = dict(color=CLEAN_COLOUR, lw=2.8, label=f"{classnames[i]} (clean prediction)")
+        elif i == target_idx:
+            styles[i] = dict(color=TARGET_COLOUR, lw=2.2, ls="--", label=f"{classnames[i]} (target)")
+        else:
+            styles[i] = dict(color=next(colours, "#999999"), lw=1.3, label=classnames[i])
     for ax, (title, probs) in zip(axes, traces.items()):
         steps = np.arange(probs.shape[0])
-        colours = iter(OTHER_COLOURS)
-        for i in _top_classes(probs, top_k, [clean_idx, target_idx]):
-            if i == clean_idx:
-                style = dict(color=CLEAN_COLOUR, lw=2.8, label=f"{classnames[i]} (clean prediction)")
-            elif i == target_idx:
-                style = dict(color=TARGET_COLOUR, lw=2.2, ls="--", label=f"{classnames[i]} (target)")
-            else:
-                style = dict(color=next(colours, "#999999"), lw=1.3, label=classnames[i])
+        for i, style in styles.items():
             ax.plot(steps, probs[:, i], marker="o", ms=3.5, **style)
         ax.set(title=title, xlabel="purification step", ylabel="probability", ylim=(-0.02, 1.02))
         ax.set_xticks(steps if len(steps) <= 21 else np.linspace(0, steps[-1], 11).round())
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7, loc="upper right")   # "best" searches the data: slow
+    axes[-1].legend(fontsize=7, loc="upper right")   # one legend: colours are shared; "best" is slow
     _caption(fig, caption)
     return fig
 

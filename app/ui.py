@@ -12,6 +12,7 @@ from functools import wraps
 from pathlib import Path
 
 import gradio as gr
+import numpy as np
 import pandas as pd
 
 from app import report
@@ -28,6 +29,8 @@ from app.zeroshot import TEMPLATE_SETS, TEXT_CACHE
 
 TOP_K = 5
 STREAM_PLOT_INTERVAL_S = 0.5   # streamed plots redraw at most this often; the final draw always happens
+PROGRESS_INTERVAL_S = 0.1      # each progress update is a message to the browser
+STREAM_STEP_INTERVAL_S = 0.05  # purification steps stream at most 20 updates a second
 HOW_IT_WORKS = Path(__file__).with_name("how_it_works.md").read_text()
 # Adversarial images are tiny at model resolution: show them large, without smoothing.
 CSS = ".pixelated img { image-rendering: pixelated; width: 100% !important; height: 100% !important; " \
@@ -112,20 +115,27 @@ def _stats(result, factor: float) -> str:
 def _run_stream(image, classnames, backbone, template_set, acfg, pcfg, progress):
     """Engine events -> widget updates. Per purification step: the purified prediction and
     status; the probability and cosine plots redraw at most every STREAM_PLOT_INTERVAL_S."""
-    names, steps, last_draw = [], [], time.monotonic()
+    names, steps, last_draw, last_progress, last_yield = [], [], None, 0.0, 0.0
     for event in run(image, classnames, acfg, pcfg, model=backbone, template_set=template_set):
-        progress(event.fraction, desc=event.message)
+        if time.monotonic() - last_progress >= PROGRESS_INTERVAL_S or event.phase == "done":
+            progress(event.fraction, desc=event.message)
+            last_progress = time.monotonic()
         names = event.classnames or names
         if event.phase == "clean" or (event.phase == "attack" and "step" not in event.message):
             yield _outputs(status=f"⏳ {event.message}")   # phase changes; steps go to the progress bar
         elif event.phase == "purify-adv":
             s = event.step
             steps.append(s)
+            now = time.monotonic()
+            last_draw = last_draw or now   # fast purifications finish before any redraw
+            if s.step not in (0, pcfg.steps) and now - last_yield < STREAM_STEP_INTERVAL_S:
+                continue                   # at most 20 updates a second; the first and last always
+            last_yield = now
             update = dict(purified_label=_top(s.probs.tolist(), names),
                           status=f"⏳ Purifying the adversarial embedding: step {s.step}/{pcfg.steps}, "
                                  f"cos to blank {s.cos_to_blank:.3f}, top-1 {names[s.top1]}")
-            if time.monotonic() - last_draw >= STREAM_PLOT_INTERVAL_S:
-                probs = {"adversarial input (so far)": __import__("numpy").stack([t.probs.numpy() for t in steps])}
+            if now - last_draw >= STREAM_PLOT_INTERVAL_S:
+                probs = {"adversarial input (so far)": np.stack([t.probs.numpy() for t in steps])}
                 update["prob_plot"] = probability_figure(probs, names, steps[0].top1, None, "", TOP_K)
                 update["cos_plot"] = cosine_figure({"adversarial input (so far)": [t.cos_to_blank for t in steps]})
                 last_draw = time.monotonic()

@@ -1,4 +1,5 @@
 """Attacks: the eps ball, [0,1], targeted success, threat-model gradients, RNG hygiene."""
+import numpy as np
 import pytest
 import torch
 import torchattacks
@@ -132,3 +133,24 @@ def test_attacks_leave_clip_in_eval_mode(tiny_setup, x, threat_model):
     run_attack(AttackConfig(attack="PGD", eps=4, steps=1, threat_model=threat_model), clf, blank, x, CLASSES)
     assert not clf.training and not clf.clip.training
     assert not any(m.training for m in clf.clip.modules())
+
+
+def test_quantised_adversarial_survives_a_png_round_trip_within_eps(tiny_setup, x):
+    import io
+
+    from PIL import Image
+
+    from app.report import to_pil
+    clf, blank = tiny_setup
+    x8 = torch.round(x * 255) / 255                       # the pipeline's 8-bit input
+    for name, eps in (("PGD", 4.0), ("PGD-L2", 0.3)):
+        res = run_attack(AttackConfig(attack=name, eps=eps, steps=5), clf, blank, x8, CLASSES)
+        buf = io.BytesIO()
+        to_pil(res.x_adv).save(buf, format="PNG")
+        back = torch.from_numpy(np.asarray(Image.open(buf), dtype=np.float32) / 255).permute(2, 0, 1)[None]
+        assert torch.equal(back, res.x_adv.float()) or (back - res.x_adv).abs().max() < 1e-6
+        d = (back - x8).flatten()
+        if name == "PGD":
+            assert d.abs().max() * 255 <= 4 + 1e-4
+        else:
+            assert d.norm() <= 0.3 + 1e-5

@@ -1,0 +1,123 @@
+"""The bundled toy-shapes CLIP: training script smoke run, semantic accuracy, attacks, README figures."""
+import json
+import re
+from pathlib import Path
+
+import pytest
+import torch
+
+from app import shapes
+from app.attacks import AttackConfig, run_attack
+from app.eval_toy import ATTACK, HELDOUT_SEED, TARGET, heldout
+from app.models import TOY_DIR, get_spec, load_backbone, load_default
+from app.pipeline import run_pipeline
+from app.purify import PurifyConfig
+from app.zeroshot import TEXT_CACHE, build_classifier
+
+ROOT = Path(__file__).resolve().parent.parent
+EVAL = json.loads((TOY_DIR / "eval.json").read_text())
+NAMES = list(shapes.CLASSNAMES)
+
+
+@pytest.fixture(scope="module")
+def toy():
+    bb = load_backbone("toy-shapes")
+    clf = build_classifier(bb, NAMES, "ensemble")
+    return bb, clf, TEXT_CACHE.blank_embedding(bb, "ensemble")
+
+
+def test_training_script_runs_and_its_weights_load(tmp_path):
+    import open_clip
+
+    from app.train_toy import ARCH, train
+    summary = train(steps=3, batch_size=16, lr=1e-3, seed=1, out=tmp_path, log_every=1)
+    assert summary["steps"] == 3 and summary["final_loss"] == summary["final_loss"]   # finite, not NaN
+    weights = tmp_path / "toy-shapes.safetensors"
+    assert weights.stat().st_size < 10 * 1024 * 1024
+    model = open_clip.create_model(ARCH, pretrained=str(weights))
+    assert sum(p.numel() for p in model.parameters()) > 0
+    log = json.loads((tmp_path / "train_log.json").read_text())
+    assert [r["step"] for r in log["log"]] == [0, 1, 2]
+
+
+def test_bundled_asset_is_small_and_registered():
+    assert (TOY_DIR / "toy-shapes.safetensors").stat().st_size <= 10 * 1024 * 1024
+    spec = get_spec("toy-shapes")
+    assert len(spec.vocabulary) >= 12 and not spec.needs_download and not spec.meaningless
+
+
+def test_generated_data_is_deterministic_and_heldout_differs_from_training():
+    a, b = shapes.sample(8, seed=5), shapes.sample(8, seed=5)
+    assert torch.equal(a.images, b.images) and torch.equal(a.labels, b.labels)
+    assert HELDOUT_SEED >= 1_000_000       # training seeds are 0 .. steps-1
+    assert not torch.equal(shapes.sample(8, seed=HELDOUT_SEED).images, a.images)
+
+
+def test_clean_zero_shot_accuracy_on_heldout_images(toy):
+    bb, clf, _ = toy
+    x, y = heldout(256, bb.image_size)
+    with torch.no_grad():
+        acc = (clf(x).argmax(-1) == y).float().mean().item()
+    assert acc >= 0.9, acc
+
+
+def test_untargeted_attack_lowers_accuracy(toy):
+    bb, clf, blank = toy
+    x, y = heldout(64, bb.image_size)
+    res = run_attack(ATTACK, clf, blank, x, NAMES, labels=y)
+    with torch.no_grad():
+        clean = (clf(x).argmax(-1) == y).float().mean().item()
+    adv = (res.pred_bare == y).float().mean().item()
+    assert clean >= 0.9 and adv <= clean - 0.4, (clean, adv)
+    assert (res.x_adv - x).abs().max() <= 8 / 255 + 1e-6
+
+
+def test_targeted_attack_reaches_its_target_at_the_measured_rate(toy):
+    bb, clf, blank = toy
+    x, y = heldout(96, bb.image_size)
+    keep = y != NAMES.index(TARGET)
+    cfg = AttackConfig(**{**ATTACK.to_dict(), "targeted": True, "target": TARGET})
+    res = run_attack(cfg, clf, blank, x[keep], NAMES)
+    rate = sum(res.success_bare) / len(res.success_bare)
+    measured = EVAL["attack"]["targeted"]["bare_clip_success"]
+    # 3 binomial standard deviations at n ~ 90 around the rate measured on 480 images
+    tol = 3 * (measured * (1 - measured) / len(res.success_bare)) ** 0.5
+    assert abs(rate - measured) <= tol, (rate, measured, tol)
+    stronger = run_attack(AttackConfig(**{**cfg.to_dict(), "eps": 32.0, "steps": 40}), clf, blank, x[keep], NAMES)
+    assert sum(stronger.success_bare) / len(stronger.success_bare) >= 0.9
+
+
+def test_readme_shows_the_measured_figures():
+    readme = (ROOT / "README.md").read_text()
+    pct = lambda v: f"{100 * v:.1f}%"  # noqa: E731
+    assert pct(EVAL["zero_shot_top1"]["ensemble"]) in readme
+    assert pct(EVAL["attack"]["bare_clip"]["adversarial"]) in readme
+    for row in EVAL["attack"]["clipure"].values():
+        for tm in ("undefended", "official", "adaptive", "bpda"):
+            assert pct(row[tm]) in readme, (tm, row[tm])
+    assert pct(EVAL["attack"]["targeted"]["bare_clip_success"]) in readme
+
+
+@pytest.mark.parametrize("eta", [30.0, 0.5])
+def test_pipeline_agrees_with_the_readme_figures(eta):
+    """The per-request pipeline on 40 held-out images vs the README's 500-image figures.
+
+    Tolerance: 0.2 absolute (about 3 binomial standard deviations at n = 40, p = 0.5).
+    """
+    x, y = heldout(40, 32)
+    from app.report import to_pil
+    row = EVAL["attack"]["clipure"][f"eta={eta:g}"]
+    for tm in ("undefended", "adaptive"):
+        hits = 0
+        for i in range(len(y)):
+            r = run_pipeline(to_pil(x[i]), NAMES, AttackConfig(**{**ATTACK.to_dict(), "threat_model": tm,
+                                                                   "label": NAMES[int(y[i])]}),
+                             PurifyConfig(steps=10, step_size=eta), model="toy-shapes", template_set="ensemble")
+            hits += r.purified.index == int(y[i])
+        assert abs(hits / len(y) - row[tm]) <= 0.2, (tm, hits / len(y), row[tm])
+
+
+def test_offline_default_falls_back_to_the_bundled_model_with_a_notice():
+    backbone, notice = load_default("ViT-B-32-quickgelu/openai")
+    assert backbone.name == "toy-shapes"
+    assert "ViT-B-32-quickgelu/openai" in notice and "hub" in notice and re.search(r"\d+ coloured shapes", notice)
