@@ -126,6 +126,8 @@ class PipelineResult:
     classnames: list[str]
     template_set: str
     x: torch.Tensor                 # (1, 3, S, S) model-resolution input in [0,1]
+    class_embeddings: torch.Tensor  # (C, D) unit text embeddings t_c
+    blank: torch.Tensor             # (D,) blank target b
     clean: Prediction               # bare CLIP on x
     clean_purified: Prediction      # CLIPure on x
     attack: AttackResult | None
@@ -145,7 +147,7 @@ class PipelineResult:
 
 @dataclass
 class PipelineEvent:
-    phase: str                      # "prepare", "clean", "attack", "purify-clean", "purify-adv", "done"
+    phase: str                      # "prepare", "clean", "attack", "attack-step", "purify-clean", "purify-adv", "done"
     fraction: float | None          # progress within the whole request, None = indeterminate
     message: str
     step: PurifyStep | None = None  # set in the purify phases: the step just computed
@@ -284,7 +286,7 @@ def _run(clock: "_EngineClock", image, classnames, attack: AttackConfig | None =
         for kind, value in _attack_in_thread(prep, acfg, pcfg, limits):
             if kind == "progress" and expected and value != last and value <= expected:
                 last = value
-                yield PipelineEvent("attack", 0.05 + 0.7 * value / expected,
+                yield PipelineEvent("attack-step", 0.05 + 0.7 * value / expected,
                                     f"{acfg.attack}: step {value}/{expected}")
             elif kind == "done":
                 result_attack = value
@@ -314,7 +316,8 @@ def _run(clock: "_EngineClock", image, classnames, attack: AttackConfig | None =
 
     result = PipelineResult(
         backbone=prep.backbone.name, meaningless=prep.backbone.spec.meaningless, classnames=prep.classnames,
-        template_set=template_set, x=prep.x, clean=clean,
+        template_set=template_set, x=prep.x, class_embeddings=prep.classifier.class_embeddings,
+        blank=prep.blank, clean=clean,
         clean_purified=_step_prediction(clean_trace.steps[-1], prep.classnames),
         attack=result_attack, adversarial=adversarial, purified=purified, clean_trace=clean_trace,
         adv_trace=adv_trace, attack_config=acfg, purify_config=pcfg, warnings=warnings, timings=timings)

@@ -13,6 +13,8 @@ CLASS_PRESETS: dict[str, str] = {
     "Space": "astronaut, rocket, galaxy, moon, satellite, planet, star cluster",
     "Food and drink": "cup of coffee, cup of tea, cake, pizza, salad, soup, sandwich",
     "People and things": "astronaut, photographer with a camera, cat, cup of coffee, rocket, horse",
+    "Science images": "retina fundus photograph, galaxies in deep space, cells under a microscope, an x-ray, "
+                      "the surface of the moon",
     "Toy shapes (16)": ", ".join(TOY_CLASSNAMES),
     "Toy shapes: red and blue": ", ".join(c for c in TOY_CLASSNAMES if c.split()[0] in ("red", "blue")),
 }
@@ -27,6 +29,7 @@ PHOTO_EXAMPLES: list[tuple[str, str]] = [
     ("hubble.jpg", "Space"),
     ("coffee.png", "Food and drink"),
     ("cameraman.png", "People and things"),
+    ("retina.jpg", "Science images"),
 ]
 TOY_EXAMPLES: list[tuple[str, str]] = [
     ("toy-red-circle.png", "Toy shapes (16)"),

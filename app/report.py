@@ -8,6 +8,7 @@ import csv
 import io
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -15,6 +16,7 @@ from PIL import Image
 
 from app.attacks import ATTACKS, THREAT_MODELS, AttackConfig
 from app.pipeline import PipelineResult
+from app.plots import cosine_figure, latent_map_figure, probability_figure
 
 
 def eps_text(cfg: AttackConfig) -> str:
@@ -51,6 +53,46 @@ def perturbation_image(x: torch.Tensor, x_adv: torch.Tensor) -> tuple[Image.Imag
     peak = d.abs().max().item()
     factor = 0.5 / peak if peak > 0 else 1.0
     return to_pil((0.5 + factor * d).clamp(0, 1)), factor
+
+
+def stats_markdown(result: PipelineResult, factor: float) -> str:
+    """The perturbation's size and the attack's outcome, with the caption, as Markdown."""
+    a = result.attack
+    psnr = "∞" if math.isinf(a.psnr_db) else f"{a.psnr_db:.1f} dB"
+    yes = lambda ok: "yes" if ok else "no"  # noqa: E731
+    return (f"**Perturbation:** L-inf **{a.linf_255:.2f}/255** · L2 **{a.l2:.3f}** · PSNR **{psnr}** · "
+            f"shown amplified **× {factor:.1f}** around mid grey  \n"
+            f"**Attack succeeded** against bare CLIP: **{yes(a.success_bare[0])}** · "
+            f"against CLIPure: **{yes(a.success_purified[0])}** · {a.seconds:.2f} s, {a.forwards} forward passes  \n"
+            f"<sub>{caption(result)}</sub>")
+
+
+def figures(result: PipelineResult, top_k: int = 5):
+    """(per-step probabilities, cosine to the blank, latent map) Figures for a result."""
+    cap = caption(result)
+    a = result.attack_config
+    target = result.classnames.index(a.target) if a is not None and a.targeted else None
+    traces = {"clean input": result.clean_trace}
+    if result.adv_trace is not None:
+        traces = {"adversarial input": result.adv_trace, **traces}
+    return (probability_figure({k: t.probs.numpy() for k, t in traces.items()}, result.classnames,
+                               result.clean.index, target, cap, top_k),
+            cosine_figure({k: t.cos_to_blank for k, t in traces.items()}, cap),
+            latent_map_figure({k: t.embeddings for k, t in traces.items()}, result.class_embeddings, result.blank,
+                              result.classnames, cap))
+
+
+def export(result: PipelineResult, folder: Path) -> dict[str, Path | float]:
+    """Write adversarial.png (lossless: exactly the evaluated 8-bit image), perturbation.png,
+    trajectory.json and trajectory.csv; return their paths and the perturbation's amplification."""
+    paths = {k: folder / f for k, f in (("adversarial", "adversarial.png"), ("perturbation", "perturbation.png"),
+                                         ("json", "trajectory.json"), ("csv", "trajectory.csv"))}
+    to_pil(result.x_adv).save(paths["adversarial"])
+    pert, factor = perturbation_image(result.x, result.x_adv)
+    pert.save(paths["perturbation"])
+    paths["json"].write_text(to_json(result))
+    paths["csv"].write_text(to_csv(result))
+    return {**paths, "factor": factor}
 
 
 def agreement(result: PipelineResult, which: str) -> str:

@@ -21,11 +21,11 @@ from app.errors import CLIPureError, WeightsUnavailableError
 from app.hosting import gpu
 from app.limits import LIMITS
 from app.models import BACKBONES, load_backbone, load_default
-from app.pipeline import classify, compare_threat_models, run, run_pipeline
-from app.plots import cosine_figure, latent_map_figure, probability_figure
+from app.pipeline import Prediction, classify, compare_threat_models, run, run_pipeline
+from app.plots import cosine_figure, probability_figure
 from app.presets import CLASS_PRESETS, default_classnames, examples_for
 from app.purify import GRAD_SCOPES, NORMS, PAPER_DEFAULTS, PURIFIERS, PurifyConfig
-from app.zeroshot import TEMPLATE_SETS, TEXT_CACHE
+from app.zeroshot import TEMPLATE_SETS
 
 TOP_K = 5
 STREAM_PLOT_INTERVAL_S = 0.5   # streamed plots redraw at most this often; the final draw always happens
@@ -70,45 +70,9 @@ def _outputs(**values) -> tuple:
     return tuple(values.get(name, gr.skip()) for name in RUN_OUTPUTS)
 
 
-def _top(probs: list[float], names: list[str]) -> dict[str, float]:
-    order = sorted(range(len(probs)), key=lambda i: -probs[i])[:TOP_K]
-    return {names[i]: float(probs[i]) for i in order}
-
-
 def _note(result, which: str, what: str) -> str:
     text = report.agreement(result, which)
     return f"{'✅' if text.startswith('agrees') else '⚠️'} {what} {text}" if text else ""
-
-
-def _figures(result):
-    """(probabilities, cosine, latent map) matplotlib Figures of a finished result."""
-    cap = report.caption(result)
-    a = result.attack_config
-    target = result.classnames.index(a.target) if a is not None and a.targeted else None
-    probs = {"clean input": result.clean_trace.probs.numpy()}
-    cos = {"clean input": result.clean_trace.cos_to_blank}
-    trajs = {"clean input": result.clean_trace.embeddings}
-    if result.adv_trace is not None:
-        probs = {"adversarial input": result.adv_trace.probs.numpy(), **probs}
-        cos = {"adversarial input": result.adv_trace.cos_to_blank, **cos}
-        trajs = {"adversarial input": result.adv_trace.embeddings, **trajs}
-    backbone = load_backbone(result.backbone)
-    classes = TEXT_CACHE.class_embeddings(backbone, result.classnames, result.template_set)
-    blank = TEXT_CACHE.blank_embedding(backbone, result.template_set)
-    return (probability_figure(probs, result.classnames, result.clean.index, target, cap, TOP_K),
-            cosine_figure(cos, cap),
-            latent_map_figure(trajs, classes, blank, result.classnames, cap))
-
-
-def _stats(result, factor: float) -> str:
-    a = result.attack
-    psnr = "∞" if a.psnr_db == float("inf") else f"{a.psnr_db:.1f} dB"
-    return (f"**Perturbation:** L-inf **{a.linf_255:.2f}/255** · L2 **{a.l2:.3f}** · PSNR **{psnr}** · "
-            f"shown amplified **× {factor:.1f}** around mid grey  \n"
-            f"**Attack succeeded** against bare CLIP: **{'yes' if a.success_bare[0] else 'no'}** · "
-            f"against CLIPure: **{'yes' if a.success_purified[0] else 'no'}** · "
-            f"{a.seconds:.2f} s, {a.forwards} forward passes  \n"
-            f"<sub>{report.caption(result)}</sub>")
 
 
 @gpu(duration=120)
@@ -121,8 +85,8 @@ def _run_stream(image, classnames, backbone, template_set, acfg, pcfg, progress)
             progress(event.fraction, desc=event.message)
             last_progress = time.monotonic()
         names = event.classnames or names
-        if event.phase == "clean" or (event.phase == "attack" and "step" not in event.message):
-            yield _outputs(status=f"⏳ {event.message}")   # phase changes; steps go to the progress bar
+        if event.phase in ("clean", "attack"):
+            yield _outputs(status=f"⏳ {event.message}")   # phase changes; attack steps go to the progress bar
         elif event.phase == "purify-adv":
             s = event.step
             steps.append(s)
@@ -131,7 +95,7 @@ def _run_stream(image, classnames, backbone, template_set, acfg, pcfg, progress)
             if s.step not in (0, pcfg.steps) and now - last_yield < STREAM_STEP_INTERVAL_S:
                 continue                   # at most 20 updates a second; the first and last always
             last_yield = now
-            update = dict(purified_label=_top(s.probs.tolist(), names),
+            update = dict(purified_label=Prediction(s.top1, names[s.top1], s.probs.tolist()).top(TOP_K, names),
                           status=f"⏳ Purifying the adversarial embedding: step {s.step}/{pcfg.steps}, "
                                  f"cos to blank {s.cos_to_blank:.3f}, top-1 {names[s.top1]}")
             if now - last_draw >= STREAM_PLOT_INTERVAL_S:
@@ -147,14 +111,8 @@ def _run_stream(image, classnames, backbone, template_set, acfg, pcfg, progress)
 def _final_outputs(r) -> tuple:
     for w in r.warnings:
         gr.Warning(w)
-    out = Path(tempfile.mkdtemp(prefix="clipure-"))
-    adv_png, pert_png = out / "adversarial.png", out / "perturbation.png"
-    report.to_pil(r.x_adv).save(adv_png)          # lossless: exactly the evaluated 8-bit image
-    pert, factor = report.perturbation_image(r.x, r.x_adv)
-    pert.save(pert_png)
-    (out / "trajectory.json").write_text(report.to_json(r))
-    (out / "trajectory.csv").write_text(report.to_csv(r))
-    f_probs, f_cos, f_map = _figures(r)
+    files = report.export(r, Path(tempfile.mkdtemp(prefix="clipure-")))
+    f_probs, f_cos, f_map = report.figures(r, TOP_K)
     return _outputs(
         clean_label=r.clean.top(TOP_K, r.classnames),
         adv_label=r.adversarial.top(TOP_K, r.classnames),
@@ -162,9 +120,10 @@ def _final_outputs(r) -> tuple:
         clean_note=_note(r, "clean_purified", "CLIPure on the clean image:"),
         adv_note=_note(r, "adversarial", "Bare CLIP on the adversarial image:"),
         purified_note=_note(r, "purified", "CLIPure on the adversarial image:"),
-        adv_image=str(adv_png), pert_image=str(pert_png), stats=_stats(r, factor), adv_download=str(adv_png),
+        adv_image=str(files["adversarial"]), pert_image=str(files["perturbation"]),
+        stats=report.stats_markdown(r, files["factor"]), adv_download=str(files["adversarial"]),
         prob_plot=f_probs, cos_plot=f_cos, map_plot=f_map,
-        json_file=str(out / "trajectory.json"), csv_file=str(out / "trajectory.csv"),
+        json_file=str(files["json"]), csv_file=str(files["csv"]),
         status=f"✅ Done in {r.timings['total']:.1f} s" + (" — random weights: MEANINGLESS" if r.meaningless else ""),
     )
 
@@ -313,10 +272,12 @@ def build_demo(backbone: str, notice: str | None = None) -> gr.Blocks:
                     backbone_note = gr.Markdown(_backbone_view(backbone)[3])
                     with gr.Column(visible=not toy) as photo_box:
                         gr.Examples([list(e) for e in examples_for(toy=False)], [image, classnames],
-                                    label="Examples (photos, public domain / CC0)", examples_per_page=8)
+                                    label="Examples (photos, public domain / CC0)", examples_per_page=8,
+                                    cache_examples=False)
                     with gr.Column(visible=toy) as toy_box:
                         gr.Examples([list(e) for e in examples_for(toy=True)], [image, classnames],
-                                    label="Examples for the toy-shapes model", examples_per_page=8)
+                                    label="Examples for the toy-shapes model", examples_per_page=8,
+                                    cache_examples=False)
                 with gr.Column(scale=4):
                     with gr.Accordion("Attack", open=True):
                         with gr.Row():

@@ -1,6 +1,9 @@
 """End to end through a launched server: every named endpoint via gradio_client."""
-import os
+import json
 import socket
+import urllib.request
+
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -22,15 +25,23 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def launched(default_backbone: str):
+    """Launch the app as app.py does, with the given default backbone (CLIPURE_MODEL)."""
+    import app.models
+    from app.ui import launch
+    before, app.models.DEFAULT_BACKBONE = app.models.DEFAULT_BACKBONE, default_backbone
+    try:
+        port = free_port()
+        demo = launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=port, quiet=True)
+    finally:
+        app.models.DEFAULT_BACKBONE = before
+    return demo, f"http://127.0.0.1:{port}/"
+
+
 @pytest.fixture(scope="module")
 def server():
-    os.environ["CLIPURE_MODEL"] = "tiny-random"
-    import app.models
-    app.models.DEFAULT_BACKBONE = "tiny-random"
-    from app.ui import launch
-    port = free_port()
-    demo = launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=port, quiet=True)
-    yield f"http://127.0.0.1:{port}/"
+    demo, url = launched("tiny-random")
+    yield url
     demo.close()
 
 
@@ -86,7 +97,6 @@ def test_run_streams_to_the_full_result(client, image):
     assert "L-inf" in stats and "undefended" in stats and status.startswith("✅")
     for plot in (prob_plot, cos_plot, map_plot):
         assert plot["type"] == "matplotlib" and plot["plot"]
-    import json
     data = json.loads(open(json_path).read())
     assert len(data["embeddings"]["adversarial"]) == 11 and len(data["embeddings"]["clean"]) == 11
     assert open(csv_path).readline().startswith("trajectory,step,cos_to_blank,top1")
@@ -136,3 +146,20 @@ def test_two_users_at_once_get_their_own_results(server, image):
         fb = pool.submit(b.predict, image, "red, green, blue", "tiny-random", "single", api_name="/classify")
         ra, rb = fa.result(), fb.result()
     assert ra["classnames"] == ["cat", "dog", "car", "plane"] and rb["classnames"] == ["red", "green", "blue"]
+
+
+def test_offline_the_default_falls_back_to_the_bundled_model_and_its_examples_are_right():
+    from app.presets import examples_for
+    demo, url = launched("ViT-B-32-quickgelu/openai")    # no hub here: HF_HUB_OFFLINE=1
+    try:
+        with urllib.request.urlopen(url + "config") as f:
+            config = f.read().decode()
+        assert "Offline mode" in config and "toy-shapes" in config
+        client = Client(url, verbose=False)
+        for path, names in examples_for(toy=True):
+            expected = Path(path).stem.removeprefix("toy-").replace("-", " ")
+            out = client.predict(handle_file(path), names, "toy-shapes", "single", api_name="/classify")
+            assert out["label"] == expected, (path, out)
+            assert out["confidences"][expected] > 0.9
+    finally:
+        demo.close()

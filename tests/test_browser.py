@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_app_e2e import free_port
+from tests.test_app_e2e import launched
 
 CHROMIUM = os.environ.get("CLIPURE_CHROMIUM", "/usr/bin/chromium")
 SHOTS = Path(__file__).resolve().parent.parent / "artifacts"   # git-ignored
@@ -17,12 +17,8 @@ pytestmark = pytest.mark.skipif(not (Path(CHROMIUM).exists() or shutil.which("ch
 
 @pytest.fixture(scope="module")
 def url():
-    import app.models
-    app.models.DEFAULT_BACKBONE = "tiny-random"
-    from app.ui import launch
-    port = free_port()
-    demo = launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=port, quiet=True)
-    yield f"http://127.0.0.1:{port}/"
+    demo, address = launched("tiny-random")
+    yield address
     demo.close()
 
 

@@ -13,8 +13,8 @@ def test_events_stream_then_result(noise_image):
     phases = [e.phase for e in events]
     assert phases[0] == "prepare" and phases[-1] == "done"
     assert phases.index("attack") < phases.index("purify-clean") < phases.index("purify-adv")
-    attack_steps = [e for e in events if e.phase == "attack" and "step" in e.message]
-    assert len(attack_steps) == 4                       # one event per PGD step
+    attack_steps = [e for e in events if e.phase == "attack-step"]
+    assert [e.message for e in attack_steps] == [f"PGD: step {k}/4" for k in range(1, 5)]   # one per PGD step
     adv_steps = [e.step.step for e in events if e.phase == "purify-adv"]
     assert adv_steps == list(range(7))                  # steps + 1 points, in order
     fractions = [e.fraction for e in events]
