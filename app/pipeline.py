@@ -17,62 +17,13 @@ import torch
 import torch.nn.functional as F
 
 from app.attacks import ATTACKS, THREAT_MODELS, AttackConfig, AttackResult, run_attack, validate_attack
-from app.errors import CLIPureError, InvalidClassNamesError
+from app.classnames import parse_classnames
+from app.errors import CLIPureError
 from app.images import load_image
 from app.limits import LIMITS, Limits
 from app.models import Backbone, load_backbone
 from app.purify import PAPER_DEFAULTS, PurifyConfig, purify_iter
 from app.zeroshot import DEFAULT_TEMPLATE_SET, TEXT_CACHE, ZeroShotClassifier, build_classifier, get_templates
-
-
-# --- class names ----------------------------------------------------------------------------
-
-def parse_classnames(text_or_list, tokenizer=None, context_length: int = 77, templates=None,
-                     limits: Limits = LIMITS) -> tuple[list[str], list[str]]:
-    """Comma- or newline-separated text (or a list) -> (clean names, warnings).
-
-    Blank and duplicate names are dropped with a warning; names too long for the tokenizer
-    context (in the longest template) are cut to fit, with a warning.
-    """
-    if text_or_list is None:
-        raw = []
-    elif isinstance(text_or_list, str):
-        raw = text_or_list.replace("\n", ",").split(",")
-    else:
-        raw = list(text_or_list)
-    warnings, names, seen = [], [], set()
-    stripped = [" ".join(str(n).split()) for n in raw]
-    blanks = sum(1 for n in stripped if not n)
-    for n in stripped:
-        if n and n.lower() not in seen:
-            seen.add(n.lower())
-            names.append(n)
-    dups = len(stripped) - blanks - len(names)
-    if blanks and len(stripped) > 1:
-        warnings.append(f"Ignored {blanks} blank class name{'s' if blanks > 1 else ''}.")
-    if dups:
-        warnings.append(f"Removed {dups} duplicate class name{'s' if dups > 1 else ''}.")
-    if len(names) < limits.min_classes:
-        raise InvalidClassNamesError(
-            f"Give at least {limits.min_classes} different class names, separated by commas or new lines.")
-    if len(names) > limits.max_classes:
-        raise InvalidClassNamesError(f"Give at most {limits.max_classes} class names; got {len(names)}.")
-    if tokenizer is not None and hasattr(tokenizer, "encode"):
-        longest = max(templates or [lambda c: f"a photo of a {c}."], key=lambda t: len(tokenizer.encode(t(""))))
-        budget = context_length - 2 - len(tokenizer.encode(longest("")))  # 2 = start and end tokens
-        for i, n in enumerate(names):
-            if len(tokenizer.encode(n)) > budget:
-                words = n.split()
-                while len(words) > 1 and len(tokenizer.encode(" ".join(words))) > budget:
-                    words.pop()
-                cut = " ".join(words)
-                while len(tokenizer.encode(cut)) > budget and len(cut) > 1:
-                    cut = cut[:-1]
-                warnings.append(f"Class name {n[:40]!r}... was cut to {cut!r} to fit the text encoder's context.")
-                names[i] = cut
-        if len({n.lower() for n in names}) < len(names):
-            raise InvalidClassNamesError("Two class names are the same after cutting them to the context length.")
-    return names, warnings
 
 
 # --- results --------------------------------------------------------------------------------
@@ -199,10 +150,6 @@ def trace_steps(prep: Prepared, x: torch.Tensor, cfg: PurifyConfig) -> Iterator[
             yield PurifyStep(t, z[0].clone(), cos, probs, int(probs.argmax()))
 
 
-def purify_trace(prep: Prepared, x: torch.Tensor, cfg: PurifyConfig) -> PurifyTrace:
-    return PurifyTrace(list(trace_steps(prep, x, cfg)))
-
-
 def _attack_in_thread(prep: Prepared, cfg: AttackConfig, pcfg: PurifyConfig, limits: Limits):
     """Run the attack in a worker thread; yield ("progress", forwards) then ("done", result)."""
     q: queue.Queue = queue.Queue()
@@ -255,9 +202,8 @@ def run(image, classnames, attack: AttackConfig | None = AttackConfig(), purify:
             clock.suspended += time.perf_counter() - t
 
 
-def _run(clock: "_EngineClock", image, classnames, attack: AttackConfig | None = AttackConfig(), purify: PurifyConfig = PAPER_DEFAULTS,
-        model: str | None = None, template_set: str = DEFAULT_TEMPLATE_SET,
-        limits: Limits = LIMITS) -> Iterator[PipelineEvent]:
+def _run(clock: _EngineClock, image, classnames, attack: AttackConfig | None, purify: PurifyConfig,
+         model: str | None, template_set: str, limits: Limits) -> Iterator[PipelineEvent]:
     timings: dict[str, float] = {}
     t0 = clock.now()
     pcfg = purify.validate(limits)

@@ -17,6 +17,7 @@ import pandas as pd
 
 from app import report
 from app.attacks import ATTACKS, THREAT_MODELS, AttackConfig
+from app.classnames import split_classnames
 from app.errors import CLIPureError, WeightsUnavailableError
 from app.hosting import gpu
 from app.limits import LIMITS
@@ -211,8 +212,7 @@ def _backbone_view(name):
 
 
 def on_classnames(text, current_target):
-    names = [n.strip() for n in str(text or "").replace("\n", ",").split(",") if n.strip()]
-    names = list(dict.fromkeys(names))
+    names = split_classnames(text)
     return gr.update(choices=names, value=current_target if current_target in names else (names[1] if len(names) > 1 else None))
 
 

@@ -8,7 +8,8 @@ from PIL import Image
 from app.errors import CLIPureError, InvalidClassNamesError, InvalidImageError, UnknownNameError
 from app.images import load_image
 from app.limits import Limits
-from app.pipeline import parse_classnames, prepare
+from app.classnames import parse_classnames
+from app.pipeline import prepare
 
 
 def png_bytes(img, fmt="PNG", **kw):
