@@ -2,11 +2,12 @@
 
 Knows nothing of Gradio. The public surface:
 """
-from app.attacks import ATTACKS, THREAT_MODELS, AttackConfig, AttackResult, PurifiedClassifier, run_attack
+from app.attacks import ATTACKS, AttackConfig, AttackResult, run_attack
 from app.errors import CLIPureError, WeightsUnavailableError
 from app.models import BACKBONES, load_backbone
 from app.pipeline import PipelineResult, prepare, run, run_pipeline
 from app.purify import PAPER_DEFAULTS, PURIFIERS, PurifyConfig, Trajectory, clipure_cos
+from app.threat_models import THREAT_MODELS, PurifiedClassifier
 from app.zeroshot import TEMPLATE_SETS, TEXT_CACHE, ZeroShotClassifier, build_classifier
 
 __all__ = [

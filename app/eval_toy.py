@@ -15,9 +15,10 @@ import time
 import torch
 
 from app import shapes
-from app.attacks import THREAT_MODELS, AttackConfig, PurifiedClassifier, run_attack
+from app.attacks import AttackConfig, run_attack
 from app.models import TOY_DIR, load_backbone
 from app.purify import PurifyConfig
+from app.threat_models import THREAT_MODELS, PurifiedClassifier
 from app.zeroshot import TEXT_CACHE, build_classifier
 
 HELDOUT_SEED = 987_654_321     # training used seeds 0 .. steps-1

@@ -16,15 +16,15 @@ from typing import Iterator, Sequence
 import torch
 import torch.nn.functional as F
 
-from app.attacks import ATTACKS, THREAT_MODELS, AttackConfig, AttackResult, run_attack, validate_attack
+from app.attacks import ATTACKS, AttackConfig, AttackResult, run_attack, validate_attack
 from app.classnames import parse_classnames
 from app.errors import CLIPureError
 from app.images import load_image
 from app.limits import LIMITS, Limits
 from app.models import Backbone, load_backbone
 from app.purify import PAPER_DEFAULTS, PurifyConfig, purify_iter
+from app.threat_models import THREAT_MODELS
 from app.zeroshot import DEFAULT_TEMPLATE_SET, TEXT_CACHE, ZeroShotClassifier, build_classifier, get_templates
-
 
 # --- results --------------------------------------------------------------------------------
 

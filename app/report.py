@@ -14,9 +14,10 @@ import numpy as np
 import torch
 from PIL import Image
 
-from app.attacks import ATTACKS, THREAT_MODELS, AttackConfig
+from app.attacks import ATTACKS, AttackConfig
 from app.pipeline import PipelineResult
 from app.plots import cosine_figure, latent_map_figure, probability_figure
+from app.threat_models import THREAT_MODELS
 
 
 def eps_text(cfg: AttackConfig) -> str:

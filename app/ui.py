@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from app import report
-from app.attacks import ATTACKS, THREAT_MODELS, AttackConfig
+from app.attacks import ATTACKS, AttackConfig
 from app.classnames import split_classnames
 from app.errors import CLIPureError, WeightsUnavailableError
 from app.hosting import gpu
@@ -26,6 +26,7 @@ from app.pipeline import Prediction, classify, compare_threat_models, run, run_p
 from app.plots import cosine_figure, probability_figure
 from app.presets import CLASS_PRESETS, default_classnames, examples_for
 from app.purify import GRAD_SCOPES, NORMS, PAPER_DEFAULTS, PURIFIERS, PurifyConfig
+from app.threat_models import THREAT_MODELS
 from app.zeroshot import TEMPLATE_SETS
 
 TOP_K = 5

@@ -2,7 +2,6 @@
 import json
 import socket
 import urllib.request
-
 from pathlib import Path
 
 import numpy as np

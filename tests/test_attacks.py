@@ -4,9 +4,10 @@ import pytest
 import torch
 import torchattacks
 
-from app.attacks import ATTACKS, THREAT_MODELS, AttackConfig, PurifiedClassifier, attacked_model, run_attack
+from app.attacks import ATTACKS, AttackConfig, run_attack
 from app.errors import InvalidClassNamesError, OutOfRangeError, UnknownNameError, UnsupportedError
 from app.purify import PAPER_DEFAULTS, PurifyConfig
+from app.threat_models import THREAT_MODELS, PurifiedClassifier, attacked_model
 from tests.conftest import CLASSES
 
 

@@ -5,10 +5,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from app.classnames import parse_classnames
 from app.errors import CLIPureError, InvalidClassNamesError, InvalidImageError, UnknownNameError
 from app.images import load_image
 from app.limits import Limits
-from app.classnames import parse_classnames
 from app.pipeline import prepare
 
 
