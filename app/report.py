@@ -29,8 +29,10 @@ def eps_text(cfg: AttackConfig) -> str:
     return f"L2 eps {cfg.eps:g}"
 
 
-def caption(result: PipelineResult) -> str:
-    """One line naming threat model, attack, eps, steps, backbone and purification."""
+def caption(result: PipelineResult, threat_model: str | None = None) -> str:
+    """One line naming threat model, attack, eps, steps, backbone and purification.
+
+    threat_model replaces the result's own (e.g. "each row" under a comparison table)."""
     p = result.purify_config
     pur = f"{p.method} T={p.steps} eta={p.step_size:g} gamma={p.momentum:g} {p.norm} ({p.grad_scope})"
     model = result.backbone + (" [random weights: MEANINGLESS]" if result.meaningless else "")
@@ -38,7 +40,7 @@ def caption(result: PipelineResult) -> str:
         return f"No attack | {model} | {pur}"
     a = result.attack_config
     target = f", targeted -> {a.target}" if a.targeted else ""
-    return (f"threat model: {a.threat_model} | {a.attack}, {eps_text(a)}, {a.steps} steps{target} | "
+    return (f"threat model: {threat_model or a.threat_model} | {a.attack}, {eps_text(a)}, {a.steps} steps{target} | "
             f"{model} | {pur}")
 
 

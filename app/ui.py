@@ -153,9 +153,8 @@ def compare_demo(image, classnames, backbone, template_set, attack, threat_model
     results = compare_threat_models(image, classnames, acfg, pcfg, backbone, template_set,
                                     on_progress=lambda f, m: progress(f, desc=m))
     table = pd.DataFrame([report.threat_model_row(r) for r in results])
-    first = results[0]
-    cap = report.caption(first).replace(f"threat model: {acfg.threat_model}", "threat model: each row")
-    return table, f"Clean prediction: **{first.clean.label}**. <sub>{cap}</sub>"
+    cap = report.caption(results[0], threat_model="each row")
+    return table, f"Clean prediction: **{results[0].clean.label}**. <sub>{cap}</sub>"
 
 
 @user_errors
