@@ -4,6 +4,8 @@ import os
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ.setdefault("CLIPURE_DEVICE", "cpu")
 
+import socket  # noqa: E402
+
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
@@ -35,3 +37,30 @@ def tiny_setup(tiny):
     """(classifier, blank) on the tiny random model, single template."""
     from app.zeroshot import TEXT_CACHE, build_classifier
     return build_classifier(tiny, CLASSES, "single"), TEXT_CACHE.blank_embedding(tiny, "single")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def launched(default_backbone: str):
+    """Launch the app as app.py does, with the given default backbone (CLIPURE_MODEL)."""
+    import app.models
+    from app.ui import launch
+    before, app.models.DEFAULT_BACKBONE = app.models.DEFAULT_BACKBONE, default_backbone
+    try:
+        port = free_port()
+        demo = launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=port, quiet=True)
+    finally:
+        app.models.DEFAULT_BACKBONE = before
+    return demo, f"http://127.0.0.1:{port}/"
+
+
+@pytest.fixture(scope="session")
+def server():
+    """The app on 127.0.0.1 with CLIPURE_MODEL=tiny-random, shared by the end-to-end and browser tests."""
+    demo, url = launched("tiny-random")
+    yield url
+    demo.close()

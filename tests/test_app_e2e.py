@@ -1,6 +1,5 @@
 """End to end through a launched server: every named endpoint via gradio_client."""
 import json
-import socket
 import urllib.request
 from pathlib import Path
 
@@ -12,36 +11,11 @@ gradio_client = pytest.importorskip("gradio_client")
 from gradio_client import Client, handle_file  # noqa: E402
 
 from app.presets import EXAMPLES_DIR  # noqa: E402
+from tests.conftest import launched  # noqa: E402
 
 CLASSES = "cat, dog, car, plane"
 ATTACK = ["PGD", "undefended", 8, 5, 0, 3, False, None]          # attack, threat, eps, steps, step, seed, targeted, target
 PURIFY = ["clipure-cos", 10, 30.0, 0.0, "l2", "sample"]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def launched(default_backbone: str):
-    """Launch the app as app.py does, with the given default backbone (CLIPURE_MODEL)."""
-    import app.models
-    from app.ui import launch
-    before, app.models.DEFAULT_BACKBONE = app.models.DEFAULT_BACKBONE, default_backbone
-    try:
-        port = free_port()
-        demo = launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=port, quiet=True)
-    finally:
-        app.models.DEFAULT_BACKBONE = before
-    return demo, f"http://127.0.0.1:{port}/"
-
-
-@pytest.fixture(scope="module")
-def server():
-    demo, url = launched("tiny-random")
-    yield url
-    demo.close()
 
 
 @pytest.fixture(scope="module")

@@ -6,20 +6,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_app_e2e import launched
-
 CHROMIUM = os.environ.get("CLIPURE_CHROMIUM", "/usr/bin/chromium")
 SHOTS = Path(__file__).resolve().parent.parent / "artifacts"   # git-ignored
 
 pytestmark = pytest.mark.skipif(not (Path(CHROMIUM).exists() or shutil.which("chromium")),
                                 reason=f"no chromium at {CHROMIUM}; install Debian's chromium package to run this")
-
-
-@pytest.fixture(scope="module")
-def url():
-    demo, address = launched("tiny-random")
-    yield address
-    demo.close()
 
 
 @pytest.fixture(scope="module")
@@ -35,9 +26,9 @@ def page():
         browser.close()
 
 
-def test_upload_run_and_see_the_panels_and_plots(url, page):
+def test_upload_run_and_see_the_panels_and_plots(server, page):
     from app.presets import EXAMPLES_DIR
-    page.goto(url, wait_until="domcontentloaded")
+    page.goto(server, wait_until="domcontentloaded")
     page.locator("#run").wait_for(timeout=60_000)
     assert "CLIPure" in page.title()
     assert page.get_by_text("meaningless").first.is_visible()          # tiny-random is labelled
@@ -64,8 +55,8 @@ def test_upload_run_and_see_the_panels_and_plots(url, page):
     page.screenshot(path=str(SHOTS / "browser-run.png"), full_page=True)
 
 
-def test_bad_input_shows_an_error_and_the_page_keeps_working(url, page):
-    page.goto(url, wait_until="domcontentloaded")
+def test_bad_input_shows_an_error_and_the_page_keeps_working(server, page):
+    page.goto(server, wait_until="domcontentloaded")
     page.locator("#run").wait_for(timeout=60_000)
     page.locator("#classnames textarea").fill("cat")
     page.locator("#run").click()
