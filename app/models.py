@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import os
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import open_clip
@@ -116,7 +116,6 @@ class Backbone:
     precision: str
     pretrained: bool = True
     context_length: int = 77
-    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @property
     def dtype(self) -> torch.dtype:
@@ -129,6 +128,7 @@ class Backbone:
 
 _CACHE: dict[tuple, Backbone] = {}
 _CACHE_LOCK = threading.Lock()
+_LOAD_LOCKS: dict[tuple, threading.Lock] = {}
 
 
 def _create(spec: BackboneSpec, name: str, device: torch.device, precision: str, pretrained: bool):
@@ -150,9 +150,19 @@ def _create(spec: BackboneSpec, name: str, device: torch.device, precision: str,
         except (OSError, RuntimeError, ValueError, ConnectionError, ImportError) as e:
             if not (pretrained and (spec.needs_download or spec.source == "bundled")):
                 raise
-            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise WeightsUnavailableError(name, f"{type(e).__name__}: {first[:160]}") from e
+            raise WeightsUnavailableError(name, _reason(e)) from e
     return model, preprocess
+
+
+def _reason(e: Exception) -> str:
+    """A short, human reason for a failed load (open_clip wraps hub failures in RuntimeError)."""
+    text = str(e).strip()
+    if "download" in text.lower() or "hf hub" in text.lower():
+        offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes")
+        return ("they are not in the local cache and HF_HUB_OFFLINE is set" if offline
+                else "they are not in the local cache and the Hugging Face hub could not be reached")
+    first = text.splitlines()[0] if text else ""
+    return f"{type(e).__name__}: {first[:160]}"
 
 
 def load_backbone(name: str | None = None, device: str | None = None, precision: str | None = None,
@@ -172,6 +182,11 @@ def load_backbone(name: str | None = None, device: str | None = None, precision:
     with _CACHE_LOCK:
         if key in _CACHE:
             return _CACHE[key]
+        key_lock = _LOAD_LOCKS.setdefault(key, threading.Lock())
+    # One lock per backbone: a long download blocks only requests for that backbone.
+    with key_lock:
+        if key in _CACHE:
+            return _CACHE[key]
         model, preprocess = _create(spec, name, dev, prec, pretrained)
         model.eval()
         for p in model.parameters():
@@ -185,7 +200,8 @@ def load_backbone(name: str | None = None, device: str | None = None, precision:
             mean=tuple(cfg["mean"]), std=tuple(cfg["std"]), image_size=int(size), device=dev,
             precision=prec, pretrained=pretrained,
             context_length=int(getattr(tokenizer, "context_length", 77)))
-        _CACHE[key] = backbone
+        with _CACHE_LOCK:
+            _CACHE[key] = backbone
         return backbone
 
 
@@ -203,8 +219,9 @@ def load_default(name: str | None = None) -> tuple[Backbone, str | None]:
     try:
         return load_backbone(name), None
     except WeightsUnavailableError as e:
-        notice = (f"{name} could not be loaded ({e.reason}), so the app runs the bundled toy-shapes model "
-                  f"(a small CLIP that knows {len(TOY_CLASSNAMES)} coloured shapes). To get the full model, "
+        notice = (f"The weights of {name} could not be loaded ({e.reason}), so the app runs the bundled "
+                  f"toy-shapes model (a small CLIP that knows {len(TOY_CLASSNAMES)} coloured shapes). "
+                  f"To get the full model, "
                   f"start the app once with access to the Hugging Face hub (and HF_HUB_OFFLINE unset), "
                   f"or pick it in the Backbone menu when the hub is reachable.")
         return load_backbone(FALLBACK_BACKBONE), notice

@@ -55,8 +55,12 @@ def train(steps: int, batch_size: int, lr: float, seed: int, out: Path, log_ever
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.05},
                              {"params": no_decay, "weight_decay": 0.0}], lr=lr, betas=(0.9, 0.98))
     warmup = max(1, min(200, steps // 10))
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: (s + 1) / warmup if s < warmup else 0.5 * (1 + math.cos(math.pi * (s - warmup) / max(1, steps - warmup))))
+
+    def lr_factor(s: int) -> float:   # linear warm-up, then cosine decay to 0
+        if s < warmup:
+            return (s + 1) / warmup
+        return 0.5 * (1 + math.cos(math.pi * (s - warmup) / max(1, steps - warmup)))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_factor)
     loss_fn = ClipLoss()
     t0, log = time.time(), []
     for step in range(steps):

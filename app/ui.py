@@ -213,7 +213,8 @@ def _backbone_view(name):
 
 def on_classnames(text, current_target):
     names = split_classnames(text)
-    return gr.update(choices=names, value=current_target if current_target in names else (names[1] if len(names) > 1 else None))
+    fallback = names[1] if len(names) > 1 else None   # the first is often the clean class
+    return gr.update(choices=names, value=current_target if current_target in names else fallback)
 
 
 def on_attack(name):
@@ -259,8 +260,8 @@ def build_demo(backbone: str, notice: str | None = None) -> gr.Blocks:
         with gr.Tab("Demo"):
             with gr.Row():
                 with gr.Column(scale=4):
-                    image = gr.Image(label="Image", type="pil", image_mode=None, sources=["upload", "clipboard", "webcam"],
-                                     height=260, elem_id="input-image")
+                    image = gr.Image(label="Image", type="pil", image_mode=None, height=260, elem_id="input-image",
+                                     sources=["upload", "clipboard", "webcam"])
                     classnames = gr.Textbox(label="Class names (comma- or newline-separated)",
                                             value=default_classnames(backbone), lines=2, elem_id="classnames")
                     with gr.Row():
@@ -296,8 +297,8 @@ def build_demo(backbone: str, notice: str | None = None) -> gr.Blocks:
                             target = gr.Dropdown([], label="Target class", interactive=True, allow_custom_value=True)
                     with gr.Accordion("Purification", open=True):
                         with gr.Row():
-                            method = gr.Dropdown([(v.label, k) for k, v in PURIFIERS.items()], value=PAPER_DEFAULTS.method,
-                                                 label="Method")
+                            method = gr.Dropdown([(v.label, k) for k, v in PURIFIERS.items()],
+                                                 value=PAPER_DEFAULTS.method, label="Method")
                             p_steps = gr.Slider(0, LIMITS.max_purify_steps, value=PAPER_DEFAULTS.steps, step=1,
                                                 label="Steps T")
                         with gr.Row():
@@ -306,7 +307,8 @@ def build_demo(backbone: str, notice: str | None = None) -> gr.Blocks:
                         with gr.Row():
                             norm = gr.Radio(list(NORMS), value=PAPER_DEFAULTS.norm, label="Update norm")
                             grad_scope = gr.Radio(list(GRAD_SCOPES), value=PAPER_DEFAULTS.grad_scope,
-                                                  label="Gradient norm scope", info="batch = the official code's coupling")
+                                                  label="Gradient norm scope",
+                                                  info="batch = the official code's coupling")
                         defaults_btn = gr.Button("Restore the paper's defaults (T=10, η=30, γ=0, L2)", size="sm")
                     with gr.Row():
                         run_btn = gr.Button("Run: classify → attack → purify", variant="primary", elem_id="run")
