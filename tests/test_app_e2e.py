@@ -14,7 +14,8 @@ from app.presets import EXAMPLES_DIR  # noqa: E402
 from tests.conftest import launched  # noqa: E402
 
 CLASSES = "cat, dog, car, plane"
-ATTACK = ["PGD", "undefended", 8, 5, 0, 3, False, None]          # attack, threat, eps, steps, step, seed, targeted, target
+# attack, threat model, eps, steps, step size, seed, targeted, target
+ATTACK = ["PGD", "undefended", 8, 5, 0, 3, False, None]
 PURIFY = ["clipure-cos", 10, 30.0, 0.0, "l2", "sample"]
 
 
