@@ -31,7 +31,7 @@ from app.zeroshot import ZeroShotClassifier
 
 # --- attacks --------------------------------------------------------------------------------
 
-@dataclass
+@dataclass(frozen=True)
 class AttackConfig:
     attack: str = "PGD"            # key of ATTACKS
     eps: float = 4.0               # 1/255 units for L-inf attacks, pixel units for L2 attacks

@@ -103,7 +103,7 @@ def rotation_per_step(step_size: float) -> float:
 
 # --- registry -----------------------------------------------------------------------------
 
-@dataclass
+@dataclass(frozen=True)
 class PurifyConfig:
     method: str = "clipure-cos"   # key of PURIFIERS
     steps: int = 10               # T, official default
