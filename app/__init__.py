@@ -1,6 +1,7 @@
 """CLIPure demo engine: zero-shot CLIP, CLIPure-Cos purification, attacks, one pipeline.
 
-Knows nothing of Gradio. The public surface:
+Knows nothing of Gradio. The public surface is __all__; the README runs run_pipeline and
+clipure_cos in one example.
 """
 from app.attacks import ATTACKS, AttackConfig, AttackResult, run_attack
 from app.errors import CLIPureError, WeightsUnavailableError

@@ -26,6 +26,13 @@ def _figure(w: float, h: float, ncols: int = 1) -> tuple[Figure, list]:
     return fig, list(axes)
 
 
+def _mark_step(axes, step: int | None) -> None:
+    """A vertical line at the step being inspected (the replay slider)."""
+    if step is not None:
+        for ax in axes:
+            ax.axvline(step, color="black", lw=1, ls=":", alpha=0.7)
+
+
 def _caption(fig: Figure, caption: str) -> None:
     """The threat model / attack / eps / steps / backbone line, wrapped to the figure's width."""
     if caption:
@@ -46,7 +53,8 @@ def _top_classes(probs: np.ndarray, k: int, must: Sequence[int]) -> list[int]:
 
 
 def probability_figure(traces: dict[str, np.ndarray], classnames: Sequence[str], clean_idx: int,
-                       target_idx: int | None = None, caption: str = "", top_k: int = 5) -> Figure:
+                       target_idx: int | None = None, caption: str = "", top_k: int = 5,
+                       step: int | None = None) -> Figure:
     """Per-step class probabilities. traces: panel title -> (T+1, C) probabilities.
 
     The classes shown (top_k by peak probability over all panels, plus the clean prediction and
@@ -72,11 +80,12 @@ def probability_figure(traces: dict[str, np.ndarray], classnames: Sequence[str],
         ax.set_xticks(steps if len(steps) <= 21 else np.linspace(0, steps[-1], 11).round())
         ax.grid(alpha=0.3)
     axes[-1].legend(fontsize=7, loc="upper right")   # one legend: colours are shared; "best" is slow
+    _mark_step(axes, step)
     _caption(fig, caption)
     return fig
 
 
-def cosine_figure(cosines: dict[str, Sequence[float]], caption: str = "") -> Figure:
+def cosine_figure(cosines: dict[str, Sequence[float]], caption: str = "", step: int | None = None) -> Figure:
     """cos(z_t, b) per step for each trajectory."""
     fig, (ax,) = _figure(5.2, 3.2)
     for (name, cos), colour in zip(cosines.items(), ["#d62728", "#1f77b4", "#2ca02c", "#9467bd"]):
@@ -84,6 +93,7 @@ def cosine_figure(cosines: dict[str, Sequence[float]], caption: str = "") -> Fig
     ax.set(xlabel="purification step", ylabel="cos(z, blank)", title="Cosine to the blank target per step")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="lower right")
+    _mark_step([ax], step)
     _caption(fig, caption)
     return fig
 

@@ -70,8 +70,9 @@ def stats_markdown(result: PipelineResult, factor: float) -> str:
             f"<sub>{caption(result)}</sub>")
 
 
-def figures(result: PipelineResult, top_k: int = 5):
-    """(per-step probabilities, cosine to the blank, latent map) Figures for a result."""
+def figures(result: PipelineResult, top_k: int = 5, step: int | None = None):
+    """(per-step probabilities, cosine to the blank, latent map) Figures for a result; `step`
+    marks one step on the first two (the replay slider)."""
     cap = caption(result)
     a = result.attack_config
     target = result.classnames.index(a.target) if a is not None and a.targeted else None
@@ -79,10 +80,19 @@ def figures(result: PipelineResult, top_k: int = 5):
     if result.adv_trace is not None:
         traces = {"adversarial input": result.adv_trace, **traces}
     return (probability_figure({k: t.probs.numpy() for k, t in traces.items()}, result.classnames,
-                               result.clean.index, target, cap, top_k),
-            cosine_figure({k: t.cos_to_blank for k, t in traces.items()}, cap),
+                               result.clean.index, target, cap, top_k, step),
+            cosine_figure({k: t.cos_to_blank for k, t in traces.items()}, cap, step),
             latent_map_figure({k: t.embeddings for k, t in traces.items()}, result.class_embeddings, result.blank,
                               result.classnames, cap))
+
+
+def step_markdown(result: PipelineResult, step: int) -> str:
+    """What the replay slider shows for one purification step."""
+    trace = result.adv_trace or result.clean_trace
+    s = trace.steps[step]
+    which = "adversarial" if result.adv_trace is not None else "clean"
+    return (f"**Step {step}/{len(trace.steps) - 1}** of the {which} trajectory: top-1 "
+            f"**{result.classnames[s.top1]}**, cos to the blank **{s.cos_to_blank:.4f}**")
 
 
 def export(result: PipelineResult, folder: Path) -> dict[str, Path | float]:

@@ -39,7 +39,7 @@ CSS = ".pixelated img { image-rendering: pixelated; width: 100% !important; heig
       "object-fit: contain; }"
 RUN_OUTPUTS = ("clean_label", "adv_label", "purified_label", "clean_note", "adv_note", "purified_note",
                "adv_image", "pert_image", "stats", "adv_download", "prob_plot", "cos_plot", "map_plot",
-               "json_file", "csv_file", "status")
+               "json_file", "csv_file", "status", "result_state", "replay")
 
 
 # --- callbacks ------------------------------------------------------------------------------
@@ -127,7 +127,20 @@ def _final_outputs(r) -> tuple:
         prob_plot=f_probs, cos_plot=f_cos, map_plot=f_map,
         json_file=str(files["json"]), csv_file=str(files["csv"]),
         status=f"✅ Done in {r.timings['total']:.1f} s" + (" — random weights: MEANINGLESS" if r.meaningless else ""),
+        result_state=r, replay=r.purify_config.steps,
     )
+
+
+def on_replay(result, step):
+    """Inspect one purification step of the last run: its prediction, and a marker on the plots."""
+    if result is None:
+        return gr.skip(), gr.skip(), gr.skip(), gr.skip()
+    step = int(min(step, len(result.clean_trace.steps) - 1))
+    trace = result.adv_trace or result.clean_trace
+    s = trace.steps[step]
+    f_probs, f_cos, _ = report.figures(result, TOP_K, step)
+    label = Prediction(s.top1, result.classnames[s.top1], s.probs.tolist()).top(TOP_K, result.classnames)
+    return label, report.step_markdown(result, step), f_probs, f_cos
 
 
 def run_demo(image, classnames, backbone, template_set, attack, threat_model, eps, steps, step_size, seed,
@@ -251,6 +264,7 @@ def build_demo(backbone: str, notice: str | None = None) -> gr.Blocks:
     templates_default = "ensemble" if load_backbone(backbone).device.type == "cuda" else "single"
     with gr.Blocks(title="CLIPure: seeing adversarial robustness in CLIP") as demo:
         active = gr.State(backbone)
+        result_state = gr.State(None)   # the last run's PipelineResult, for the replay slider
         gr.Markdown("# CLIPure: adversarial purification in CLIP's latent space\n"
                     "Upload an image, name some classes, attack it, and watch CLIPure-Cos purify the image "
                     "embedding step by step (ICLR 2025, arXiv 2502.18176). Read **How it works** before trusting "
@@ -333,6 +347,11 @@ def build_demo(backbone: str, notice: str | None = None) -> gr.Blocks:
                 with gr.Column():
                     stats = gr.Markdown(elem_id="stats")
                     adv_download = gr.DownloadButton("Download the adversarial image (lossless PNG)")
+            with gr.Row():
+                replay = gr.Slider(0, PAPER_DEFAULTS.steps, value=0, step=1, scale=3,
+                                   label="Replay: inspect one purification step of the last run", elem_id="replay")
+                replay_label = gr.Label(num_top_classes=3, label="Prediction at this step", scale=2)
+            replay_note = gr.Markdown(elem_id="replay-note")
             with gr.Tab("Class probabilities per step"):
                 prob_plot = gr.Plot(label="Probabilities", format="png", elem_id="prob-plot")
             with gr.Tab("Cosine to the blank"):
@@ -359,7 +378,8 @@ def build_demo(backbone: str, notice: str | None = None) -> gr.Blocks:
         attack_inputs = [attack, threat_model, eps, steps, step_size, seed, targeted, target]
         purify_inputs = [method, p_steps, p_step_size, momentum, norm, grad_scope]
         outputs = [clean_label, adv_label, purified_label, clean_note, adv_note, purified_note, adv_image,
-                   pert_image, stats, adv_download, prob_plot, cos_plot, map_plot, json_file, csv_file, status]
+                   pert_image, stats, adv_download, prob_plot, cos_plot, map_plot, json_file, csv_file, status,
+                   result_state, replay]
         run_btn.click(run_demo, common + attack_inputs + purify_inputs, outputs, api_name="run",
                       concurrency_id="engine")
         compare_btn.click(compare_demo, common + attack_inputs + purify_inputs, [compare_table, compare_caption],
@@ -377,6 +397,9 @@ def build_demo(backbone: str, notice: str | None = None) -> gr.Blocks:
         attack.change(on_attack, attack, [eps, attack_note], api_visibility="private")
         threat_model.change(on_threat_model, threat_model, threat_note, api_visibility="private")
         defaults_btn.click(paper_defaults, None, purify_inputs, api_visibility="private")
+        p_steps.change(lambda t: gr.update(maximum=max(int(t), 1)), p_steps, replay, api_visibility="private")
+        replay.release(on_replay, [result_state, replay], [replay_label, replay_note, prob_plot, cos_plot],
+                       api_visibility="private")
     return demo
 
 

@@ -64,7 +64,8 @@ def test_purify_trajectory_has_steps_plus_one_points(client, image):
 def test_run_streams_to_the_full_result(client, image):
     out = client.predict(image, CLASSES, "tiny-random", "single", *ATTACK, *PURIFY, api_name="/run")
     (clean, adv, purified, clean_note, adv_note, pur_note, adv_img, pert_img, stats, download,
-     prob_plot, cos_plot, map_plot, json_path, csv_path, status) = out
+     prob_plot, cos_plot, map_plot, json_path, csv_path, status, replay_step) = out   # the State is not in the API
+    assert replay_step == 10                            # the replay slider now spans the 10 steps
     for panel in (clean, adv, purified):
         assert panel["label"] in ("cat", "dog", "car", "plane") and len(panel["confidences"]) == 4
     assert "agrees" in pur_note or "differs" in pur_note

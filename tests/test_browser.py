@@ -51,6 +51,10 @@ def test_upload_run_and_see_the_panels_and_plots(server, page):
     plot = page.locator("#prob-plot img")
     plot.wait_for(timeout=20_000)
     assert plot.bounding_box()["width"] > 200
+    # Replay: step 1 of the 10 purification steps.
+    page.locator("#replay input[type=range]").fill("1")
+    page.locator("#replay input[type=range]").dispatch_event("pointerup")
+    expect(page.locator("#replay-note")).to_contain_text("Step 1/10", timeout=30_000)
     SHOTS.mkdir(exist_ok=True)
     page.screenshot(path=str(SHOTS / "browser-run.png"), full_page=True)
 
