@@ -26,6 +26,7 @@ from gradio_client import Client, handle_file
 
 ROOT = Path(__file__).resolve().parent.parent
 IMAGE = ROOT / "assets" / "examples" / "cat.png"
+STATUS, JSON = 15, 13   # positions of the status text and the JSON file among /run's outputs
 CLASSES = "airplane, automobile, bird, cat, deer, dog, frog, horse, ship, truck"
 
 
@@ -55,7 +56,7 @@ def one_request(client: Client, model: str) -> dict:
     job = client.submit(*args, api_name="/run")
     first = None
     while not job.done():
-        if first is None and any("step 0/" in str(o[-1]) for o in job.outputs()):
+        if first is None and any("step 0/" in str(o[STATUS]) for o in job.outputs()):
             first = time.perf_counter() - t0
         time.sleep(0.005)
     out = job.result()
@@ -63,7 +64,7 @@ def one_request(client: Client, model: str) -> dict:
     if first is None:   # the whole stream arrived between two polls
         first = total
     # Read after the clock stops: like a browser, the client fetches downloads only on demand.
-    with urllib.request.urlopen(out[13]["url"]) as f:
+    with urllib.request.urlopen(out[JSON]["url"]) as f:
         engine = json.loads(f.read())["timings_s"]["total"]
     return {"first_point_s": round(first, 3), "request_s": round(total, 3), "engine_s": round(engine, 3),
             "outside_engine_share": round(1 - engine / total, 4)}
