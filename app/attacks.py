@@ -14,6 +14,7 @@ from typing import Callable, Sequence
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 import torchattacks
 
 from app.errors import (
@@ -25,8 +26,8 @@ from app.errors import (
     check_range,
 )
 from app.limits import LIMITS, Limits
-from app.purify import PAPER_DEFAULTS, PurifyConfig
-from app.threat_models import THREAT_MODELS, PurifiedClassifier, attacked_model
+from app.purify import PAPER_DEFAULTS, PurifyConfig, purify
+from app.threat_models import THREAT_MODELS, attacked_model
 from app.zeroshot import ZeroShotClassifier
 
 # --- attacks --------------------------------------------------------------------------------
@@ -233,6 +234,14 @@ def quantize_toward(x: torch.Tensor, x_adv: torch.Tensor) -> torch.Tensor:
     return (x + d).clamp(0, 1)
 
 
+@torch.no_grad()
+def _predictions(classifier: ZeroShotClassifier, blank: torch.Tensor, cfg: PurifyConfig, x: torch.Tensor):
+    """(bare CLIP's, CLIPure's) top-1 on x, from one encoder pass."""
+    z = F.normalize(classifier.encode(x), dim=-1)                      # (N, D)
+    return (classifier.logits_from_embedding(z).argmax(-1),
+            classifier.logits_from_embedding(purify(z, blank, cfg)).argmax(-1))
+
+
 def run_attack(cfg: AttackConfig, classifier: ZeroShotClassifier, blank: torch.Tensor, x: torch.Tensor,
                classnames: Sequence[str], purify_cfg: PurifyConfig = PAPER_DEFAULTS,
                on_forward: Callable[[int], None] | None = None, limits: Limits = LIMITS,
@@ -247,9 +256,8 @@ def run_attack(cfg: AttackConfig, classifier: ZeroShotClassifier, blank: torch.T
     spec = ATTACKS[cfg.attack]
     names = list(classnames)
     target_model = attacked_model(cfg.threat_model, classifier, blank, purify_cfg)
-    defended = PurifiedClassifier(classifier, blank, purify_cfg, backward="none").eval()
-    with torch.no_grad():
-        clean_pred = target_model(x).argmax(-1)
+    bare_clean, pur_clean = _predictions(classifier, blank, purify_cfg, x)
+    clean_pred = bare_clean if target_model is classifier else pur_clean
     # Label with the attacked model's own clean prediction (APGD and CW skip inputs that are
     # already misclassified), unless the caller names the true class.
     if labels is None and cfg.label is not None:
@@ -275,11 +283,8 @@ def run_attack(cfg: AttackConfig, classifier: ZeroShotClassifier, blank: torch.T
     if quantize:
         x_adv = quantize_toward(x, x_adv)
 
-    with torch.no_grad():
-        pred_bare = classifier(x_adv).argmax(-1)
-        pred_pur = defended(x_adv).argmax(-1)
-        ref_bare = classifier(x).argmax(-1) if labels is None else label
-        ref_pur = defended(x).argmax(-1) if labels is None else label
+    pred_bare, pred_pur = _predictions(classifier, blank, purify_cfg, x_adv)
+    ref_bare, ref_pur = (bare_clean, pur_clean) if labels is None else (label, label)
     if cfg.targeted:
         ok_bare, ok_pur = (pred_bare == target), (pred_pur == target)
     else:

@@ -138,11 +138,11 @@ def _prediction(logits: torch.Tensor, classnames: Sequence[str]) -> Prediction:
     return Prediction(i, classnames[i], probs.tolist())
 
 
-def trace_steps(prep: Prepared, x: torch.Tensor, cfg: PurifyConfig) -> Iterator[PurifyStep]:
-    """Purify one image's embedding; yield each step with its cosine and class probabilities."""
+def trace_steps(prep: Prepared, z: torch.Tensor, cfg: PurifyConfig) -> Iterator[PurifyStep]:
+    """Purify one image embedding z (1, D); yield each step with its cosine and class probabilities."""
     clf = prep.classifier
     with torch.no_grad():
-        z0 = F.normalize(clf.encode(x), dim=-1)                  # (1, D)
+        z0 = F.normalize(z, dim=-1)                              # (1, D): purification starts on the sphere
         b_hat = F.normalize(prep.blank, dim=-1)
         for t, z in enumerate(purify_iter(z0, prep.blank, cfg)):
             probs = clf.logits_from_embedding(z).softmax(-1)[0]  # (C,)
@@ -215,7 +215,8 @@ def _run(clock: _EngineClock, image, classnames, attack: AttackConfig | None, pu
 
     t = clock.now()
     with torch.no_grad():
-        clean = _prediction(prep.classifier(prep.x), prep.classnames)
+        z_clean = prep.classifier.encode(prep.x)                 # (1, D), encoded once for both uses
+        clean = _prediction(prep.classifier.logits_from_embedding(z_clean), prep.classnames)
     timings["classify"] = clock.now() - t
     names = prep.classnames
     yield PipelineEvent("clean", 0.05, f"Clean prediction: {clean.label}", classnames=names)
@@ -242,7 +243,7 @@ def _run(clock: _EngineClock, image, classnames, attack: AttackConfig | None, pu
 
     t = clock.now()
     clean_trace = PurifyTrace()
-    for s in trace_steps(prep, prep.x, pcfg):
+    for s in trace_steps(prep, z_clean, pcfg):
         clean_trace.steps.append(s)
         yield PipelineEvent("purify-clean", 0.75 + 0.1 * s.step / max(pcfg.steps, 1),
                             f"Purifying the clean embedding: step {s.step}/{pcfg.steps}", step=s, classnames=names)
@@ -250,8 +251,9 @@ def _run(clock: _EngineClock, image, classnames, attack: AttackConfig | None, pu
     if result_attack is not None:
         adv_trace = PurifyTrace()
         with torch.no_grad():
-            adversarial = _prediction(prep.classifier(result_attack.x_adv), prep.classnames)
-        for s in trace_steps(prep, result_attack.x_adv, pcfg):
+            z_adv = prep.classifier.encode(result_attack.x_adv)
+            adversarial = _prediction(prep.classifier.logits_from_embedding(z_adv), prep.classnames)
+        for s in trace_steps(prep, z_adv, pcfg):
             adv_trace.steps.append(s)
             yield PipelineEvent("purify-adv", 0.85 + 0.15 * s.step / max(pcfg.steps, 1),
                                 f"Purifying the adversarial embedding: step {s.step}/{pcfg.steps}", step=s,
