@@ -76,9 +76,11 @@ def probability_figure(traces: dict[str, np.ndarray], classnames: Sequence[str],
         steps = np.arange(probs.shape[0])
         for i, style in styles.items():
             ax.plot(steps, probs[:, i], marker="o", ms=3.5, **style)
-        ax.set(title=title, xlabel="purification step", ylabel="probability", ylim=(-0.02, 1.02))
-        ax.set_xticks(steps if len(steps) <= 21 else np.linspace(0, steps[-1], 11).round())
+        ax.set(title=title, xlabel="purification step", ylim=(-0.02, 1.02), yticks=[0, 0.5, 1])
+        # Every step is a point; tick labels at most every other step (text is the costly part).
+        ax.set_xticks(np.unique(np.linspace(0, steps[-1], min(len(steps), 6)).round()))
         ax.grid(alpha=0.3)
+    axes[0].set_ylabel("probability")
     axes[-1].legend(fontsize=7, loc="upper right")   # one legend: colours are shared; "best" is slow
     _mark_step(axes, step)
     _caption(fig, caption)
