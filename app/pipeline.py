@@ -117,19 +117,25 @@ class Prepared:
     classnames: list[str]
     template_set: str
     warnings: list[str]
+    attack: AttackConfig | None = None  # validated against the class names
 
 
 def prepare(image, classnames, model: str | None = None, template_set: str = DEFAULT_TEMPLATE_SET,
-            limits: Limits = LIMITS) -> Prepared:
-    """Validate the inputs and build the classifier; the text embeddings come from the cache."""
+            limits: Limits = LIMITS, attack: AttackConfig | None = None) -> Prepared:
+    """Validate every input, then build the classifier (text embeddings come from the cache).
+
+    The checks run before the expensive parts: a bad image or attack setting is refused
+    without loading weights for it or encoding 80 templates per class.
+    """
     templates = get_templates(template_set)
-    backbone = load_backbone(model)
     pil = load_image(image, limits)
+    backbone = load_backbone(model)
     names, warnings = parse_classnames(classnames, backbone.tokenizer, backbone.context_length, templates, limits)
+    attack = validate_attack(attack, names, limits) if attack is not None else None
     classifier = build_classifier(backbone, names, template_set)
     blank = TEXT_CACHE.blank_embedding(backbone, template_set)
     x = torch.round(backbone.to_pixels(pil) * 255) / 255   # an 8-bit image at model resolution
-    return Prepared(backbone, classifier, blank, x, names, template_set, warnings)
+    return Prepared(backbone, classifier, blank, x, names, template_set, warnings, attack)
 
 
 def _prediction(logits: torch.Tensor, classnames: Sequence[str]) -> Prediction:
@@ -208,8 +214,8 @@ def _run(clock: _EngineClock, image, classnames, attack: AttackConfig | None, pu
     t0 = clock.now()
     pcfg = purify.validate(limits)
     yield PipelineEvent("prepare", 0.0, "Loading the model and encoding the class names")
-    prep = prepare(image, classnames, model, template_set, limits)
-    acfg = validate_attack(attack, prep.classnames, limits) if attack is not None else None
+    prep = prepare(image, classnames, model, template_set, limits, attack)
+    acfg = prep.attack
     timings["prepare"] = clock.now() - t0
     warnings = list(prep.warnings)
 

@@ -38,3 +38,17 @@ def test_same_seed_same_result(noise_image):
 def test_no_attack_means_clean_only(noise_image):
     res = run_pipeline(noise_image, CLASSES, attack=None, model="tiny-random", template_set="single")
     assert res.attack is None and res.adv_trace is None and len(res.clean_trace.steps) == 11
+
+
+def test_bad_settings_are_refused_before_any_text_encoding(noise_image, tiny, monkeypatch):
+    import pytest
+
+    from app.errors import InvalidImageError, OutOfRangeError
+    calls = []
+    monkeypatch.setattr(tiny.model, "encode_text", lambda *a, **k: calls.append(1))
+    names = ["never", "encoded", "names"]          # not in the cache: encoding them would call encode_text
+    with pytest.raises(OutOfRangeError, match="L-inf eps"):
+        run_pipeline(noise_image, names, AttackConfig(eps=99), model="tiny-random", template_set="ensemble")
+    with pytest.raises(InvalidImageError):
+        run_pipeline(b"not an image", names, AttackConfig(), model="tiny-random", template_set="ensemble")
+    assert calls == []
