@@ -9,26 +9,17 @@ from __future__ import annotations
 import math
 import threading
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, replace
 from typing import Callable, Sequence
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 import torchattacks
 
-from app.errors import (
-    InvalidClassNamesError,
-    OutOfRangeError,
-    UnknownNameError,
-    UnsupportedError,
-    check_int,
-    check_range,
-)
+from app.errors import InvalidClassNamesError, OutOfRangeError, UnsupportedError, check_int, check_range
 from app.limits import LIMITS, Limits
-from app.purify import PAPER_DEFAULTS, PurifyConfig, purify
-from app.threat_models import THREAT_MODELS, attacked_model
-from app.zeroshot import ZeroShotClassifier
+from app.registry import Registry
+from app.threat_models import THREAT_MODELS
 
 # --- attacks --------------------------------------------------------------------------------
 
@@ -44,9 +35,12 @@ class AttackConfig:
     target: str | None = None      # a class name; required when targeted
     threat_model: str = "undefended"
     label: str | None = None       # true class; None = the attacked model's clean prediction
+    validated: bool = field(default=False, compare=False, repr=False)   # set by validate_attack only
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        d = asdict(self)
+        d.pop("validated")
+        return d
 
 
 @dataclass(frozen=True)
@@ -95,7 +89,7 @@ def _autoattack(norm: str):
     return build
 
 
-ATTACKS: dict[str, AttackSpec] = {
+ATTACKS: Registry[AttackSpec] = Registry("attack", {
     "FGSM": AttackSpec("FGSM (L-inf, one step)", "linf",
                        lambda c, m, n: torchattacks.FGSM(m, eps=_eps(c, "linf")), targeted=True),
     "PGD": AttackSpec("PGD (L-inf)", "linf",
@@ -133,16 +127,13 @@ ATTACKS: dict[str, AttackSpec] = {
     "DeepFool": AttackSpec("DeepFool (L2, minimum norm)", None,
                            lambda c, m, n: torchattacks.DeepFool(m, steps=c.steps, overshoot=0.02),
                            forwards_per_step=None, uses_eps=False, note="a minimum-norm attack: eps is not used"),
-}
+})
 
 
 def validate_attack(cfg: AttackConfig, classnames: Sequence[str], limits: Limits = LIMITS) -> AttackConfig:
     """Check every field; return a cleaned copy. Raises one CLIPureError sentence on bad input."""
-    if cfg.attack not in ATTACKS:
-        raise UnknownNameError("attack", cfg.attack, ATTACKS)
-    if cfg.threat_model not in THREAT_MODELS:
-        raise UnknownNameError("threat model", cfg.threat_model, THREAT_MODELS)
     spec = ATTACKS[cfg.attack]
+    THREAT_MODELS.check(cfg.threat_model)
     if len(classnames) < spec.min_classes:
         raise InvalidClassNamesError(
             f"{cfg.attack} needs at least {spec.min_classes} class names ({spec.note}); got {len(classnames)}.")
@@ -170,23 +161,23 @@ def validate_attack(cfg: AttackConfig, classnames: Sequence[str], limits: Limits
         if not spec.targeted:
             ok = [k for k, v in ATTACKS.items() if v.targeted]
             raise UnsupportedError(f"{cfg.attack} has no targeted mode; use one of: {', '.join(ok)}.")
-    return AttackConfig(**{**asdict(cfg), "eps": eps, "steps": steps, "step_size": step_size, "seed": seed})
+    return replace(cfg, eps=eps, steps=steps, step_size=step_size, seed=seed, validated=True)
 
 
 # --- running --------------------------------------------------------------------------------
 
 @dataclass
 class AttackResult:
+    """What an attack made: x_adv and the size of its perturbation. Predictions on x_adv are
+    the scorer's business (app/scoring.py), so each image is encoded once per request."""
     x_adv: torch.Tensor            # (N, 3, S, S) in [0,1]
     linf_255: float                # ||x_adv - x||_inf in 1/255 units (max over the batch)
     l2: float                      # ||x_adv - x||_2 in pixel units (max over the batch)
-    psnr_db: float                 # PSNR of x_adv against x, peak 1 (inf when identical)
-    label: torch.Tensor            # (N,) reference class used by the attack
+    psnr_db: float                 # PSNR of x_adv against x, peak 1 (inf when identical; min over the batch)
+    linf_255_each: list[float]     # (N,) per image
+    l2_each: list[float]           # (N,) per image
+    label: torch.Tensor            # (N,) reference class the attack moved away from
     target: torch.Tensor | None    # (N,) target class in targeted mode
-    pred_bare: torch.Tensor        # (N,) bare CLIP's prediction on x_adv
-    pred_purified: torch.Tensor    # (N,) CLIPure's prediction on x_adv
-    success_bare: list[bool]       # changed bare CLIP's answer (or reached the target)
-    success_purified: list[bool]   # changed CLIPure's answer (or reached the target)
     seconds: float
     config: AttackConfig
     forwards: int                  # forward passes of the attacked model
@@ -213,6 +204,12 @@ class ForwardCounter(nn.Module):
 _RNG_LOCK = threading.Lock()
 
 
+def perturbation_norms(x: torch.Tensor, x_adv: torch.Tensor) -> tuple[list[float], list[float]]:
+    """Per image: (L-inf in 1/255, L2 in pixel units)."""
+    d = (x_adv - x).flatten(1).float()
+    return (d.abs().amax(dim=1) * 255.0).tolist(), d.norm(dim=1).tolist()
+
+
 def perturbation_stats(x: torch.Tensor, x_adv: torch.Tensor) -> tuple[float, float, float]:
     """(L-inf in 1/255, L2 in pixel units, PSNR in dB), each the worst over the batch."""
     d = (x_adv - x).flatten(1)
@@ -234,40 +231,24 @@ def quantize_toward(x: torch.Tensor, x_adv: torch.Tensor) -> torch.Tensor:
     return (x + d).clamp(0, 1)
 
 
-@torch.no_grad()
-def _predictions(classifier: ZeroShotClassifier, blank: torch.Tensor, cfg: PurifyConfig, x: torch.Tensor):
-    """(bare CLIP's, CLIPure's) top-1 on x, from one encoder pass."""
-    z = F.normalize(classifier.encode(x), dim=-1)                      # (N, D)
-    return (classifier.logits_from_embedding(z).argmax(-1),
-            classifier.logits_from_embedding(purify(z, blank, cfg)).argmax(-1))
+def run_attack(cfg: AttackConfig, model: nn.Module, x: torch.Tensor, classnames: Sequence[str],
+               labels: torch.Tensor, on_forward: Callable[[int], None] | None = None,
+               limits: Limits = LIMITS, quantize: bool = True) -> AttackResult:
+    """Attack x (N, 3, S, S) in [0,1] through `model` (pixels -> logits; the threat model's choice,
+    see app.threat_models.attacked_model). cfg is validated here unless validate_attack made it.
 
-
-def run_attack(cfg: AttackConfig, classifier: ZeroShotClassifier, blank: torch.Tensor, x: torch.Tensor,
-               classnames: Sequence[str], purify_cfg: PurifyConfig = PAPER_DEFAULTS,
-               on_forward: Callable[[int], None] | None = None, limits: Limits = LIMITS,
-               quantize: bool = True, labels: torch.Tensor | None = None) -> AttackResult:
-    """Attack x (N, 3, S, S) in [0,1] under cfg.threat_model. cfg is validated here.
-
-    quantize: round the result to 8 bits (towards x), so it survives a PNG round trip; all
-    predictions and statistics are of the returned x_adv.
-    labels: (N,) true classes for a batch (evaluation); overrides cfg.label.
+    labels: (N,) the classes to move away from: the attacked model's clean prediction (APGD and
+    CW skip inputs that are already misclassified), or the true classes.
+    quantize: round the result to 8 bits (towards x), so it survives a PNG round trip.
     """
-    cfg = validate_attack(cfg, classnames, limits)
+    cfg = cfg if cfg.validated else validate_attack(cfg, classnames, limits)
     spec = ATTACKS[cfg.attack]
     names = list(classnames)
-    target_model = attacked_model(cfg.threat_model, classifier, blank, purify_cfg)
-    bare_clean, pur_clean = _predictions(classifier, blank, purify_cfg, x)
-    clean_pred = bare_clean if target_model is classifier else pur_clean
-    # Label with the attacked model's own clean prediction (APGD and CW skip inputs that are
-    # already misclassified), unless the caller names the true class.
-    if labels is None and cfg.label is not None:
-        labels = torch.full_like(clean_pred, names.index(cfg.label))
-    label = clean_pred if labels is None else labels.to(clean_pred.device)
-    target = torch.full_like(clean_pred, names.index(cfg.target)) if cfg.targeted else None
-
+    labels = labels.to(x.device)
+    target = torch.full_like(labels, names.index(cfg.target)) if cfg.targeted else None
     # eval(): torchattacks restores the wrapper's mode after the attack, recursively; a wrapper
     # left in training mode would switch CLIP itself to training mode.
-    counter = ForwardCounter(target_model, on_forward).eval()
+    counter = ForwardCounter(model, on_forward).eval()
     atk = spec.build(cfg, counter, len(names))
     devices = [x.device.index or 0] if x.device.type == "cuda" else []
     t0 = time.perf_counter()
@@ -277,18 +258,11 @@ def run_attack(cfg: AttackConfig, classifier: ZeroShotClassifier, blank: torch.T
             atk.set_mode_targeted_by_label(quiet=True)
             x_adv = atk(x, target)
         else:
-            x_adv = atk(x, label)
+            x_adv = atk(x, labels)
     seconds = time.perf_counter() - t0
     x_adv = x_adv.detach().clamp(0, 1)
     if quantize:
         x_adv = quantize_toward(x, x_adv)
-
-    pred_bare, pred_pur = _predictions(classifier, blank, purify_cfg, x_adv)
-    ref_bare, ref_pur = (bare_clean, pur_clean) if labels is None else (label, label)
-    if cfg.targeted:
-        ok_bare, ok_pur = (pred_bare == target), (pred_pur == target)
-    else:
-        ok_bare, ok_pur = (pred_bare != ref_bare), (pred_pur != ref_pur)
     linf, l2, psnr = perturbation_stats(x, x_adv)
-    return AttackResult(x_adv, linf, l2, psnr, label, target, pred_bare, pred_pur,
-                        ok_bare.tolist(), ok_pur.tolist(), seconds, cfg, counter.count)
+    return AttackResult(x_adv, linf, l2, psnr, *perturbation_norms(x, x_adv), labels, target, seconds, cfg,
+                        counter.count)

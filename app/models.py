@@ -15,11 +15,13 @@ import torch
 from PIL import Image
 from torchvision.transforms import Compose, Normalize
 
-from app.errors import UnknownNameError, UnsupportedError, WeightsUnavailableError
-from app.shapes import CLASSNAMES as TOY_CLASSNAMES
+from app.errors import UnsupportedError, WeightsUnavailableError
+from app.registry import Registry
 
 ROOT = Path(__file__).resolve().parent.parent
 TOY_DIR = ROOT / "assets" / "toy-shapes"
+# The bundled model's vocabulary is data shipped beside its weights (one class name a line).
+TOY_CLASSNAMES = tuple((TOY_DIR / "classnames.txt").read_text().split("\n")[:-1])
 
 
 @dataclass(frozen=True)
@@ -41,7 +43,7 @@ class BackboneSpec:
         return self.source in ("openai", "hf-hub")
 
 
-BACKBONES: dict[str, BackboneSpec] = {
+BACKBONES: Registry[BackboneSpec] = Registry("model", {
     "ViT-B-32-quickgelu/openai": BackboneSpec(
         "ViT-B-32-quickgelu", "openai", "OpenAI CLIP ViT-B/32, the CPU default", "openai"),
     "ViT-B-16-quickgelu/openai": BackboneSpec(
@@ -65,14 +67,13 @@ BACKBONES: dict[str, BackboneSpec] = {
     "tiny-random": BackboneSpec(
         "tiny-random", None, "tiny randomly initialised CLIP for tests; its predictions are MEANINGLESS",
         "random", config=Path(__file__).resolve().parent / "model_configs" / "tiny-random.json"),
-}
+})
+PRECISIONS = Registry("precision", {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16})
 DEFAULT_BACKBONE = os.environ.get("CLIPURE_MODEL", "ViT-B-32-quickgelu/openai")
 FALLBACK_BACKBONE = "toy-shapes"
 
 
 def get_spec(name: str) -> BackboneSpec:
-    if name not in BACKBONES:
-        raise UnknownNameError("model", name, BACKBONES)
     return BACKBONES[name]
 
 
@@ -93,9 +94,7 @@ def pick_precision(device: torch.device, precision: str | None = None) -> str:
     purification and the zero-shot head always run in fp32 (the 2-cycle and cosines near 1
     need the precision)."""
     precision = precision or os.environ.get("CLIPURE_PRECISION", "fp32")
-    valid = ("fp32", "fp16", "bf16")
-    if precision not in valid:
-        raise UnknownNameError("precision", precision, valid)
+    PRECISIONS.check(precision)
     if precision != "fp32" and device.type != "cuda":
         raise UnsupportedError(f"Precision {precision} is only used on CUDA; use fp32 on {device.type}.")
     return precision
@@ -119,7 +118,7 @@ class Backbone:
 
     @property
     def dtype(self) -> torch.dtype:
-        return {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[self.precision]
+        return PRECISIONS[self.precision]
 
     def to_pixels(self, image: Image.Image) -> torch.Tensor:
         """RGB PIL image -> (1, 3, S, S) float32 in [0,1] on the model's device."""
@@ -203,10 +202,6 @@ def load_backbone(name: str | None = None, device: str | None = None, precision:
         with _CACHE_LOCK:
             _CACHE[key] = backbone
         return backbone
-
-
-def available_backbones() -> list[str]:
-    return list(BACKBONES)
 
 
 def load_default(name: str | None = None) -> tuple[Backbone, str | None]:

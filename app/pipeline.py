@@ -1,107 +1,88 @@
 """One request, start to end: image + class names -> clean -> attack -> purify.
 
-`run` is a generator. It yields PipelineEvent objects as it goes (preparation, the attack's
-steps where the attack allows it, then each purification step of the clean and the
-adversarial trajectories) and finally one event whose `.result` is the PipelineResult.
-The same seed gives the same result.
+`run` is a generator. It yields PipelineEvents as it goes (preparation, the attack's steps
+where the attack allows it, then each purification step of the clean and the adversarial
+trajectories) and finally one event whose `.result` is the PipelineResult. The same seed
+gives the same result. Each image is encoded once: the clean one before the attack, the
+adversarial one after it (app/scoring.py).
 """
 from __future__ import annotations
 
 import queue
 import threading
 import time
-from dataclasses import dataclass, field
-from typing import Iterator, Sequence
+from dataclasses import dataclass, replace
+from typing import Iterator
 
 import torch
-import torch.nn.functional as F
 
 from app.attacks import ATTACKS, AttackConfig, AttackResult, run_attack, validate_attack
 from app.classnames import parse_classnames
-from app.errors import CLIPureError
 from app.images import load_image
 from app.limits import LIMITS, Limits
 from app.models import Backbone, load_backbone
-from app.purify import PAPER_DEFAULTS, PurifyConfig, purify_iter
-from app.threat_models import THREAT_MODELS
+from app.purifiers import PAPER_DEFAULTS, Prediction, PurifyConfig, Trajectory, TrajectoryStep
+from app.scoring import Outcome, Scored, encode, outcomes, reference_labels, score_steps
+from app.threat_models import THREAT_MODELS, attacked_model
 from app.zeroshot import DEFAULT_TEMPLATE_SET, TEXT_CACHE, ZeroShotClassifier, build_classifier, get_templates
 
 # --- results --------------------------------------------------------------------------------
-
-@dataclass
-class Prediction:
-    index: int
-    label: str
-    probs: list[float]        # (C,) softmax over the class names
-
-    def top(self, k: int, classnames: Sequence[str]) -> dict[str, float]:
-        order = sorted(range(len(self.probs)), key=lambda i: -self.probs[i])[:k]
-        return {classnames[i]: float(self.probs[i]) for i in order}
-
-
-@dataclass
-class PurifyStep:
-    step: int                 # 0 is the input embedding
-    embedding: torch.Tensor   # (D,)
-    cos_to_blank: float
-    probs: torch.Tensor       # (C,)
-    top1: int
-
-
-@dataclass
-class PurifyTrace:
-    """One image's purification trajectory with the per-step class probabilities."""
-    steps: list[PurifyStep] = field(default_factory=list)
-
-    @property
-    def embeddings(self) -> torch.Tensor:      # (T+1, D)
-        return torch.stack([s.embedding for s in self.steps])
-
-    @property
-    def cos_to_blank(self) -> list[float]:
-        return [s.cos_to_blank for s in self.steps]
-
-    @property
-    def probs(self) -> torch.Tensor:           # (T+1, C)
-        return torch.stack([s.probs for s in self.steps])
-
-    @property
-    def top1(self) -> list[int]:
-        return [s.top1 for s in self.steps]
 
 
 @dataclass
 class PipelineResult:
     backbone: str
-    meaningless: bool               # random weights: predictions mean nothing
+    meaningless: bool                # random weights: predictions mean nothing
     classnames: list[str]
     template_set: str
-    x: torch.Tensor                 # (1, 3, S, S) model-resolution input in [0,1]
-    class_embeddings: torch.Tensor  # (C, D) unit text embeddings t_c
-    blank: torch.Tensor             # (D,) blank target b
-    clean: Prediction               # bare CLIP on x
-    clean_purified: Prediction      # CLIPure on x
+    x: torch.Tensor                  # (1, 3, S, S) model-resolution input in [0,1]
+    class_embeddings: torch.Tensor   # (C, D) unit text embeddings t_c
+    blank: torch.Tensor              # (D,) blank target b
+    clean_trajectory: Trajectory     # purification of E_img(x); batch of one
     attack: AttackResult | None
-    adversarial: Prediction | None  # bare CLIP on x_adv
-    purified: Prediction | None     # CLIPure on x_adv
-    clean_trace: PurifyTrace
-    adv_trace: PurifyTrace | None
+    adv_trajectory: Trajectory | None  # purification of E_img(x_adv)
+    outcome: Outcome | None          # the yes/no answers about the attack
     attack_config: AttackConfig | None
     purify_config: PurifyConfig
     warnings: list[str]
-    timings: dict[str, float]       # seconds per phase
+    timings: dict[str, float]        # seconds per phase
 
     @property
     def x_adv(self) -> torch.Tensor | None:
         return None if self.attack is None else self.attack.x_adv
 
+    @property
+    def clean(self) -> Prediction:
+        """Bare CLIP on x."""
+        return self.clean_trajectory.prediction(0, self.classnames)
+
+    @property
+    def clean_purified(self) -> Prediction:
+        """CLIPure on x."""
+        return self.clean_trajectory.prediction(-1, self.classnames)
+
+    @property
+    def adversarial(self) -> Prediction | None:
+        """Bare CLIP on x_adv."""
+        return None if self.adv_trajectory is None else self.adv_trajectory.prediction(0, self.classnames)
+
+    @property
+    def purified(self) -> Prediction | None:
+        """CLIPure on x_adv."""
+        return None if self.adv_trajectory is None else self.adv_trajectory.prediction(-1, self.classnames)
+
+    @property
+    def trajectory(self) -> Trajectory:
+        """The trajectory people inspect: the adversarial one when there is an attack."""
+        return self.adv_trajectory or self.clean_trajectory
+
 
 @dataclass
 class PipelineEvent:
-    phase: str                      # "prepare", "clean", "attack", "attack-step", "purify-clean", "purify-adv", "done"
-    fraction: float | None          # progress within the whole request, None = indeterminate
+    phase: str                       # "prepare", "clean", "attack", "attack-step", "purify-clean", "purify-adv", "done"
+    fraction: float | None           # progress within the whole request, None = indeterminate
     message: str
-    step: PurifyStep | None = None  # set in the purify phases: the step just computed
+    step: TrajectoryStep | None = None  # set in the purify phases: the step just computed (batch of one)
     result: PipelineResult | None = None
     classnames: list[str] | None = None  # the cleaned class names, once known
 
@@ -112,17 +93,16 @@ class PipelineEvent:
 class Prepared:
     backbone: Backbone
     classifier: ZeroShotClassifier
-    blank: torch.Tensor             # (D,)
-    x: torch.Tensor                 # (1, 3, S, S)
+    blank: torch.Tensor              # (D,)
+    x: torch.Tensor                  # (1, 3, S, S)
     classnames: list[str]
-    template_set: str
     warnings: list[str]
-    attack: AttackConfig | None = None  # validated against the class names
 
 
 def prepare(image, classnames, model: str | None = None, template_set: str = DEFAULT_TEMPLATE_SET,
-            limits: Limits = LIMITS, attack: AttackConfig | None = None) -> Prepared:
+            limits: Limits = LIMITS, attack: AttackConfig | None = None) -> tuple[Prepared, AttackConfig | None]:
     """Validate every input, then build the classifier (text embeddings come from the cache).
+    Returns the prepared request and the validated attack config.
 
     The checks run before the expensive parts: a bad image or attack setting is refused
     without loading weights for it or encoding 80 templates per class.
@@ -135,35 +115,17 @@ def prepare(image, classnames, model: str | None = None, template_set: str = DEF
     classifier = build_classifier(backbone, names, template_set)
     blank = TEXT_CACHE.blank_embedding(backbone, template_set)
     x = torch.round(backbone.to_pixels(pil) * 255) / 255   # an 8-bit image at model resolution
-    return Prepared(backbone, classifier, blank, x, names, template_set, warnings, attack)
+    return Prepared(backbone, classifier, blank, x, names, warnings), attack
 
 
-def _prediction(logits: torch.Tensor, classnames: Sequence[str]) -> Prediction:
-    probs = logits.float().softmax(-1)[0]
-    i = int(probs.argmax())
-    return Prediction(i, classnames[i], probs.tolist())
-
-
-def trace_steps(prep: Prepared, z: torch.Tensor, cfg: PurifyConfig) -> Iterator[PurifyStep]:
-    """Purify one image embedding z (1, D); yield each step with its cosine and class probabilities."""
-    clf = prep.classifier
-    with torch.no_grad():
-        z0 = F.normalize(z, dim=-1)                              # (1, D): purification starts on the sphere
-        b_hat = F.normalize(prep.blank, dim=-1)
-        for t, z in enumerate(purify_iter(z0, prep.blank, cfg)):
-            probs = clf.logits_from_embedding(z).softmax(-1)[0]  # (C,)
-            cos = float(F.cosine_similarity(z[0], b_hat, dim=0))
-            yield PurifyStep(t, z[0].clone(), cos, probs, int(probs.argmax()))
-
-
-def _attack_in_thread(prep: Prepared, cfg: AttackConfig, pcfg: PurifyConfig, limits: Limits):
+def _attack_in_thread(prep: Prepared, cfg: AttackConfig, pcfg: PurifyConfig, labels: torch.Tensor):
     """Run the attack in a worker thread; yield ("progress", forwards) then ("done", result)."""
     q: queue.Queue = queue.Queue()
+    model = attacked_model(cfg.threat_model, prep.classifier, prep.blank, pcfg, prep.backbone.name)
 
     def work():
         try:
-            res = run_attack(cfg, prep.classifier, prep.blank, prep.x, prep.classnames, pcfg,
-                             on_forward=lambda n: q.put(("progress", n)), limits=limits)
+            res = run_attack(cfg, model, prep.x, prep.classnames, labels, on_forward=lambda n: q.put(("progress", n)))
             q.put(("done", res))
         except BaseException as e:  # re-raised in the caller's thread
             q.put(("error", e))
@@ -208,109 +170,119 @@ def run(image, classnames, attack: AttackConfig | None = AttackConfig(), purify:
             clock.suspended += time.perf_counter() - t
 
 
+def _trajectory(phase: str, prep: Prepared, pcfg: PurifyConfig, z: torch.Tensor, start: float, share: float,
+                steps: list[TrajectoryStep], what: str) -> Iterator[PipelineEvent]:
+    for s in score_steps(prep.classifier, prep.blank, pcfg, z, prep.backbone.name):
+        steps.append(s)
+        yield PipelineEvent(phase, start + share * s.step / max(pcfg.steps, 1),
+                            f"Purifying the {what} embedding: step {s.step}/{pcfg.steps}", step=s,
+                            classnames=prep.classnames)
+
+
+def _attack_events(prep: Prepared, acfg: AttackConfig, pcfg: PurifyConfig, clean: Scored, out: list):
+    """The attack as events (progress 0.05-0.75); appends the AttackResult to `out`."""
+    spec = ATTACKS[acfg.attack]
+    expected = acfg.steps * spec.forwards_per_step if spec.forwards_per_step else None
+    yield PipelineEvent("attack", 0.05, f"Running {acfg.attack} ({THREAT_MODELS[acfg.threat_model].label})")
+    last = -1
+    for kind, value in _attack_in_thread(prep, acfg, pcfg, reference_labels(acfg, clean, prep.classnames)):
+        if kind == "progress" and expected and value != last and value <= expected:
+            last = value
+            yield PipelineEvent("attack-step", 0.05 + 0.7 * value / expected, f"{acfg.attack}: step {value}/{expected}")
+        elif kind == "done":
+            out.append(value)
+    yield PipelineEvent("attack", 0.75, f"{acfg.attack} finished in {out[-1].seconds:.1f} s")
+
+
 def _run(clock: _EngineClock, image, classnames, attack: AttackConfig | None, purify: PurifyConfig,
          model: str | None, template_set: str, limits: Limits) -> Iterator[PipelineEvent]:
     timings: dict[str, float] = {}
     t0 = clock.now()
     pcfg = purify.validate(limits)
     yield PipelineEvent("prepare", 0.0, "Loading the model and encoding the class names")
-    prep = prepare(image, classnames, model, template_set, limits, attack)
-    acfg = prep.attack
+    prep, acfg = prepare(image, classnames, model, template_set, limits, attack)
     timings["prepare"] = clock.now() - t0
-    warnings = list(prep.warnings)
-
-    t = clock.now()
-    with torch.no_grad():
-        z_clean = prep.classifier.encode(prep.x)                 # (1, D), encoded once for both uses
-        clean = _prediction(prep.classifier.logits_from_embedding(z_clean), prep.classnames)
-    timings["classify"] = clock.now() - t
     names = prep.classnames
-    yield PipelineEvent("clean", 0.05, f"Clean prediction: {clean.label}", classnames=names)
 
-    # Progress shares: attack 0.05-0.75, clean trajectory 0.75-0.85, adversarial 0.85-1.
-    result_attack = None
-    if acfg is not None:
-        t = clock.now()
-        spec = ATTACKS[acfg.attack]
-        expected = acfg.steps * spec.forwards_per_step if spec.forwards_per_step else None
-        yield PipelineEvent("attack", 0.05, f"Running {acfg.attack} ({THREAT_MODELS[acfg.threat_model].label})")
-        last = -1
-        clock.background = True
-        for kind, value in _attack_in_thread(prep, acfg, pcfg, limits):
-            if kind == "progress" and expected and value != last and value <= expected:
-                last = value
-                yield PipelineEvent("attack-step", 0.05 + 0.7 * value / expected,
-                                    f"{acfg.attack}: step {value}/{expected}")
-            elif kind == "done":
-                result_attack = value
-        clock.background = False
-        timings["attack"] = clock.now() - t
-        yield PipelineEvent("attack", 0.75, f"{acfg.attack} finished in {result_attack.seconds:.1f} s")
-
+    # The clean image: one encoder pass serves bare CLIP's answer and CLIPure's trajectory.
     t = clock.now()
-    clean_trace = PurifyTrace()
-    for s in trace_steps(prep, z_clean, pcfg):
-        clean_trace.steps.append(s)
-        yield PipelineEvent("purify-clean", 0.75 + 0.1 * s.step / max(pcfg.steps, 1),
-                            f"Purifying the clean embedding: step {s.step}/{pcfg.steps}", step=s, classnames=names)
-    adv_trace = adversarial = purified = None
-    if result_attack is not None:
-        adv_trace = PurifyTrace()
-        with torch.no_grad():
-            z_adv = prep.classifier.encode(result_attack.x_adv)
-            adversarial = _prediction(prep.classifier.logits_from_embedding(z_adv), prep.classnames)
-        for s in trace_steps(prep, z_adv, pcfg):
-            adv_trace.steps.append(s)
-            yield PipelineEvent("purify-adv", 0.85 + 0.15 * s.step / max(pcfg.steps, 1),
-                                f"Purifying the adversarial embedding: step {s.step}/{pcfg.steps}", step=s,
-                                classnames=names)
-        purified = _step_prediction(adv_trace.steps[-1], prep.classnames)
-    timings["purify"] = clock.now() - t
+    z_clean = encode(prep.classifier, prep.x)                   # (1, D)
+    steps: list[TrajectoryStep] = []
+    yield from _trajectory("purify-clean", prep, pcfg, z_clean, 0.0, 0.05, steps, "clean")
+    clean = Scored(Trajectory.from_steps(steps))
+    timings["clean"] = clock.now() - t
+    yield PipelineEvent("clean", 0.05, f"Clean prediction: {names[int(clean.bare[0])]}", classnames=names)
+
+    attack_result = adv = None
+    if acfg is not None:
+        t, found = clock.now(), []
+        clock.background = True
+        yield from _attack_events(prep, acfg, pcfg, clean, found)
+        clock.background = False
+        attack_result = found[0]
+        timings["attack"] = clock.now() - t
+        t, steps = clock.now(), []
+        z_adv = encode(prep.classifier, attack_result.x_adv)   # the second and last encoder pass
+        yield from _trajectory("purify-adv", prep, pcfg, z_adv, 0.75, 0.25, steps, "adversarial")
+        adv = Scored(Trajectory.from_steps(steps))
+        timings["purify"] = clock.now() - t
     timings["total"] = clock.now() - t0
 
-    result = PipelineResult(
-        backbone=prep.backbone.name, meaningless=prep.backbone.spec.meaningless, classnames=prep.classnames,
-        template_set=template_set, x=prep.x, class_embeddings=prep.classifier.class_embeddings,
-        blank=prep.blank, clean=clean,
-        clean_purified=_step_prediction(clean_trace.steps[-1], prep.classnames),
-        attack=result_attack, adversarial=adversarial, purified=purified, clean_trace=clean_trace,
-        adv_trace=adv_trace, attack_config=acfg, purify_config=pcfg, warnings=warnings, timings=timings)
+    result = _result(prep, template_set, pcfg, clean, attack_result, adv, timings)
     yield PipelineEvent("done", 1.0, "Done", result=result, classnames=names)
 
 
-def _step_prediction(step: PurifyStep, classnames: Sequence[str]) -> Prediction:
-    return Prediction(step.top1, classnames[step.top1], step.probs.tolist())
+def _score(prep: Prepared, pcfg: PurifyConfig, x: torch.Tensor) -> Scored:
+    z = encode(prep.classifier, x)
+    return Scored(Trajectory.from_steps(list(score_steps(prep.classifier, prep.blank, pcfg, z, prep.backbone.name))))
+
+
+def _result(prep: Prepared, template_set: str, pcfg: PurifyConfig, clean: Scored, attack: AttackResult | None,
+            adv: Scored | None, timings: dict) -> PipelineResult:
+    return PipelineResult(
+        backbone=prep.backbone.name, meaningless=prep.backbone.spec.meaningless, classnames=prep.classnames,
+        template_set=template_set, x=prep.x, class_embeddings=prep.classifier.class_embeddings, blank=prep.blank,
+        clean_trajectory=clean.trajectory, attack=attack, adv_trajectory=None if adv is None else adv.trajectory,
+        outcome=None if attack is None else outcomes(attack, clean, adv)[0],
+        attack_config=None if attack is None else attack.config, purify_config=pcfg, warnings=list(prep.warnings),
+        timings=timings)
 
 
 def run_pipeline(image, classnames, attack: AttackConfig | None = AttackConfig(),
                  purify: PurifyConfig = PAPER_DEFAULTS, model: str | None = None,
                  template_set: str = DEFAULT_TEMPLATE_SET, limits: Limits = LIMITS) -> PipelineResult:
     """`run` without the stream: the final PipelineResult."""
-    for event in run(image, classnames, attack, purify, model, template_set, limits):
-        if event.result is not None:
-            return event.result
-    raise CLIPureError("The pipeline ended without a result.")  # unreachable by construction
+    *_, last = run(image, classnames, attack, purify, model, template_set, limits)
+    return last.result
 
 
 def compare_threat_models(image, classnames, attack: AttackConfig, purify: PurifyConfig = PAPER_DEFAULTS,
                           model: str | None = None, template_set: str = DEFAULT_TEMPLATE_SET,
                           limits: Limits = LIMITS, on_progress=None) -> list[PipelineResult]:
-    """The same attack (same seed) under every threat model, on the same image.
+    """The same attack (same seed) under every threat model, on the same image. The clean image
+    is prepared, encoded and purified once; only the attacks and their scoring repeat.
 
     on_progress(fraction, message) is called as each threat model starts.
     """
+    pcfg = purify.validate(limits)
+    prep, acfg = prepare(image, classnames, model, template_set, limits, attack)
+    clean = _score(prep, pcfg, prep.x)
     results = []
     for k, name in enumerate(THREAT_MODELS):
         if on_progress is not None:
-            on_progress(k / len(THREAT_MODELS), f"{attack.attack} under the {name} threat model")
-        cfg = AttackConfig(**{**attack.to_dict(), "threat_model": name})
-        results.append(run_pipeline(image, classnames, cfg, purify, model, template_set, limits))
+            on_progress(k / len(THREAT_MODELS), f"{acfg.attack} under the {name} threat model")
+        cfg = replace(acfg, threat_model=name)
+        t = time.perf_counter()
+        model_ = attacked_model(name, prep.classifier, prep.blank, pcfg, prep.backbone.name)
+        res = run_attack(cfg, model_, prep.x, prep.classnames, reference_labels(cfg, clean, prep.classnames))
+        adv = _score(prep, pcfg, res.x_adv)
+        results.append(_result(prep, template_set, pcfg, clean, res, adv, {"total": time.perf_counter() - t}))
     return results
 
 
 def classify(image, classnames, model: str | None = None, template_set: str = DEFAULT_TEMPLATE_SET,
              limits: Limits = LIMITS) -> tuple[Prediction, Prepared]:
     """Bare zero-shot CLIP on one image, no attack and no purification."""
-    prep = prepare(image, classnames, model, template_set, limits)
+    prep, _ = prepare(image, classnames, model, template_set, limits)
     with torch.no_grad():
-        return _prediction(prep.classifier(prep.x), prep.classnames), prep
+        return Prediction.from_probs(prep.classifier(prep.x).softmax(-1)[0], prep.classnames), prep

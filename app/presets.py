@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from app.shapes import CLASSNAMES as TOY_CLASSNAMES
+from app.models import TOY_CLASSNAMES
 
 EXAMPLES_DIR = Path(__file__).resolve().parent.parent / "assets" / "examples"
 

@@ -65,8 +65,8 @@ def stats_markdown(result: PipelineResult, factor: float) -> str:
     yes = lambda ok: "yes" if ok else "no"  # noqa: E731
     return (f"**Perturbation:** L-inf **{a.linf_255:.2f}/255** · L2 **{a.l2:.3f}** · PSNR **{psnr}** · "
             f"shown amplified **× {factor:.1f}** around mid grey  \n"
-            f"**Attack succeeded** against bare CLIP: **{yes(a.success_bare[0])}** · "
-            f"against CLIPure: **{yes(a.success_purified[0])}** · {a.seconds:.2f} s, {a.forwards} forward passes  \n"
+            f"**Attack succeeded** against bare CLIP: **{yes(result.outcome.fooled_clip)}** · "
+            f"against CLIPure: **{yes(result.outcome.fooled_clipure)}** · {a.seconds:.2f} s, {a.forwards} forward passes  \n"
             f"<sub>{caption(result)}</sub>")
 
 
@@ -76,23 +76,23 @@ def figures(result: PipelineResult, top_k: int = 5, step: int | None = None):
     cap = caption(result)
     a = result.attack_config
     target = result.classnames.index(a.target) if a is not None and a.targeted else None
-    traces = {"clean input": result.clean_trace}
-    if result.adv_trace is not None:
-        traces = {"adversarial input": result.adv_trace, **traces}
-    return (probability_figure({k: t.probs.numpy() for k, t in traces.items()}, result.classnames,
+    traces = {"clean input": result.clean_trajectory}
+    if result.adv_trajectory is not None:
+        traces = {"adversarial input": result.adv_trajectory, **traces}
+    return (probability_figure({k: t.probs[:, 0].numpy() for k, t in traces.items()}, result.classnames,
                                result.clean.index, target, cap, top_k, step),
-            cosine_figure({k: t.cos_to_blank for k, t in traces.items()}, cap, step),
-            latent_map_figure({k: t.embeddings for k, t in traces.items()}, result.class_embeddings, result.blank,
-                              result.classnames, cap))
+            cosine_figure({k: t.cos_to_blank[:, 0].tolist() for k, t in traces.items()}, cap, step),
+            latent_map_figure({k: t.embeddings[:, 0] for k, t in traces.items()}, result.class_embeddings,
+                              result.blank, result.classnames, cap))
 
 
 def step_markdown(result: PipelineResult, step: int) -> str:
     """What the replay slider shows for one purification step."""
-    trace = result.adv_trace or result.clean_trace
-    s = trace.steps[step]
-    which = "adversarial" if result.adv_trace is not None else "clean"
-    return (f"**Step {step}/{len(trace.steps) - 1}** of the {which} trajectory: top-1 "
-            f"**{result.classnames[s.top1]}**, cos to the blank **{s.cos_to_blank:.4f}**")
+    traj = result.trajectory
+    which = "adversarial" if result.adv_trajectory is not None else "clean"
+    return (f"**Step {step}/{traj.steps}** of the {which} trajectory: top-1 "
+            f"**{traj.prediction(step, result.classnames).label}**, cos to the blank "
+            f"**{float(traj.cos_to_blank[step, 0]):.4f}**")
 
 
 def export(result: PipelineResult, folder: Path) -> dict[str, Path | float]:
@@ -120,12 +120,16 @@ def agreement(result: PipelineResult, which: str) -> str:
 def trajectory_rows(result: PipelineResult) -> list[dict]:
     """One row per (trajectory, step): cosine to blank, top-1, and each class probability."""
     rows = []
-    traces = [("clean", result.clean_trace)] + ([("adversarial", result.adv_trace)] if result.adv_trace else [])
-    for name, trace in traces:
-        for s in trace.steps:
-            row = {"trajectory": name, "step": s.step, "cos_to_blank": round(s.cos_to_blank, 6),
-                   "top1": result.classnames[s.top1]}
-            row.update({f"p[{c}]": round(float(p), 6) for c, p in zip(result.classnames, s.probs.tolist())})
+    traces = [("clean", result.clean_trajectory)]
+    if result.adv_trajectory is not None:
+        traces.append(("adversarial", result.adv_trajectory))
+    for name, traj in traces:
+        for t in range(traj.steps + 1):
+            row = {"trajectory": name, "step": t, "cos_to_blank": round(float(traj.cos_to_blank[t, 0]), 6),
+                   "top1": result.classnames[int(traj.top1[t, 0])]}
+            if traj.prior_loss is not None:
+                row["prior_loss"] = round(float(traj.prior_loss[t, 0]), 6)
+            row.update({f"p[{c}]": round(float(p), 6) for c, p in zip(result.classnames, traj.probs[t, 0].tolist())})
             rows.append(row)
     return rows
 
@@ -165,13 +169,15 @@ def to_dict(result: PipelineResult, embeddings: bool = True) -> dict:
             "adversarial": {"label": result.adversarial.label, "probs": result.adversarial.probs},
             "purified": {"label": result.purified.label, "probs": result.purified.probs},
             "perturbation": {"linf_255": a.linf_255, "l2": a.l2, "psnr_db": _finite(a.psnr_db)},
-            "attack_succeeded": {"bare_clip": a.success_bare[0], "clipure": a.success_purified[0]},
+            "attack_succeeded": {"bare_clip": result.outcome.fooled_clip, "clipure": result.outcome.fooled_clipure},
+            "clipure_changed_clean": result.outcome.clipure_changed_clean,
+            "exceeds_eps": result.outcome.exceeds_eps,
             "attack_seconds": round(a.seconds, 4),
         })
     if embeddings:
-        out["embeddings"] = {"clean": result.clean_trace.embeddings.tolist()}
-        if result.adv_trace is not None:
-            out["embeddings"]["adversarial"] = result.adv_trace.embeddings.tolist()
+        out["embeddings"] = {"clean": result.clean_trajectory.embeddings[:, 0].tolist()}
+        if result.adv_trajectory is not None:
+            out["embeddings"]["adversarial"] = result.adv_trajectory.embeddings[:, 0].tolist()
     return out
 
 
@@ -187,6 +193,7 @@ def threat_model_row(result: PipelineResult) -> dict:
     """A row of the 'compare threat models' table, keyed by COMPARE_COLUMNS."""
     a, tm = result.attack, result.attack_config.threat_model
     values = [tm, THREAT_MODELS[tm].label, result.adversarial.label, result.purified.label,
-              bool(a.success_purified[0]), round(result.adv_trace.cos_to_blank[-1], 4), round(a.linf_255, 2),
+              result.outcome.fooled_clipure, round(float(result.adv_trajectory.cos_to_blank[-1, 0]), 4),
+              round(a.linf_255, 2),
               round(a.seconds, 2)]
     return dict(zip(COMPARE_COLUMNS, values))

@@ -13,8 +13,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from app.errors import UnknownNameError
-from app.purify import PAPER_DEFAULTS, PurifyConfig, purify
+from app.purifiers import BACKWARDS, PAPER_DEFAULTS, PurifyConfig, purify, seeded
+from app.registry import Registry
 from app.zeroshot import ZeroShotClassifier
 
 
@@ -22,13 +22,13 @@ from app.zeroshot import ZeroShotClassifier
 class ThreatModel:
     label: str
     explanation: str     # one line, shown in the UI
-    backward: str | None  # purification backward mode; None = the attacker ignores purification
+    backward: str        # key of BACKWARDS; "none": the attacker differentiates bare CLIP
 
 
-THREAT_MODELS: dict[str, ThreatModel] = {
+THREAT_MODELS: Registry[ThreatModel] = Registry("threat model", {
     "undefended": ThreatModel(
         "Undefended (transfer)",
-        "The attacker differentiates bare CLIP; the adversarial image is then purified.", None),
+        "The attacker differentiates bare CLIP; the adversarial image is then purified.", "none"),
     "official": ThreatModel(
         "Official gradients",
         "Through the purification, with each step's direction detached as in the official code "
@@ -39,42 +39,38 @@ THREAT_MODELS: dict[str, ThreatModel] = {
     "bpda": ThreatModel(
         "BPDA",
         "Purification runs forward, and is taken as the identity in the backward pass.", "bpda"),
-}
+})
+assert all(tm.backward in BACKWARDS for tm in THREAT_MODELS.values())
 
 
 class PurifiedClassifier(nn.Module):
     """CLIPure: pixels -> E_img -> normalize -> purification -> zero-shot logits.
 
-    backward: how gradients pass through the purification ("none", "official", "adaptive",
-    "bpda"). The forward value is the same in every mode.
+    backward: how gradients pass through the purification (a key of BACKWARDS). The forward
+    value is the same in every mode.
     """
 
     def __init__(self, classifier: ZeroShotClassifier, blank: torch.Tensor, cfg: PurifyConfig = PAPER_DEFAULTS,
-                 backward: str = "adaptive"):
+                 backward: str = "adaptive", backbone: str | None = None):
         super().__init__()
         self.classifier = classifier
         self.register_buffer("blank", blank.float())
         self.cfg = cfg
-        self.backward = backward
+        self.backward = BACKWARDS.check(backward)
+        self.backbone = backbone
+        # One generator for the module's life: each forward pass of a randomised purifier
+        # (CLIPure-Diff) sees a fresh draw, as an attacker querying the defence would.
+        self.generator = seeded(cfg, classifier.class_embeddings.device)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         z = F.normalize(self.classifier.encode(x), dim=-1)   # (N, D), unit: purification starts here
-        if self.backward == "bpda":
-            with torch.no_grad():
-                zp = purify(z.detach(), self.blank, self.cfg)
-            z = z + (zp - z).detach()                           # value zp, gradient identity
-        elif self.backward in ("official", "adaptive"):
-            z = purify(z, self.blank, self.cfg, backward=self.backward)
-        else:
-            with torch.no_grad():
-                z = purify(z, self.blank, self.cfg)
+        with torch.set_grad_enabled(torch.is_grad_enabled() and self.backward != "none"):
+            z = purify(z, self.blank, self.cfg, self.backward, self.backbone, self.generator)
         return self.classifier.logits_from_embedding(z)
 
 
 def attacked_model(threat_model: str, classifier: ZeroShotClassifier, blank: torch.Tensor,
-                   cfg: PurifyConfig) -> nn.Module:
+                   cfg: PurifyConfig, backbone: str | None = None) -> nn.Module:
     """The module whose gradients the attacker follows under a threat model."""
-    if threat_model not in THREAT_MODELS:
-        raise UnknownNameError("threat model", threat_model, THREAT_MODELS)
     backward = THREAT_MODELS[threat_model].backward
-    return classifier if backward is None else PurifiedClassifier(classifier, blank, cfg, backward).eval()
+    return classifier if backward == "none" else PurifiedClassifier(classifier, blank, cfg, backward, backbone).eval()

@@ -15,19 +15,17 @@ import torch.nn as nn
 import torch.nn.functional as F
 from open_clip.zero_shot_metadata import OPENAI_IMAGENET_TEMPLATES
 
-from app.errors import UnknownNameError
 from app.models import Backbone
+from app.registry import Registry
 
-TEMPLATE_SETS: dict[str, tuple[Callable[[str], str], ...]] = {
+TEMPLATE_SETS: Registry[tuple[Callable[[str], str], ...]] = Registry("template set", {
     "single": (lambda c: f"a photo of a {c}.",),
     "ensemble": tuple(OPENAI_IMAGENET_TEMPLATES),  # the 80 OpenAI ImageNet templates
-}
+})
 DEFAULT_TEMPLATE_SET = "ensemble"
 
 
 def get_templates(template_set: str) -> tuple[Callable[[str], str], ...]:
-    if template_set not in TEMPLATE_SETS:
-        raise UnknownNameError("template set", template_set, TEMPLATE_SETS)
     return TEMPLATE_SETS[template_set]
 
 
@@ -82,11 +80,6 @@ class TextEmbeddingCache:
         key = (backbone.name, str(backbone.device), backbone.pretrained, template_set, None)
         return self._get(key, lambda: _encode_prompts(backbone, [""], templates)[0])
 
-    def clear(self) -> None:
-        with self._lock:
-            self._store.clear()
-            self.hits = self.misses = 0
-
 
 TEXT_CACHE = TextEmbeddingCache()
 
@@ -99,17 +92,12 @@ class ZeroShotClassifier(nn.Module):
 
     def __init__(self, backbone: Backbone, class_embeddings: torch.Tensor):
         super().__init__()
-        self.backbone_name = backbone.name
         self.clip = backbone.model
         self.register_buffer("mean", torch.tensor(backbone.mean, device=backbone.device).view(1, 3, 1, 1))
         self.register_buffer("std", torch.tensor(backbone.std, device=backbone.device).view(1, 3, 1, 1))
         self.register_buffer("class_embeddings", class_embeddings.float())   # (C, D), unit rows
         self.logit_scale = float(backbone.model.logit_scale.exp())           # s, about 100 for OpenAI
         self.dtype = backbone.dtype
-
-    @property
-    def n_classes(self) -> int:
-        return self.class_embeddings.shape[0]
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """(N, 3, S, S) in [0,1] -> (N, D) image embedding E_img, float32, not normalised."""

@@ -11,7 +11,7 @@ import torch
 from torchvision.transforms.functional import to_pil_image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from app import shapes  # noqa: E402
+from app.toy import shapes  # noqa: E402
 from app.presets import EXAMPLES_DIR, TOY_EXAMPLES  # noqa: E402
 
 

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from app import shapes
+from app.toy import shapes
 from app.attacks import AttackConfig, run_attack
 from app.eval_toy import ATTACK, HELDOUT_SEED, TARGET, heldout
 from app.models import TOY_DIR, get_spec, load_backbone, load_default

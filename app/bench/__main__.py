@@ -1,0 +1,3 @@
+from app.bench.engine import main
+
+main()

@@ -1,0 +1,103 @@
+"""App benchmark (not a test): time a default request against the running app.
+
+    python scripts/bench_app.py --json            # starts `python app.py` itself
+    python scripts/bench_app.py --url http://127.0.0.1:7860/
+
+Default settings: ViT-B/32 architecture with random weights, PGD-10 (L-inf 4/255, undefended),
+CLIPure-Cos with the paper's defaults, the single template (the app's CPU default), CPU. Reports the time to the first
+trajectory point, the total request time, and the share of the request spent outside the
+engine (plots, encoding, transport) = 1 - engine time / request time. As in a browser, output
+files (the PNGs, JSON and CSV) are not downloaded as part of the request. The first request
+(cold text cache) is a warm-up and is reported separately.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+from gradio_client import Client, handle_file
+
+ROOT = Path(__file__).resolve().parents[2]
+IMAGE = ROOT / "assets" / "examples" / "cat.png"
+STATUS, JSON = 15, 13   # positions of the status text and the JSON file among /run's outputs
+CLASSES = "airplane, automobile, bird, cat, deer, dog, frog, horse, ship, truck"
+
+
+def start_server(model: str) -> tuple[subprocess.Popen, str]:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "CLIPURE_MODEL": model, "GRADIO_SERVER_NAME": "127.0.0.1",
+           "GRADIO_SERVER_PORT": str(port), "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.Popen([sys.executable, "app.py"], cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}/"
+    for _ in range(600):
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return proc, url
+        except OSError:
+            time.sleep(0.5)
+    proc.kill()
+    raise RuntimeError("the app did not start within 300 s")
+
+
+def one_request(client: Client, model: str) -> dict:
+    args = (handle_file(str(IMAGE)), CLASSES, model, "single", "PGD", "undefended", 4, 10, 0, 0, False, None,
+            "clipure-cos", 10, 30.0, 0.0, "l2", "sample")
+    t0 = time.perf_counter()
+    job = client.submit(*args, api_name="/run")
+    first = None
+    while not job.done():
+        if first is None and any("step 0/" in str(o[STATUS]) for o in job.outputs()):
+            first = time.perf_counter() - t0
+        time.sleep(0.005)
+    out = job.result()
+    total = time.perf_counter() - t0
+    if first is None:   # the whole stream arrived between two polls
+        first = total
+    # Read after the clock stops: like a browser, the client fetches downloads only on demand.
+    with urllib.request.urlopen(out[JSON]["url"]) as f:
+        engine = json.loads(f.read())["timings_s"]["total"]
+    return {"first_point_s": round(first, 3), "request_s": round(total, 3), "engine_s": round(engine, 3),
+            "outside_engine_share": round(1 - engine / total, 4)}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--url", help="a running app; by default one is started")
+    ap.add_argument("--model", default="ViT-B-32-random")
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--json", action="store_true")
+    args = ap.parse_args()
+    proc = None
+    url = args.url
+    if url is None:
+        proc, url = start_server(args.model)
+    try:
+        client = Client(url, verbose=False, download_files=False)
+        cold = one_request(client, args.model)
+        warm = [one_request(client, args.model) for _ in range(args.repeat)]
+    finally:
+        if proc is not None:
+            proc.terminate()
+    med = lambda k: sorted(r[k] for r in warm)[len(warm) // 2]  # noqa: E731
+    figures = {"model": args.model, "settings": "PGD-10 L-inf 4/255 undefended, CLIPure-Cos T=10 eta=30, "
+                                                 "single template, CPU",
+               "cold_request": cold, "first_point_s": med("first_point_s"), "request_s": med("request_s"),
+               "engine_s": med("engine_s"), "outside_engine_share": med("outside_engine_share"),
+               "repeats": warm}
+    if not args.json:
+        print(json.dumps(figures, indent=1))
+    print(json.dumps(figures))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,117 @@
+"""Purifiers: the registry, their config, and the one way to run them.
+
+A purifier maps unit image embeddings z_0 (N, D) to z_1 ... z_T on the same sphere. Each
+registered purifier is a generator of (z_t, extras) pairs, extras holding per-sample values
+it measures along the way (CLIPure-Diff: the prior's loss). `trace` adds what people look at
+(cosine to the blank, class probabilities) and yields TrajectorySteps; `purify` returns z_T
+with the gradient behaviour a threat model asks for.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, replace
+from typing import Callable, Iterator
+
+import torch
+import torch.nn.functional as F
+
+from app.errors import check_int, check_range
+from app.limits import LIMITS, Limits
+from app.purifiers.cos import BACKWARDS, GRAD_SCOPES, NORMS, clipure_cos, clipure_cos_iter, rotation_per_step
+from app.purifiers.trajectory import Prediction, Trajectory, TrajectoryStep
+from app.registry import Registry
+
+__all__ = ["PURIFIERS", "PurifyConfig", "PAPER_DEFAULTS", "purify", "purify_iter", "trace", "Trajectory",
+           "TrajectoryStep", "Prediction", "clipure_cos", "clipure_cos_iter", "rotation_per_step", "NORMS",
+           "GRAD_SCOPES", "BACKWARDS"]
+
+
+@dataclass(frozen=True)
+class PurifyConfig:
+    method: str = "clipure-cos"   # key of PURIFIERS
+    steps: int = 10               # T, official default
+    step_size: float = 30.0       # eta, official default
+    momentum: float = 0.0         # gamma, official default
+    norm: str = "l2"              # update norm, official default
+    grad_scope: str = "sample"    # "batch" reproduces the official batch coupling
+    seed: int = 0                 # randomised purifiers (CLIPure-Diff): timesteps and noise
+
+    def validate(self, limits: Limits = LIMITS) -> "PurifyConfig":
+        PURIFIERS.check(self.method)
+        NORMS.check(self.norm)
+        GRAD_SCOPES.check(self.grad_scope)
+        return replace(
+            self, steps=check_int("Purification steps", self.steps, 0, limits.max_purify_steps),
+            step_size=check_range("Purification step size", self.step_size, 0, limits.max_step_size),
+            momentum=check_range("Momentum", self.momentum, 0, 0.999),
+            seed=check_int("Purification seed", self.seed, 0, 2**31 - 1))
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+PAPER_DEFAULTS = PurifyConfig()
+
+# (z (N, D), blank (D,), cfg, backward, backbone name, generator) -> yields (z_t (N, D), extras) for
+# t = 0 .. T. A randomised purifier draws from `generator` only, so a caller decides whether
+# repeated calls see fresh randomness (an attacked model) or the same draw (a replay).
+Iterate = Callable[..., Iterator[tuple[torch.Tensor, dict]]]
+
+
+@dataclass(frozen=True)
+class PurifierSpec:
+    label: str
+    iterate: Iterate
+    randomised: bool = False      # draws randomness each step (the attacker should average: EOT)
+
+
+def _cos_iterate(z, blank, cfg: PurifyConfig, backward: str = "none", backbone: str | None = None,
+                 generator: torch.Generator | None = None):
+    for z_t in clipure_cos_iter(z, blank, cfg.steps, cfg.step_size, cfg.momentum, cfg.norm, cfg.grad_scope,
+                                backward):
+        yield z_t, {}
+
+
+PURIFIERS: Registry[PurifierSpec] = Registry("purification method", {
+    "clipure-cos": PurifierSpec("CLIPure-Cos", _cos_iterate),
+})
+
+
+def seeded(cfg: PurifyConfig, device: torch.device | str = "cpu") -> torch.Generator:
+    """A generator seeded from cfg.seed: the same seed gives the same randomised trajectory."""
+    return torch.Generator(device=device).manual_seed(cfg.seed)
+
+
+def purify_iter(z: torch.Tensor, blank: torch.Tensor, cfg: PurifyConfig = PAPER_DEFAULTS,
+                backward: str = "none", backbone: str | None = None,
+                generator: torch.Generator | None = None) -> Iterator[tuple[torch.Tensor, dict]]:
+    """Registry-driven purification: yield (z_t, extras) for t = 0 .. T. Without a generator,
+    randomised purifiers draw from a fresh one seeded by cfg.seed."""
+    generator = generator if generator is not None else seeded(cfg, z.device)
+    return PURIFIERS[cfg.method].iterate(z, blank, cfg, backward, backbone, generator)
+
+
+def purify(z: torch.Tensor, blank: torch.Tensor, cfg: PurifyConfig = PAPER_DEFAULTS, backward: str = "none",
+           backbone: str | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
+    """The final purified embedding (N, D), with gradients as `backward` (BACKWARDS) says."""
+    BACKWARDS.check(backward)
+    if backward == "bpda":
+        with torch.no_grad():
+            z_t = purify(z.detach(), blank, cfg, "none", backbone, generator)
+        return z + (z_t - z).detach()          # value z_T, gradient of the identity
+    out = z
+    for out, _ in purify_iter(z, blank, cfg, backward, backbone, generator):
+        pass
+    return out
+
+
+@torch.no_grad()
+def trace(z: torch.Tensor, blank: torch.Tensor, cfg: PurifyConfig = PAPER_DEFAULTS,
+          head: Callable[[torch.Tensor], torch.Tensor] | None = None,
+          backbone: str | None = None, generator: torch.Generator | None = None) -> Iterator[TrajectoryStep]:
+    """Purify unit embeddings z (N, D); yield each step with its cosine to the blank and, given
+    the zero-shot head (z -> logits (N, C)), its class probabilities."""
+    b = blank.to(z.device, z.dtype)
+    for t, (z_t, extras) in enumerate(purify_iter(z, blank, cfg, "none", backbone, generator)):
+        yield TrajectoryStep(
+            t, z_t, F.cosine_similarity(z_t, b.expand_as(z_t), dim=-1),
+            None if head is None else head(z_t).float().softmax(-1), extras.get("prior_loss"))

@@ -1,0 +1,101 @@
+"""Scoring: what bare CLIP and CLIPure answer on a batch, from one encoder pass per image,
+and the one definition of every yes/no the app reports.
+
+The pipeline (one request) and the evaluators (many images) both score through here, so an
+"attack succeeded" means the same thing in the panels, the tables, the JSON and the API.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterator, Sequence
+
+import torch
+import torch.nn.functional as F
+
+from app.attacks import ATTACKS, AttackConfig, AttackResult
+from app.purifiers import PurifyConfig, Trajectory, TrajectoryStep, trace
+from app.threat_models import THREAT_MODELS
+from app.zeroshot import ZeroShotClassifier
+
+
+@torch.no_grad()
+def encode(classifier: ZeroShotClassifier, x: torch.Tensor) -> torch.Tensor:
+    """(N, 3, S, S) pixels in [0,1] -> (N, D) unit image embeddings: one encoder pass."""
+    return F.normalize(classifier.encode(x), dim=-1)
+
+
+def score_steps(classifier: ZeroShotClassifier, blank: torch.Tensor, cfg: PurifyConfig, z: torch.Tensor,
+                backbone: str | None = None) -> Iterator[TrajectoryStep]:
+    """Purify unit embeddings z (N, D) step by step, with the class probabilities at each step.
+    Step 0 is bare CLIP's answer; the last step is CLIPure's."""
+    return trace(z, blank, cfg, classifier.logits_from_embedding, backbone)
+
+
+@dataclass
+class Scored:
+    """Bare CLIP's and CLIPure's answers on N images."""
+    trajectory: Trajectory           # probs (T+1, N, C); [0] bare CLIP, [-1] CLIPure
+
+    @property
+    def bare(self) -> torch.Tensor:
+        """(N,) bare CLIP's top-1."""
+        return self.trajectory.top1[0]
+
+    @property
+    def purified(self) -> torch.Tensor:
+        """(N,) CLIPure's top-1."""
+        return self.trajectory.top1[-1]
+
+
+def score(classifier: ZeroShotClassifier, blank: torch.Tensor, cfg: PurifyConfig, x: torch.Tensor,
+          backbone: str | None = None) -> Scored:
+    """Encode x once, purify, and return both answers with the whole trajectory."""
+    steps = list(score_steps(classifier, blank, cfg, encode(classifier, x), backbone))
+    return Scored(Trajectory.from_steps(steps))
+
+
+def reference_labels(cfg: AttackConfig, clean: Scored, classnames: Sequence[str]) -> torch.Tensor:
+    """(N,) the classes an untargeted attack moves away from: the named true class, else the
+    attacked model's own clean answer (bare CLIP when undefended, CLIPure otherwise)."""
+    if cfg.label is not None:
+        return torch.full_like(clean.bare, list(classnames).index(cfg.label))
+    return clean.bare if THREAT_MODELS[cfg.threat_model].backward == "none" else clean.purified
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """The yes/no answers about one attacked image, each defined once.
+
+    Untargeted: an attack succeeds against a classifier when its answer on x_adv differs from
+    its own answer on x (or from the true label, when one is given). Targeted: when the answer
+    on x_adv is the target.
+    """
+    fooled_clip: bool            # the attack succeeded against bare CLIP
+    fooled_clipure: bool         # the attack succeeded against CLIPure
+    clipure_changed_clean: bool  # CLIPure's answer on the clean image differs from bare CLIP's
+    exceeds_eps: bool            # a minimum-norm attack went past the eps the user set
+
+    @property
+    def failed(self) -> bool:
+        """Neither classifier was fooled."""
+        return not (self.fooled_clip or self.fooled_clipure)
+
+
+def outcomes(attack: AttackResult, clean: Scored, adversarial: Scored,
+             labels: torch.Tensor | None = None) -> list[Outcome]:
+    """One Outcome per image. labels: (N,) true classes, or None to compare with the clean answers."""
+    cfg = attack.config
+    spec = ATTACKS[cfg.attack]
+    if cfg.targeted:
+        fooled_clip = adversarial.bare == attack.target
+        fooled_clipure = adversarial.purified == attack.target
+    else:
+        ref_clip = clean.bare if labels is None else labels
+        ref_clipure = clean.purified if labels is None else labels
+        fooled_clip = adversarial.bare != ref_clip
+        fooled_clipure = adversarial.purified != ref_clipure
+    changed = clean.purified != clean.bare
+    # Minimum-norm attacks ignore eps; the L-inf eps the user set (1/255) is still the budget a
+    # reader compares with, so going past it is flagged rather than counted as a success in budget.
+    over = [not spec.uses_eps and linf > cfg.eps + 1e-6 for linf in attack.linf_255_each]
+    return [Outcome(bool(a), bool(b), bool(c), e) for a, b, c, e in zip(fooled_clip, fooled_clipure, changed, over)]
