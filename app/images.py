@@ -2,7 +2,8 @@
 
 Accepts a path, bytes, a PIL image or an HxW(x3/4) uint8 array. Handles grayscale, RGBA
 (composited on white), palette, 16-bit, CMYK and EXIF orientation. Pillow's decompression-bomb
-guard stays on; our own, lower megapixel limit is checked from the header before decoding.
+guard stays on; our own, lower megapixel limit is checked from the header before decoding, and
+so is the aspect ratio. check_pixel_budget bounds what resizing to a model's resolution allocates.
 """
 from __future__ import annotations
 
@@ -34,6 +35,42 @@ def _to_rgb(img: Image.Image) -> Image.Image:
         white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         img = Image.alpha_composite(white, rgba)
     return img.convert("RGB")  # L, 1, CMYK, YCbCr, LAB, HSV, RGBA-on-white -> RGB
+
+
+def _check_aspect(w: int, h: int, limits: Limits) -> None:
+    if max(w, h) > limits.max_aspect_ratio * min(w, h):
+        raise InvalidImageError(
+            f"The image is {w}x{h} pixels, more than {limits.max_aspect_ratio:g} times as long as it is wide; "
+            f"crop it closer to a square.")
+
+
+def resize_bytes(w: int, h: int, image_size: int) -> int:
+    """Bytes that the model transform's resize allocates for a w x h image (an upper bound).
+
+    open_clip resizes the SHORT side to image_size (torchvision's rule: the long side becomes
+    int(image_size * long / short)), then centre-crops. Pillow resamples in two passes, first
+    horizontal to (new_w, h), then vertical to (new_w, new_h), at 4 bytes a pixel for RGB.
+    """
+    short, long = min(w, h), max(w, h)
+    new_long = int(image_size * long / short)
+    new_w, new_h = (new_long, image_size) if w >= h else (image_size, new_long)
+    return 4 * new_w * (h + new_h)
+
+
+def check_pixel_budget(img: Image.Image, image_size: int, limits: Limits = LIMITS) -> Image.Image:
+    """Return img if resizing it to image_size stays within limits.max_preprocess_mb, else raise
+    InvalidImageError with one sentence. Call before the model transform: a 1x100000 image would
+    otherwise be resized to 224 x 22,400,000 pixels (about 20 GB)."""
+    w, h = img.size
+    if w < 1 or h < 1:
+        raise InvalidImageError("The image is empty.")
+    _check_aspect(w, h, limits)
+    need = resize_bytes(w, h, image_size)
+    if need > limits.max_preprocess_mb * 2**20:
+        raise InvalidImageError(
+            f"Resizing this {w}x{h} image to {image_size} pixels would need {need / 2**20:,.0f} MB, over the "
+            f"{limits.max_preprocess_mb:g} MB preprocessing limit; crop it closer to a square.")
+    return img
 
 
 def load_image(source, limits: Limits = LIMITS) -> Image.Image:
@@ -70,6 +107,7 @@ def load_image(source, limits: Limits = LIMITS) -> Image.Image:
     w, h = img.size
     if w < 1 or h < 1:
         raise InvalidImageError("The image is empty.")
+    _check_aspect(w, h, limits)
     if w * h > limits.max_megapixels * 1e6:
         raise InvalidImageError(
             f"The image has {w * h / 1e6:.1f} megapixels, over the {limits.max_megapixels:g} megapixel limit.")

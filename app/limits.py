@@ -9,8 +9,15 @@ from dataclasses import dataclass, fields
 class Limits:
     max_file_mb: float = 10.0          # uploaded file size
     max_megapixels: float = 25.0       # decoded image size; Pillow's bomb guard stays on too
+    max_aspect_ratio: float = 20.0     # long side / short side; the centre crop keeps only 1/ratio of it
+    # What resizing to the model resolution may allocate (Pillow keeps 4 bytes a pixel; the
+    # shortest-side resize makes a horizontal and a vertical pass). With the two limits above,
+    # an accepted image needs at most 23 MiB at 224 px and 37 MiB at 336 px.
+    max_preprocess_mb: float = 64.0    # in MiB
     min_classes: int = 2               # a classifier needs at least two names
     max_classes: int = 100             # text-encoder cost grows with the class count
+    max_class_text_chars: int = 10_000  # the whole class text, refused before it is split or tokenized
+    max_classname_chars: int = 300     # one name; ~70 tokens of English, about what the 77-token context holds
     max_linf_eps: float = 32.0         # in 1/255 units
     max_l2_eps: float = 10.0           # in pixel units ([0,1] scale, whole image)
     max_attack_steps: int = 200        # iterations (queries for Square)

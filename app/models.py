@@ -122,6 +122,8 @@ class Backbone:
 
     def to_pixels(self, image: Image.Image) -> torch.Tensor:
         """RGB PIL image -> (1, 3, S, S) float32 in [0,1] on the model's device."""
+        from app.images import check_pixel_budget   # refuses an image whose resize would not fit the budget
+        image = check_pixel_budget(image, self.image_size)
         return self.pixel_transform(image).unsqueeze(0).to(self.device, torch.float32)
 
 
