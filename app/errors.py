@@ -4,6 +4,8 @@ Each message is one sentence meant to be shown as is (the UI turns it into a gr.
 """
 from __future__ import annotations
 
+import math
+
 
 class CLIPureError(ValueError):
     """Base class: bad input or an unavailable resource, described in one sentence."""
@@ -44,14 +46,33 @@ class WeightsUnavailableError(CLIPureError):
         )
 
 
+def _shown(value) -> str:
+    """A value as it may appear in a message: repr, cut short (a request can send megabytes)."""
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
 def check_range(name: str, value, low, high, unit: str = "") -> float:
-    """Return value as a number if low <= value <= high, else raise OutOfRangeError."""
+    """Return value as a number if low <= value <= high, else raise OutOfRangeError.
+
+    Missing values (None, blank text), text that is not a number, booleans, NaN and infinities
+    each get their own sentence. Nothing is ever clamped.
+    """
+    between = f"between {low:g} and {high:g}{unit}"
+    if value is None or (isinstance(value, str) and not value.strip()):
+        raise OutOfRangeError(f"{name} is missing; give a number {between}.")
+    if isinstance(value, bool):
+        raise OutOfRangeError(f"{name} must be a number {between}, got {value!r}.")
     try:
         v = float(value)
-    except (TypeError, ValueError):
-        raise OutOfRangeError(f"{name} must be a number, got {value!r}.") from None
-    if v != v or not (low <= v <= high):  # v != v catches NaN
-        raise OutOfRangeError(f"{name} must be between {low:g} and {high:g}{unit}, got {value!r}.")
+    except (TypeError, ValueError, OverflowError):
+        raise OutOfRangeError(f"{name} must be a number {between}, got {_shown(value)}.") from None
+    if math.isnan(v):
+        raise OutOfRangeError(f"{name} must be a number {between}, got NaN.")
+    if math.isinf(v):
+        raise OutOfRangeError(f"{name} must be a finite number {between}, got {'-' if v < 0 else ''}infinity.")
+    if not (low <= v <= high):
+        raise OutOfRangeError(f"{name} must be {between}, got {_shown(value)}.")
     return v
 
 
@@ -59,5 +80,5 @@ def check_int(name: str, value, low: int, high: int) -> int:
     """Like check_range, for whole numbers."""
     v = check_range(name, value, low, high)
     if v != int(v):
-        raise OutOfRangeError(f"{name} must be a whole number, got {value!r}.")
+        raise OutOfRangeError(f"{name} must be a whole number, got {_shown(value)}.")
     return int(v)
