@@ -22,7 +22,7 @@ from app.images import load_image
 from app.limits import LIMITS, Limits
 from app.models import Backbone, load_backbone
 from app.purifiers import PAPER_DEFAULTS, Prediction, PurifyConfig, Trajectory, TrajectoryStep
-from app.scoring import Outcome, Scored, encode, outcomes, reference_labels, score_steps
+from app.scoring import Outcome, Scored, attack_and_score, encode, outcomes, reference_labels, score_steps
 from app.threat_models import THREAT_MODELS, attacked_model
 from app.zeroshot import DEFAULT_TEMPLATE_SET, TEXT_CACHE, ZeroShotClassifier, build_classifier, get_templates
 
@@ -174,7 +174,7 @@ def _trajectory(phase: str, prep: Prepared, pcfg: PurifyConfig, z: torch.Tensor,
                 steps: list[TrajectoryStep], what: str) -> Iterator[PipelineEvent]:
     for s in score_steps(prep.classifier, prep.blank, pcfg, z, prep.backbone.name):
         steps.append(s)
-        yield PipelineEvent(phase, start + share * s.step / max(pcfg.steps, 1),
+        yield PipelineEvent(phase, round(start + share * s.step / max(pcfg.steps, 1), 6),
                             f"Purifying the {what} embedding: step {s.step}/{pcfg.steps}", step=s,
                             classnames=prep.classnames)
 
@@ -271,12 +271,11 @@ def compare_threat_models(image, classnames, attack: AttackConfig, purify: Purif
     for k, name in enumerate(THREAT_MODELS):
         if on_progress is not None:
             on_progress(k / len(THREAT_MODELS), f"{acfg.attack} under the {name} threat model")
-        cfg = replace(acfg, threat_model=name)
         t = time.perf_counter()
-        model_ = attacked_model(name, prep.classifier, prep.blank, pcfg, prep.backbone.name)
-        res = run_attack(cfg, model_, prep.x, prep.classnames, reference_labels(cfg, clean, prep.classnames))
-        adv = _score(prep, pcfg, res.x_adv)
-        results.append(_result(prep, template_set, pcfg, clean, res, adv, {"total": time.perf_counter() - t}))
+        a = attack_and_score(replace(acfg, threat_model=name), prep.classifier, prep.blank, pcfg, prep.x,
+                             prep.classnames, clean=clean, backbone=prep.backbone.name)
+        results.append(_result(prep, template_set, pcfg, clean, a.attack, a.adversarial,
+                               {"total": time.perf_counter() - t}))
     return results
 
 

@@ -16,6 +16,7 @@ from PIL import Image
 
 from app.attacks import ATTACKS, AttackConfig
 from app.pipeline import PipelineResult
+from app.purifiers import Prediction, TrajectoryStep
 from app.plots import cosine_figure, latent_map_figure, probability_figure
 from app.threat_models import THREAT_MODELS
 
@@ -86,6 +87,19 @@ def figures(result: PipelineResult, top_k: int = 5, step: int | None = None):
                               result.blank, result.classnames, cap))
 
 
+def step_prediction(step: TrajectoryStep, classnames) -> Prediction:
+    """The prediction at a streamed step (batch of one)."""
+    return Prediction.from_probs(step.probs[0], classnames)
+
+
+def streamed_figures(steps: list[TrajectoryStep], classnames, top_k: int = 5):
+    """(probabilities, cosine) Figures of an adversarial trajectory still being computed."""
+    name = "adversarial input (so far)"
+    probs = torch.stack([s.probs[0] for s in steps]).numpy()          # (t+1, C)
+    return (probability_figure({name: probs}, classnames, int(steps[0].top1[0]), None, "", top_k),
+            cosine_figure({name: [float(s.cos_to_blank[0]) for s in steps]}))
+
+
 def step_markdown(result: PipelineResult, step: int) -> str:
     """What the replay slider shows for one purification step."""
     traj = result.trajectory
@@ -96,11 +110,14 @@ def step_markdown(result: PipelineResult, step: int) -> str:
 
 
 def export(result: PipelineResult, folder: Path) -> dict[str, Path | float]:
-    """Write adversarial.png (lossless: exactly the evaluated 8-bit image), perturbation.png,
-    trajectory.json and trajectory.csv; return their paths and the perturbation's amplification."""
-    paths = {k: folder / f for k, f in (("adversarial", "adversarial.png"), ("perturbation", "perturbation.png"),
-                                         ("json", "trajectory.json"), ("csv", "trajectory.csv"))}
+    """Write adversarial.png (lossless: exactly the evaluated 8-bit image), clean.png (the input at
+    model resolution), perturbation.png, trajectory.json and trajectory.csv; return their paths
+    and the perturbation's amplification."""
+    paths = {k: folder / f for k, f in (("adversarial", "adversarial.png"), ("clean", "clean.png"),
+                                         ("perturbation", "perturbation.png"), ("json", "trajectory.json"),
+                                         ("csv", "trajectory.csv"))}
     to_pil(result.x_adv).save(paths["adversarial"])
+    to_pil(result.x).save(paths["clean"])
     pert, factor = perturbation_image(result.x, result.x_adv)
     pert.save(paths["perturbation"])
     paths["json"].write_text(to_json(result))
@@ -197,3 +214,9 @@ def threat_model_row(result: PipelineResult) -> dict:
               round(a.linf_255, 2),
               round(a.seconds, 2)]
     return dict(zip(COMPARE_COLUMNS, values))
+
+
+def compare_table(results: list[PipelineResult]) -> dict:
+    """The 'compare threat models' table: {"headers": COMPARE_COLUMNS, "data": one row per result}."""
+    rows = [threat_model_row(r) for r in results]
+    return {"headers": COMPARE_COLUMNS, "data": [[row[c] for c in COMPARE_COLUMNS] for row in rows]}

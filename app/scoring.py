@@ -12,9 +12,9 @@ from typing import Iterator, Sequence
 import torch
 import torch.nn.functional as F
 
-from app.attacks import ATTACKS, AttackConfig, AttackResult
+from app.attacks import ATTACKS, AttackConfig, AttackResult, run_attack
 from app.purifiers import PurifyConfig, Trajectory, TrajectoryStep, trace
-from app.threat_models import THREAT_MODELS
+from app.threat_models import THREAT_MODELS, attacked_model
 from app.zeroshot import ZeroShotClassifier
 
 
@@ -99,3 +99,28 @@ def outcomes(attack: AttackResult, clean: Scored, adversarial: Scored,
     # reader compares with, so going past it is flagged rather than counted as a success in budget.
     over = [not spec.uses_eps and linf > cfg.eps + 1e-6 for linf in attack.linf_255_each]
     return [Outcome(bool(a), bool(b), bool(c), e) for a, b, c, e in zip(fooled_clip, fooled_clipure, changed, over)]
+
+
+@dataclass
+class Attacked:
+    """One attack on a batch, scored: the attack's output, both classifiers' answers on the
+    clean and the adversarial images, and the per-image outcomes."""
+    attack: AttackResult
+    clean: Scored
+    adversarial: Scored
+    outcomes: list[Outcome]
+
+
+def attack_and_score(cfg: AttackConfig, classifier: ZeroShotClassifier, blank: torch.Tensor,
+                     purify_cfg: PurifyConfig, x: torch.Tensor, classnames: Sequence[str],
+                     labels: torch.Tensor | None = None, clean: Scored | None = None,
+                     backbone: str | None = None, on_forward=None) -> Attacked:
+    """Score x (unless `clean` already holds its score), attack it under cfg.threat_model, and score
+    x_adv: encoder passes = the attack's own + 2. labels: (N,) true classes, or None to attack
+    the attacked model's own clean answers."""
+    clean = clean if clean is not None else score(classifier, blank, purify_cfg, x, backbone)
+    refs = labels if labels is not None else reference_labels(cfg, clean, classnames)
+    model = attacked_model(cfg.threat_model, classifier, blank, purify_cfg, backbone)
+    res = run_attack(cfg, model, x, classnames, refs, on_forward=on_forward)
+    adv = score(classifier, blank, purify_cfg, res.x_adv, backbone)
+    return Attacked(res, clean, adv, outcomes(res, clean, adv, labels))

@@ -11,12 +11,20 @@ gradio_client = pytest.importorskip("gradio_client")
 from gradio_client import Client, handle_file  # noqa: E402
 
 from app.presets import EXAMPLES_DIR  # noqa: E402
+from app.ui.callbacks import RUN_OUTPUTS  # noqa: E402
 from tests.conftest import launched  # noqa: E402
 
 CLASSES = "cat, dog, car, plane"
 # attack, threat model, eps, steps, step size, seed, targeted, target
 ATTACK = ["PGD", "undefended", 8, 5, 0, 3, False, None]
 PURIFY = ["clipure-cos", 10, 30.0, 0.0, "l2", "sample"]
+
+
+def run_outputs(values) -> dict:
+    """/run's outputs by name (the State holding the last result is not part of the API)."""
+    names = [n for n in RUN_OUTPUTS if n != "result_state"]
+    assert len(values) == len(names)
+    return dict(zip(names, values))
 
 
 @pytest.fixture(scope="module")
@@ -62,20 +70,18 @@ def test_purify_trajectory_has_steps_plus_one_points(client, image):
 
 
 def test_run_streams_to_the_full_result(client, image):
-    out = client.predict(image, CLASSES, "tiny-random", "single", *ATTACK, *PURIFY, api_name="/run")
-    (clean, adv, purified, clean_note, adv_note, pur_note, adv_img, pert_img, stats, download,
-     prob_plot, cos_plot, map_plot, json_path, csv_path, status, replay_step) = out   # the State is not in the API
-    assert replay_step == 10                            # the replay slider now spans the 10 steps
-    for panel in (clean, adv, purified):
-        assert panel["label"] in ("cat", "dog", "car", "plane") and len(panel["confidences"]) == 4
-    assert "agrees" in pur_note or "differs" in pur_note
-    assert "L-inf" in stats and "undefended" in stats and status.startswith("✅")
-    for plot in (prob_plot, cos_plot, map_plot):
-        assert plot["type"] == "matplotlib" and plot["plot"]
-    data = json.loads(open(json_path).read())
+    out = run_outputs(client.predict(image, CLASSES, "tiny-random", "single", *ATTACK, *PURIFY, api_name="/run"))
+    assert out["replay"] == 10                          # the replay slider now spans the 10 steps
+    for panel in ("clean_label", "adv_label", "purified_label"):
+        assert out[panel]["label"] in ("cat", "dog", "car", "plane") and len(out[panel]["confidences"]) == 4
+    assert "agrees" in out["purified_note"] or "differs" in out["purified_note"]
+    assert "L-inf" in out["stats"] and "undefended" in out["stats"] and out["status"].startswith("✅")
+    for plot in ("prob_plot", "cos_plot", "map_plot"):
+        assert out[plot]["type"] == "matplotlib" and out[plot]["plot"]
+    data = json.loads(open(out["json_file"]).read())
     assert len(data["embeddings"]["adversarial"]) == 11 and len(data["embeddings"]["clean"]) == 11
-    assert open(csv_path).readline().startswith("trajectory,step,cos_to_blank,top1")
-    assert Image.open(adv_img).size == (32, 32) and Image.open(download).format == "PNG"
+    assert open(out["csv_file"]).readline().startswith("trajectory,step,cos_to_blank,top1")
+    assert Image.open(out["adv_image"]).size == (32, 32) and Image.open(out["adv_download"]).format == "PNG"
 
 
 def test_compare_runs_all_four_threat_models(client, image):
@@ -105,10 +111,14 @@ def test_bad_input_gives_an_error_and_the_server_keeps_serving(client, image, ar
     assert out["label"] in out["classnames"]
 
 
-def test_corrupt_upload_is_refused_in_one_sentence(client, tmp_path):
+@pytest.mark.parametrize("content, match", [
+    (b"\x89PNG\r\n\x1a\n" + b"\0" * 64, "not an image that Pillow can read"),   # a PNG signature, then nothing
+    (b"just some text, saved as .png", "not an image that Pillow can read"),
+])
+def test_corrupt_upload_is_refused_in_one_sentence(client, tmp_path, content, match):
     bad = tmp_path / "broken.png"
-    bad.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 64)
-    with pytest.raises(Exception):
+    bad.write_bytes(content)
+    with pytest.raises(Exception, match=match):
         client.predict(handle_file(str(bad)), CLASSES, "tiny-random", "single", api_name="/classify")
     out = client.predict(handle_file(str(EXAMPLES_DIR / "cat.png")), CLASSES, "tiny-random", "single",
                          api_name="/classify")

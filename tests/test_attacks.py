@@ -4,9 +4,10 @@ import pytest
 import torch
 import torchattacks
 
-from app.attacks import ATTACKS, AttackConfig, run_attack
+from app.attacks import ATTACKS, AttackConfig
 from app.errors import InvalidClassNamesError, OutOfRangeError, UnknownNameError, UnsupportedError
 from app.purify import PAPER_DEFAULTS, PurifyConfig
+from app.scoring import attack_and_score
 from app.threat_models import THREAT_MODELS, PurifiedClassifier, attacked_model
 from tests.conftest import CLASSES
 
@@ -20,7 +21,7 @@ def x(tiny, noise_image):
 def test_bounded_attacks_stay_in_the_eps_ball_and_in_0_1(tiny_setup, x, name):
     clf, blank = tiny_setup
     eps = 1.0 if ATTACKS[name].norm == "l2" else 8.0
-    res = run_attack(AttackConfig(attack=name, eps=eps, steps=3), clf, blank, x, CLASSES)
+    res = attack_and_score(AttackConfig(attack=name, eps=eps, steps=3), clf, blank, PAPER_DEFAULTS, x, CLASSES).attack
     assert res.x_adv.shape == x.shape and res.x_adv.min() >= 0 and res.x_adv.max() <= 1
     d = (res.x_adv - x).flatten(1)
     if ATTACKS[name].norm == "linf":
@@ -33,23 +34,23 @@ def test_bounded_attacks_stay_in_the_eps_ball_and_in_0_1(tiny_setup, x, name):
 @pytest.mark.parametrize("name", ["CW-L2", "DeepFool"])
 def test_minimum_norm_attacks_stay_in_0_1(tiny_setup, x, name):
     clf, blank = tiny_setup
-    res = run_attack(AttackConfig(attack=name, steps=5), clf, blank, x, CLASSES)
+    res = attack_and_score(AttackConfig(attack=name, steps=5), clf, blank, PAPER_DEFAULTS, x, CLASSES).attack
     assert res.x_adv.min() >= 0 and res.x_adv.max() <= 1
 
 
 def test_untargeted_pgd_flips_bare_clip(tiny_setup, x):
     clf, blank = tiny_setup
-    res = run_attack(AttackConfig(attack="PGD", eps=16, steps=20), clf, blank, x, CLASSES)
-    assert res.success_bare == [True]
-    assert res.pred_bare.item() != clf(x).argmax().item()
+    a = attack_and_score(AttackConfig(attack="PGD", eps=16, steps=20), clf, blank, PAPER_DEFAULTS, x, CLASSES)
+    assert a.outcomes[0].fooled_clip
+    assert a.adversarial.bare.item() != clf(x).argmax().item() == a.clean.bare.item()
 
 
 @pytest.mark.parametrize("target", ["dog", "plane", "tree"])
 def test_targeted_pgd_reaches_its_target(tiny_setup, x, target):
     clf, blank = tiny_setup
     cfg = AttackConfig(attack="PGD", eps=16, steps=40, targeted=True, target=target)
-    res = run_attack(cfg, clf, blank, x, CLASSES)
-    assert res.pred_bare.item() == CLASSES.index(target) and res.success_bare == [True]
+    a = attack_and_score(cfg, clf, blank, PAPER_DEFAULTS, x, CLASSES)
+    assert a.adversarial.bare.item() == CLASSES.index(target) and a.outcomes[0].fooled_clip
 
 
 def test_adaptive_gradient_is_alive_where_official_vanishes(tiny_setup, x):
@@ -79,12 +80,12 @@ def test_same_seed_same_result_and_global_rng_untouched(tiny_setup, x):
     torch.manual_seed(1234)
     expected_next = torch.rand(3)
     torch.manual_seed(1234)
-    a = run_attack(AttackConfig(attack="APGD-CE", eps=8, steps=5, seed=7), clf, blank, x, CLASSES)
+    a = attack_and_score(AttackConfig(attack="APGD-CE", eps=8, steps=5, seed=7), clf, blank, PAPER_DEFAULTS, x, CLASSES).attack
     assert torch.equal(torch.rand(3), expected_next)   # APGD reseeds; we fork the RNG
-    b = run_attack(AttackConfig(attack="APGD-CE", eps=8, steps=5, seed=7), clf, blank, x, CLASSES)
+    b = attack_and_score(AttackConfig(attack="APGD-CE", eps=8, steps=5, seed=7), clf, blank, PAPER_DEFAULTS, x, CLASSES).attack
     assert torch.equal(a.x_adv, b.x_adv)
-    c = run_attack(AttackConfig(attack="PGD", eps=8, steps=2, seed=7), clf, blank, x, CLASSES)
-    d = run_attack(AttackConfig(attack="PGD", eps=8, steps=2, seed=8), clf, blank, x, CLASSES)
+    c = attack_and_score(AttackConfig(attack="PGD", eps=8, steps=2, seed=7), clf, blank, PAPER_DEFAULTS, x, CLASSES).attack
+    d = attack_and_score(AttackConfig(attack="PGD", eps=8, steps=2, seed=8), clf, blank, PAPER_DEFAULTS, x, CLASSES).attack
     assert not torch.equal(c.x_adv, d.x_adv)   # random start follows the seed
 
 
@@ -125,13 +126,13 @@ def test_autoattack_gets_the_class_count_and_budget(tiny_setup):
 def test_bad_attack_settings_get_one_typed_sentence(tiny_setup, x, cfg, classes, error, match):
     clf, blank = tiny_setup
     with pytest.raises(error, match=match):
-        run_attack(cfg, clf, blank, x, classes)
+        attack_and_score(cfg, clf, blank, PAPER_DEFAULTS, x, classes).attack
 
 
 @pytest.mark.parametrize("threat_model", list(THREAT_MODELS))
 def test_attacks_leave_clip_in_eval_mode(tiny_setup, x, threat_model):
     clf, blank = tiny_setup
-    run_attack(AttackConfig(attack="PGD", eps=4, steps=1, threat_model=threat_model), clf, blank, x, CLASSES)
+    attack_and_score(AttackConfig(attack="PGD", eps=4, steps=1, threat_model=threat_model), clf, blank, PAPER_DEFAULTS, x, CLASSES).attack
     assert not clf.training and not clf.clip.training
     assert not any(m.training for m in clf.clip.modules())
 
@@ -145,7 +146,7 @@ def test_quantised_adversarial_survives_a_png_round_trip_within_eps(tiny_setup, 
     clf, blank = tiny_setup
     x8 = torch.round(x * 255) / 255                       # the pipeline's 8-bit input
     for name, eps in (("PGD", 4.0), ("PGD-L2", 0.3)):
-        res = run_attack(AttackConfig(attack=name, eps=eps, steps=5), clf, blank, x8, CLASSES)
+        res = attack_and_score(AttackConfig(attack=name, eps=eps, steps=5), clf, blank, PAPER_DEFAULTS, x8, CLASSES).attack
         buf = io.BytesIO()
         to_pil(res.x_adv).save(buf, format="PNG")
         back = torch.from_numpy(np.asarray(Image.open(buf), dtype=np.float32) / 255).permute(2, 0, 1)[None]

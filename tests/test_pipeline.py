@@ -1,4 +1,5 @@
-"""The one pipeline call: streaming events, the result's shape, determinism."""
+"""The one pipeline call: streaming events, the result's shape, determinism, encoder passes."""
+import pytest
 import torch
 
 from app.attacks import AttackConfig
@@ -12,7 +13,8 @@ def test_events_stream_then_result(noise_image):
                       PurifyConfig(steps=6), model="tiny-random", template_set="single"))
     phases = [e.phase for e in events]
     assert phases[0] == "prepare" and phases[-1] == "done"
-    assert phases.index("attack") < phases.index("purify-clean") < phases.index("purify-adv")
+    # CLIPure's clean answer labels the attack, so the clean trajectory comes first
+    assert phases.index("purify-clean") < phases.index("attack") < phases.index("purify-adv")
     attack_steps = [e for e in events if e.phase == "attack-step"]
     assert [e.message for e in attack_steps] == [f"PGD: step {k}/4" for k in range(1, 5)]   # one per PGD step
     adv_steps = [e.step.step for e in events if e.phase == "purify-adv"]
@@ -20,8 +22,9 @@ def test_events_stream_then_result(noise_image):
     fractions = [e.fraction for e in events]
     assert fractions == sorted(fractions) and fractions[-1] == 1.0
     res = events[-1].result
-    assert res.adv_trace.embeddings.shape == (7, 64) and res.clean_trace.probs.shape == (7, len(CLASSES))
-    assert res.meaningless and res.purified.label == CLASSES[res.adv_trace.top1[-1]]
+    assert res.adv_trajectory.embeddings.shape == (7, 1, 64)
+    assert res.clean_trajectory.probs.shape == (7, 1, len(CLASSES))
+    assert res.meaningless and res.purified.label == CLASSES[res.adv_trajectory.top1[-1, 0]]
     assert abs(sum(res.clean.probs) - 1) < 1e-5
     assert res.attack.linf_255 <= 8 + 1e-4
 
@@ -31,13 +34,13 @@ def test_same_seed_same_result(noise_image):
               purify=PurifyConfig(steps=4, step_size=0.5), model="tiny-random", template_set="single")
     a, b = run_pipeline(noise_image, CLASSES, **kw), run_pipeline(noise_image, CLASSES, **kw)
     assert torch.equal(a.x_adv, b.x_adv)
-    assert torch.equal(a.adv_trace.embeddings, b.adv_trace.embeddings)
+    assert torch.equal(a.adv_trajectory.embeddings, b.adv_trajectory.embeddings)
     assert a.purified == b.purified
 
 
 def test_no_attack_means_clean_only(noise_image):
     res = run_pipeline(noise_image, CLASSES, attack=None, model="tiny-random", template_set="single")
-    assert res.attack is None and res.adv_trace is None and len(res.clean_trace.steps) == 11
+    assert res.attack is None and res.adv_trajectory is None and res.clean_trajectory.steps == 10
 
 
 def test_bad_settings_are_refused_before_any_text_encoding(noise_image, tiny, monkeypatch):
@@ -52,3 +55,30 @@ def test_bad_settings_are_refused_before_any_text_encoding(noise_image, tiny, mo
     with pytest.raises(InvalidImageError):
         run_pipeline(b"not an image", names, AttackConfig(), model="tiny-random", template_set="ensemble")
     assert calls == []
+
+
+@pytest.mark.parametrize("attack, own", [("FGSM", 1), ("PGD", 3)])
+def test_each_image_is_encoded_once_per_request(noise_image, tiny, monkeypatch, attack, own):
+    """Encoder calls per request = the attack's own forward passes + 2 (clean and adversarial)."""
+    run_pipeline(noise_image, CLASSES, attack=None, model="tiny-random", template_set="single")  # warm caches
+    calls = []
+    encode_image = tiny.model.encode_image
+    monkeypatch.setattr(tiny.model, "encode_image", lambda *a, **k: calls.append(1) or encode_image(*a, **k))
+    res = run_pipeline(noise_image, CLASSES, AttackConfig(attack=attack, eps=8, steps=own, threat_model="adaptive"),
+                       model="tiny-random", template_set="single")
+    assert res.attack.forwards == own
+    assert len(calls) == own + 2
+
+
+def test_compare_encodes_the_clean_image_once(noise_image, tiny, monkeypatch):
+    from app.pipeline import compare_threat_models
+    from app.threat_models import THREAT_MODELS
+    run_pipeline(noise_image, CLASSES, attack=None, model="tiny-random", template_set="single")
+    calls = []
+    encode_image = tiny.model.encode_image
+    monkeypatch.setattr(tiny.model, "encode_image", lambda *a, **k: calls.append(1) or encode_image(*a, **k))
+    results = compare_threat_models(noise_image, CLASSES, AttackConfig(attack="FGSM", eps=8), model="tiny-random",
+                                    template_set="single")
+    assert [r.attack_config.threat_model for r in results] == list(THREAT_MODELS)
+    assert len(calls) == 1 + len(THREAT_MODELS) * (1 + 1)    # clean once; per threat model: FGSM + x_adv
+    assert all(r.clean_trajectory is results[0].clean_trajectory for r in results)

@@ -42,9 +42,9 @@ def test_latent_map_has_landmarks_and_one_arrow_per_step(noise_image, tiny):
     r = run_pipeline(noise_image, CLASSES, AttackConfig(steps=2), model="tiny-random", template_set="single")
     classes = TEXT_CACHE.class_embeddings(tiny, CLASSES, "single")
     blank = TEXT_CACHE.blank_embedding(tiny, "single")
-    fig = latent_map_figure({"adversarial input": r.adv_trace.embeddings}, classes, blank, CLASSES, "cap")
+    fig = latent_map_figure({"adversarial input": r.adv_trajectory.embeddings[:, 0]}, classes, blank, CLASSES, "cap")
     ax = fig.axes[0]
     texts = [t.get_text() for t in ax.texts]
     assert all(c in texts for c in CLASSES) and any("blank" in t for t in texts)
     (quiver,) = [c for c in ax.collections if c.__class__.__name__ == "Quiver"]
-    assert quiver.N == len(r.adv_trace.steps) - 1
+    assert quiver.N == r.adv_trajectory.steps

@@ -24,9 +24,13 @@ from pathlib import Path
 
 from gradio_client import Client, handle_file
 
+from app.ui.callbacks import FORM, RUN_OUTPUTS
+
 ROOT = Path(__file__).resolve().parents[2]
 IMAGE = ROOT / "assets" / "examples" / "cat.png"
-STATUS, JSON = 15, 13   # positions of the status text and the JSON file among /run's outputs
+# /run's outputs by name: the API returns them in RUN_OUTPUTS order, without the result State.
+API_OUTPUTS = [n for n in RUN_OUTPUTS if n != "result_state"]
+STATUS, JSON = API_OUTPUTS.index("status"), API_OUTPUTS.index("json_file")
 CLASSES = "airplane, automobile, bird, cat, deer, dog, frog, horse, ship, truck"
 
 
@@ -50,8 +54,11 @@ def start_server(model: str) -> tuple[subprocess.Popen, str]:
 
 
 def one_request(client: Client, model: str) -> dict:
-    args = (handle_file(str(IMAGE)), CLASSES, model, "single", "PGD", "undefended", 4, 10, 0, 0, False, None,
-            "clipure-cos", 10, 30.0, 0.0, "l2", "sample")
+    form = dict(image=handle_file(str(IMAGE)), classnames=CLASSES, backbone=model, template_set="single",
+                attack="PGD", threat_model="undefended", eps=4, steps=10, step_size=0, seed=0, targeted=False,
+                target=None, method="clipure-cos", p_steps=10, p_step_size=30.0, momentum=0.0, norm="l2",
+                grad_scope="sample")
+    args = [form[name] for name in FORM]
     t0 = time.perf_counter()
     job = client.submit(*args, api_name="/run")
     first = None
