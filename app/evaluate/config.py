@@ -1,0 +1,149 @@
+"""What one evaluation run measures: its config, the grid of settings, and their fingerprint.
+
+A setting is one (defence, attack, eps, threat model) cell of the grid; the run evaluates every
+setting on every image. The fingerprint covers every field that can change a result, so a
+resumed run cannot mix results of two configurations.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field, fields, replace
+
+from app.attacks import ATTACKS
+from app.errors import CLIPureError, check_int, check_range
+from app.models import BACKBONES, PRECISIONS
+from app.purifiers import GRAD_SCOPES, PURIFIERS, PurifyConfig
+from app.threat_models import THREAT_MODELS
+from app.zeroshot import TEMPLATE_SETS
+
+NO_DEFENCE = "none"        # bare CLIP, no purification
+NO_ATTACK = "none"         # clean images only: robust accuracy = clean accuracy
+UNDEFENDED = "undefended"  # the threat model of bare CLIP: the attacker differentiates CLIP itself
+
+
+def defence_names() -> list[str]:
+    """Every value --defences accepts: bare CLIP plus each registered purifier."""
+    return [NO_DEFENCE, *PURIFIERS]
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """One run. Tuple fields are grid axes; every combination is evaluated on every image."""
+    data: str = "toy"                 # "toy", "cifar10", "cifar100" or an ImageFolder path
+    root: str | None = None           # torchvision root holding CIFAR (no download)
+    classnames: str | None = None     # ImageFolder classes: a file, "imagenet" or "cifar10"; None = folder names
+    n: int | None = None              # images (the first n of a fixed shuffle); None = all
+    seed: int = 0                     # attacks and randomised purifiers draw from (seed, image ids)
+    model: str = "toy-shapes"         # key of app.models.BACKBONES
+    precision: str = "fp32"           # key of app.models.PRECISIONS
+    templates: str = "ensemble"       # key of app.zeroshot.TEMPLATE_SETS
+    batch_size: int = 32              # the official norm couples batch mates: batches never change shape
+    defences: tuple[str, ...] = (NO_DEFENCE, "clipure-cos")
+    etas: tuple[float, ...] = (30.0,)  # purification step sizes eta (a grid axis)
+    purify_steps: int = 10            # T
+    momentum: float = 0.0             # gamma
+    update_norm: str = "l2"
+    grad_scope: str = "sample"        # "batch" reproduces the official batch coupling
+    attacks: tuple[str, ...] = ("PGD",)
+    eps: tuple[float, ...] = (4.0,)   # 1/255 for L-inf attacks, pixel units for L2
+    steps: int = 10                   # attack iterations
+    step_size: float | None = None    # None: the attack registry's default
+    threat_models: tuple[str, ...] = (UNDEFENDED,)
+    protocol: str | None = None       # the preset the run started from, if any (recorded only)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def fingerprint(self) -> str:
+        """Hash of every field that can change a result."""
+        d = self.to_dict()
+        d.pop("protocol")
+        return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
+
+    def changed_fields(self, other: dict) -> list[str]:
+        mine = self.to_dict()
+        return [f.name for f in fields(self) if f.name != "protocol"
+                and json.dumps(mine[f.name]) != json.dumps(other.get(f.name))]
+
+    def validate(self) -> "EvalConfig":
+        """Check every name against its registry and every number against its range; one
+        CLIPureError sentence otherwise."""
+        from app.evaluate.protocols import attack_spec   # registry attacks plus the protocol's own
+        BACKBONES.check(self.model)
+        PRECISIONS.check(self.precision)
+        TEMPLATE_SETS.check(self.templates)
+        GRAD_SCOPES.check(self.grad_scope)
+        for d in self.defences:
+            if d not in defence_names():
+                from app.errors import UnknownNameError
+                raise UnknownNameError("defence", d, defence_names())
+        for a in self.attacks:
+            if a != NO_ATTACK:
+                attack_spec(a)
+        for t in self.threat_models:
+            THREAT_MODELS.check(t)
+        for name, values in (("--defences", self.defences), ("--attacks", self.attacks),
+                             ("--eps", self.eps), ("--threat-models", self.threat_models), ("--eta", self.etas)):
+            if not values:
+                raise CLIPureError(f"{name} needs at least one value.")
+        for e in self.eps:
+            check_range("eps", e, 0, 1000)
+        check_int("--batch-size", self.batch_size, 1, 100_000)
+        check_int("--seed", self.seed, 0, 2**31 - 1)
+        if self.n is not None:
+            check_int("--n", self.n, 1, 10**9)
+        for eta in self.etas:
+            PurifyConfig(step_size=eta, steps=self.purify_steps, momentum=self.momentum,
+                         norm=self.update_norm, grad_scope=self.grad_scope).validate()
+        return self
+
+    def settings(self) -> list["Setting"]:
+        """The grid, in a fixed order. Bare CLIP has nothing to purify, so it is attacked once
+        per (attack, eps), under the undefended threat model, whatever --threat-models says."""
+        out = []
+        for d in self.defences:
+            if d == NO_DEFENCE:
+                purify_cfgs, tms = [None], [UNDEFENDED]
+            else:
+                purify_cfgs = [PurifyConfig(method=d, steps=self.purify_steps, step_size=eta, momentum=self.momentum,
+                                            norm=self.update_norm, grad_scope=self.grad_scope) for eta in self.etas]
+                tms = list(self.threat_models)
+            for p in purify_cfgs:
+                for a in self.attacks:
+                    for e in ([0.0] if a == NO_ATTACK else self.eps):
+                        for t in ([UNDEFENDED] if a == NO_ATTACK else tms):
+                            s = Setting(d, p, a, float(e), t)
+                            if s not in out:
+                                out.append(s)
+        return out
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One cell of the grid: a defence (with its purification config), an attack, eps and a threat model."""
+    defence: str
+    purify: PurifyConfig | None      # None for bare CLIP
+    attack: str
+    eps: float
+    threat_model: str
+    key: str = field(default="", compare=False)
+
+    def __post_init__(self):
+        eta = "" if self.purify is None else f"(eta={self.purify.step_size:g})"
+        object.__setattr__(self, "key", f"{self.defence}{eta}|{self.attack}|{self.eps:g}|{self.threat_model}")
+
+    @property
+    def eta(self) -> float | None:
+        return None if self.purify is None else self.purify.step_size
+
+    @property
+    def defence_label(self) -> str:
+        return self.key.split("|")[0]
+
+    def with_seed(self, seed: int) -> PurifyConfig | None:
+        return None if self.purify is None else replace(self.purify, seed=seed)
+
+
+def _known_attacks() -> list[str]:
+    return [NO_ATTACK, *ATTACKS]

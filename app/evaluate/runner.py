@@ -1,0 +1,277 @@
+"""The evaluation loop: batches, per-batch seeds, resume from results.jsonl, sharding.
+
+Batch k is always images [k*B, (k+1)*B) of the dataset, and its seed comes from (seed, its image
+ids), so neither the order of work nor the number of processes changes a result. Each batch
+attacks once per attacked model and scores every defence on the same x_adv through app.scoring;
+its lines are appended to results.jsonl and flushed as soon as they exist.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from app.attacks import ATTACKS, AttackConfig, run_attack, validate_attack
+from app.errors import CLIPureError
+from app.evaluate.config import NO_ATTACK, NO_DEFENCE, EvalConfig, Setting
+from app.evaluate.data import Dataset, open_dataset
+from app.evaluate.distributed import World, init_world
+from app.evaluate.protocols import attack_spec, run_protocol_attack
+from app.models import load_backbone
+from app.purifiers import PurifyConfig, Trajectory
+from app.scoring import Scored, encode, outcomes, score_steps
+from app.threat_models import THREAT_MODELS, attacked_model
+from app.zeroshot import TEXT_CACHE, build_classifier
+
+RESULTS, CONFIG = "results.jsonl", "config.json"
+BARE = PurifyConfig(steps=0)   # scoring bare CLIP: the trajectory is its input alone
+
+# Optional: (setting, attacked model, x, x_adv, labels) -> one dict per image, stored in each
+# line's "diagnostics" (gradient diagnostics of the precision work go here).
+DiagnosticsHook = Callable[[Setting, torch.nn.Module, torch.Tensor, torch.Tensor, torch.Tensor], list[dict]]
+
+
+def batch_seed(seed: int, ids) -> int:
+    """A batch's seed from (seed, its image ids): independent of order and sharding."""
+    text = f"{seed}:" + ",".join(map(str, ids))
+    return int(hashlib.sha256(text.encode()).hexdigest()[:8], 16) % (2**31 - 1)
+
+
+def batches(n: int, size: int) -> list[range]:
+    return [range(k, min(k + size, n)) for k in range(0, n, size)]
+
+
+# --- results.jsonl ------------------------------------------------------------------------------
+
+def read_results(path: Path) -> list[dict]:
+    """Every complete line (a line cut by a kill mid-write is dropped)."""
+    if not path.exists():
+        return []
+    lines = []
+    for raw in path.read_text().splitlines():
+        try:
+            lines.append(json.loads(raw))
+        except json.JSONDecodeError:
+            pass
+    return lines
+
+
+def completed(lines: list[dict], batch_sizes: dict[int, int]) -> tuple[set, list[dict]]:
+    """{(batch, setting key)} done in full, and the lines of those (partial groups are redone)."""
+    count: dict[tuple, int] = {}
+    for ln in lines:
+        count[(ln["batch"], ln["setting"])] = count.get((ln["batch"], ln["setting"]), 0) + 1
+    done = {k for k, c in count.items() if c == batch_sizes.get(k[0], -1)}
+    return done, [ln for ln in lines if (ln["batch"], ln["setting"]) in done]
+
+
+def prepare_out(cfg: EvalConfig, out: Path, batch_sizes: dict[int, int]) -> set:
+    """Check the folder against the config (refuse a changed one), drop partial groups, and
+    return the done (batch, setting key) pairs."""
+    out.mkdir(parents=True, exist_ok=True)
+    cfg_path, res_path = out / CONFIG, out / RESULTS
+    if cfg_path.exists():
+        saved = json.loads(cfg_path.read_text())
+        if saved.get("fingerprint") != cfg.fingerprint():
+            changed = ", ".join(cfg.changed_fields(saved.get("config", {}))) or "unknown fields"
+            raise CLIPureError(f"{out} holds results of a different configuration (changed: {changed}); "
+                               f"use another --out or delete {cfg_path.name} and {res_path.name} there.")
+    elif res_path.exists() and res_path.stat().st_size:
+        raise CLIPureError(f"{res_path} exists without its {CONFIG}, so it cannot be resumed safely; "
+                           f"use another --out.")
+    cfg_path.write_text(json.dumps({"fingerprint": cfg.fingerprint(), "config": cfg.to_dict()}, indent=1) + "\n")
+    lines = read_results(res_path)
+    done, keep = completed(lines, batch_sizes)
+    if len(keep) != len(lines):      # rewrite without the groups a kill cut short
+        tmp = res_path.with_suffix(".tmp")
+        tmp.write_text("".join(json.dumps(ln) + "\n" for ln in keep))
+        tmp.replace(res_path)
+    return done
+
+
+# --- one batch ----------------------------------------------------------------------------------
+
+class Evaluator:
+    """Everything a batch needs, loaded once per process."""
+
+    def __init__(self, cfg: EvalConfig, dataset: Dataset, device: str | None = None,
+                 diagnostics: DiagnosticsHook | None = None):
+        self.cfg, self.data, self.diagnostics = cfg, dataset, diagnostics
+        self.backbone = load_backbone(cfg.model, device, cfg.precision)
+        self.classnames = dataset.classnames
+        self.classifier = build_classifier(self.backbone, self.classnames, cfg.templates)
+        self.blank = TEXT_CACHE.blank_embedding(self.backbone, cfg.templates)
+        self.settings = cfg.settings()
+        for s in self.settings:   # validate before any work: one sentence on a bad value
+            if s.attack != NO_ATTACK:
+                self._attack_config(s, cfg.seed)
+
+    def _attack_config(self, s: Setting, seed: int) -> AttackConfig:
+        a = AttackConfig(attack=s.attack, eps=s.eps, steps=self.cfg.steps, step_size=self.cfg.step_size, seed=seed,
+                         threat_model=s.threat_model)
+        if s.attack in ATTACKS:
+            return validate_attack(a, self.classnames)
+        spec = attack_spec(s.attack)
+        if len(self.classnames) < spec.min_classes:
+            raise CLIPureError(f"{s.attack} needs at least {spec.min_classes} classes ({spec.note}).")
+        return a
+
+    def _scored(self, purify: PurifyConfig | None, z: torch.Tensor) -> Scored:
+        steps = score_steps(self.classifier, self.blank, purify or BARE, z, self.backbone.name)
+        return Scored(Trajectory.from_steps(list(steps)))
+
+    def run_batch(self, k: int, positions: range, todo: list[Setting]):
+        """Yield the result lines of batch k, one group (settings sharing an attacked model) at a time."""
+        ids = [self.data.ids[i] for i in positions]
+        seed = batch_seed(self.cfg.seed, ids)
+        x, y = self.data.load(positions, self.backbone)
+        x, y = x.to(self.backbone.device), y.to(self.backbone.device)
+        z = encode(self.classifier, x)
+        clean = {}
+        groups: dict[tuple, list[Setting]] = {}
+        for s in todo:
+            shared = s.attack == NO_ATTACK or THREAT_MODELS[s.threat_model].backward == "none"
+            groups.setdefault((s.attack, s.eps, s.threat_model, None if shared else s.purify), []).append(s)
+        for (attack, eps, tm, purify), members in groups.items():
+            t0 = time.perf_counter()
+            if attack == NO_ATTACK:
+                result, x_adv, model = None, x, None
+            else:
+                pcfg = replace(purify or members[0].purify or BARE, seed=seed)
+                model = attacked_model(tm, self.classifier, self.blank, pcfg, self.backbone.name)
+                acfg = self._attack_config(members[0], seed)
+                run = run_attack if attack in ATTACKS else run_protocol_attack
+                result = run(acfg, model, x, self.classnames, y)
+                x_adv = result.x_adv
+            z_adv = z if attack == NO_ATTACK else encode(self.classifier, x_adv)
+            lines = []
+            for s in members:
+                pcfg = s.with_seed(seed)
+                key = s.purify
+                if key not in clean:
+                    clean[key] = self._scored(pcfg, z)
+                c, adv = clean[key], self._scored(pcfg, z_adv)
+                bare = s.defence == NO_DEFENCE
+                clean_pred = c.bare if bare else c.purified
+                pred = adv.bare if bare else adv.purified
+                clean_ok = (clean_pred == y).tolist()
+                if result is not None and attack in ATTACKS:
+                    outs = outcomes(result, c, adv, labels=y)
+                    over = [o.exceeds_eps for o in outs]
+                    ok = [clean_ok[i] if over[i] else not (o.fooled_clip if bare else o.fooled_clipure)
+                          for i, o in enumerate(outs)]
+                else:
+                    over = [False] * len(ids)
+                    ok = (pred == y).tolist()
+                diag = (self.diagnostics(s, model, x, x_adv, y) if self.diagnostics and model is not None
+                        else [None] * len(ids))
+                linf = result.linf_255_each if result is not None else [0.0] * len(ids)
+                l2 = result.l2_each if result is not None else [0.0] * len(ids)
+                lines.append((s, clean_pred.tolist(), pred.tolist(), clean_ok, ok, over, linf, l2, diag))
+            seconds = (time.perf_counter() - t0) / len(ids)
+            yield [self._line(k, i, ids[i], int(y[i]), s, cp[i], p[i], co[i], o[i], ov[i], li[i], l2_[i], d[i], seconds)
+                   for (s, cp, p, co, o, ov, li, l2_, d) in lines for i in range(len(ids))]
+
+    def _line(self, k, i, image_id, label, s: Setting, clean_pred, pred, clean_ok, ok, over, linf, l2, diag, seconds):
+        return {"image_id": image_id, "batch": k, "label": label, "defence": s.defence, "eta": s.eta,
+                "attack": s.attack, "eps": s.eps, "threat_model": s.threat_model, "setting": s.key,
+                "clean_correct": bool(clean_ok), "correct": bool(ok), "clean_pred": int(clean_pred), "pred": int(pred),
+                "linf_255": round(float(linf), 4), "l2": round(float(l2), 5), "exceeds_eps": bool(over),
+                "seconds": round(seconds, 4), "diagnostics": diag}
+
+
+# --- the whole run ------------------------------------------------------------------------------
+
+def plan(cfg: EvalConfig, dataset: Dataset) -> list[range]:
+    return batches(len(dataset), cfg.batch_size)
+
+
+def run_evaluation(cfg: EvalConfig, out: str | Path, device: str | None = None, progress: bool = True,
+                   world: World | None = None, diagnostics: DiagnosticsHook | None = None,
+                   reports: bool = True) -> dict | None:
+    """Evaluate cfg into the folder out (resuming what it holds). Returns run statistics on
+    rank 0 (None elsewhere). Raises CLIPureError (one sentence) on a bad config or folder."""
+    from tqdm import tqdm
+
+    t_start = time.perf_counter()
+    world = world or init_world(device)
+    out = Path(out)
+    cfg = cfg.validate()
+    dataset = open_dataset(cfg.data, cfg.n, cfg.root, cfg.classnames)
+    parts = plan(cfg, dataset)
+    sizes = {k: len(r) for k, r in enumerate(parts)}
+    settings = cfg.settings()
+    # Rank 0 owns the folder; every rank learns what is done (or the sentence that stops the run).
+    state = None
+    if world.is_main:
+        try:
+            state = ("ok", prepare_out(cfg, out, sizes))
+        except CLIPureError as e:
+            state = ("error", str(e))
+    state = world.broadcast(state)
+    if state[0] == "error":
+        raise CLIPureError(state[1])
+    done = state[1]
+    pending = [(k, [s for s in settings if (k, s.key) not in done]) for k in range(len(parts))]
+    pending = [(k, todo) for k, todo in pending if todo]
+    evaluator = Evaluator(cfg, dataset, world.device(device), diagnostics)
+    rounds = math.ceil(len(pending) / world.size)
+    bar = tqdm(total=len(pending), unit="batch", desc="evaluate", disable=not (progress and world.is_main),
+               dynamic_ncols=True)
+    writer = open(out / RESULTS, "a") if world.is_main else None
+    n_lines, t_loop = 0, time.perf_counter()
+    try:
+        for r in range(rounds):
+            j = r * world.size + world.rank
+            mine = []
+            if j < len(pending):
+                k, todo = pending[j]
+                for group in evaluator.run_batch(k, parts[k], todo):
+                    if world.distributed:
+                        mine.extend(group)
+                    else:      # one process: each group is on disk as soon as it exists
+                        writer.write("".join(json.dumps(ln) + "\n" for ln in group))
+                        writer.flush()
+                        n_lines += len(group)
+            gathered = world.gather(mine) if world.distributed else None
+            if world.is_main:
+                if gathered:
+                    for part in gathered:
+                        writer.write("".join(json.dumps(ln) + "\n" for ln in part))
+                        n_lines += len(part)
+                    writer.flush()
+                bar.update(min(world.size, len(pending) - r * world.size))
+    finally:
+        bar.close()
+        if writer:
+            writer.close()
+    loop_seconds = time.perf_counter() - t_loop
+    if not world.is_main:
+        world.close()
+        return None
+    stats = {"wall_seconds": round(time.perf_counter() - t_start, 2), "loop_seconds": round(loop_seconds, 3),
+             "result_lines_computed": n_lines, "batches_computed": len(pending), "batches_total": len(parts),
+             "images": len(dataset), "settings": len(settings), "world_size": world.size,
+             "backend": world.backend, "device": str(evaluator.backbone.device)}
+    images_done = n_lines / max(len(settings), 1)
+    stats["images_per_second"] = round(images_done / loop_seconds, 3) if loop_seconds > 0 and n_lines else None
+    stats["results_per_second"] = round(n_lines / loop_seconds, 3) if loop_seconds > 0 and n_lines else None
+    if reports:
+        write_reports(cfg, out, dataset, stats, evaluator)
+    world.close()
+    return stats
+
+
+def write_reports(cfg: EvalConfig, out: Path, dataset: Dataset, stats: dict, evaluator: Evaluator) -> None:
+    from app.evaluate import card, plots, tables
+    lines = read_results(out / RESULTS)
+    summary = tables.write(out, cfg, lines, dataset.classnames)
+    plots.write(out, summary)
+    card.write(out, cfg, stats, evaluator, [batch_seed(cfg.seed, [dataset.ids[i] for i in r])
+                                           for r in plan(cfg, dataset)])

@@ -1,0 +1,91 @@
+"""summary.json and table.md: clean and robust accuracy per setting, with 95% Wilson intervals."""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+from app.evaluate.config import EvalConfig
+
+Z95 = 1.959963984540054   # the standard normal's 97.5% quantile
+
+
+def wilson(k: int, n: int, z: float = Z95) -> tuple[float, float]:
+    """Wilson score interval for k successes in n trials: (low, high) in [0, 1]."""
+    if n == 0:
+        return 0.0, 1.0
+    p = k / n
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z / denom * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def summarise(cfg: EvalConfig, lines: list[dict]) -> dict:
+    """One row per setting, in the grid's order: counts, accuracies and intervals."""
+    rows = []
+    by_key: dict[str, list[dict]] = {}
+    for ln in lines:
+        by_key.setdefault(ln["setting"], []).append(ln)
+    for s in cfg.settings():
+        got = by_key.get(s.key, [])
+        n = len(got)
+        clean = sum(ln["clean_correct"] for ln in got)
+        robust = sum(ln["correct"] for ln in got)
+        rows.append({
+            "setting": s.key, "defence": s.defence, "eta": s.eta,
+            "purify": None if s.purify is None else s.purify.to_dict(),
+            "attack": s.attack, "eps": s.eps, "threat_model": s.threat_model, "n": n,
+            "clean_correct": clean, "robust_correct": robust,
+            "clean_accuracy": clean / n if n else None, "clean_ci95": list(wilson(clean, n)),
+            "robust_accuracy": robust / n if n else None, "robust_ci95": list(wilson(robust, n)),
+            "exceeds_eps": sum(ln["exceeds_eps"] for ln in got),
+            "mean_linf_255": sum(ln["linf_255"] for ln in got) / n if n else None,
+        })
+    return {"config": cfg.to_dict(), "fingerprint": cfg.fingerprint(), "rows": rows}
+
+
+def pct(v: float | None) -> str:
+    return "—" if v is None else f"{100 * v:.1f}%"
+
+
+def cell(acc: float | None, ci) -> str:
+    return "—" if acc is None else f"{pct(acc)} [{100 * ci[0]:.1f}, {100 * ci[1]:.1f}]"
+
+
+def markdown(summary: dict) -> str:
+    """The long table: one row per setting."""
+    cfg = summary["config"]
+    head = (f"Model `{cfg['model']}` ({cfg['precision']}), templates `{cfg['templates']}`, data `{cfg['data']}`, "
+            f"attack steps {cfg['steps']}, batch {cfg['batch_size']}, seed {cfg['seed']}. "
+            f"Accuracy with 95% Wilson intervals; eps in 1/255 for L-inf attacks.\n\n")
+    out = ["| defence | attack | eps | threat model | n | clean | robust |", "|---|---|---|---|---|---|---|"]
+    for r in summary["rows"]:
+        out.append(f"| {r['setting'].split('|')[0]} | {r['attack']} | {r['eps']:g} | {r['threat_model']} | {r['n']} | "
+                   f"{cell(r['clean_accuracy'], r['clean_ci95'])} | {cell(r['robust_accuracy'], r['robust_ci95'])} |")
+    return head + "\n".join(out) + "\n"
+
+
+def pivot(summary: dict, attack: str, eps: float, threat_models: list[str]) -> str:
+    """The README shape: one row per defence, clean then one column per threat model."""
+    rows = [r for r in summary["rows"] if r["attack"] == attack and r["eps"] == eps]
+    order: list[str] = []
+    for r in rows:
+        label = r["setting"].split("|")[0]
+        if label not in order:
+            order.append(label)
+    out = ["| defence | clean | " + " | ".join(threat_models) + " |", "|---" * (len(threat_models) + 2) + "|"]
+    for label in order:
+        mine = {r["threat_model"]: r for r in rows if r["setting"].split("|")[0] == label}
+        first = next(iter(mine.values()))
+        cells = [cell(mine[t]["robust_accuracy"], mine[t]["robust_ci95"]) if t in mine else "—" for t in threat_models]
+        out.append(f"| {label} | {cell(first['clean_accuracy'], first['clean_ci95'])} | " + " | ".join(cells) + " |")
+    return "\n".join(out) + "\n"
+
+
+def write(out: Path, cfg: EvalConfig, lines: list[dict], classnames) -> dict:
+    summary = summarise(cfg, lines)
+    summary["classes"] = len(classnames)
+    (out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
+    (out / "table.md").write_text(markdown(summary))
+    return summary
