@@ -8,6 +8,7 @@ so is the aspect ratio. check_pixel_budget bounds what resizing to a model's res
 from __future__ import annotations
 
 import io
+import math
 import os
 import warnings
 from pathlib import Path
@@ -40,21 +41,27 @@ def _to_rgb(img: Image.Image) -> Image.Image:
 def _check_aspect(w: int, h: int, limits: Limits) -> None:
     if max(w, h) > limits.max_aspect_ratio * min(w, h):
         raise InvalidImageError(
-            f"The image is {w}x{h} pixels, more than {limits.max_aspect_ratio:g} times as long as it is wide; "
-            f"crop it closer to a square.")
+            f"The image is {w}x{h} pixels, its long side more than {limits.max_aspect_ratio:g} times its "
+            f"short side; crop it closer to a square.")
 
 
 def resize_bytes(w: int, h: int, image_size: int) -> int:
-    """Bytes that the model transform's resize allocates for a w x h image (an upper bound).
+    """Bytes that the model transform's resize allocates for a w x h RGB image (an upper bound).
 
     open_clip resizes the SHORT side to image_size (torchvision's rule: the long side becomes
     int(image_size * long / short)), then centre-crops. Pillow resamples in two passes, first
-    horizontal to (new_w, h), then vertical to (new_w, new_h), at 4 bytes a pixel for RGB.
+    horizontal to (new_w, h), then vertical to (new_w, new_h), at 4 bytes a pixel, and each pass
+    keeps a table of bicubic filter weights (doubles) and bounds per output pixel.
     """
     short, long = min(w, h), max(w, h)
     new_long = int(image_size * long / short)
     new_w, new_h = (new_long, image_size) if w >= h else (image_size, new_long)
-    return 4 * new_w * (h + new_h)
+
+    def weights(in_size: int, out_size: int) -> int:
+        taps = 2 * math.ceil(2.0 * max(in_size / out_size, 1.0)) + 1   # bicubic support 2, widened to downscale
+        return out_size * (taps * 8 + 8)
+
+    return 4 * new_w * (h + new_h) + weights(w, new_w) + weights(h, new_h)
 
 
 def check_pixel_budget(img: Image.Image, image_size: int, limits: Limits = LIMITS) -> Image.Image:

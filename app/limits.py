@@ -12,7 +12,7 @@ class Limits:
     max_aspect_ratio: float = 20.0     # long side / short side; the centre crop keeps only 1/ratio of it
     # What resizing to the model resolution may allocate (Pillow keeps 4 bytes a pixel; the
     # shortest-side resize makes a horizontal and a vertical pass). With the two limits above,
-    # an accepted image needs at most 23 MiB at 224 px and 37 MiB at 336 px.
+    # an accepted image needs at most 24 MiB at 224 px and 39 MiB at 336 px.
     max_preprocess_mb: float = 64.0    # in MiB
     min_classes: int = 2               # a classifier needs at least two names
     max_classes: int = 100             # text-encoder cost grows with the class count
