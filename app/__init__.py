@@ -1,19 +1,31 @@
-"""CLIPure demo engine: zero-shot CLIP, CLIPure-Cos purification, attacks, one pipeline.
+"""CLIPure demo engine: zero-shot CLIP, CLIPure purification, attacks, one pipeline.
 
-Knows nothing of Gradio. The public surface is __all__; the README runs run_pipeline and
-clipure_cos in one example.
+Knows nothing of Gradio. The public surface is __all__, imported lazily (importing `app`
+alone loads no torch); the README runs run_pipeline and clipure_cos in one example.
 """
-from app.attacks import ATTACKS, AttackConfig, AttackResult, run_attack
-from app.errors import CLIPureError, WeightsUnavailableError
-from app.models import BACKBONES, load_backbone
-from app.pipeline import PipelineResult, prepare, run, run_pipeline
-from app.purify import PAPER_DEFAULTS, PURIFIERS, PurifyConfig, Trajectory, clipure_cos
-from app.threat_models import THREAT_MODELS, PurifiedClassifier
-from app.zeroshot import TEMPLATE_SETS, TEXT_CACHE, ZeroShotClassifier, build_classifier
+from __future__ import annotations
 
-__all__ = [
-    "BACKBONES", "load_backbone", "TEMPLATE_SETS", "TEXT_CACHE", "ZeroShotClassifier", "build_classifier",
-    "clipure_cos", "Trajectory", "PurifyConfig", "PAPER_DEFAULTS", "PURIFIERS",
-    "ATTACKS", "THREAT_MODELS", "AttackConfig", "AttackResult", "PurifiedClassifier", "run_attack",
-    "run", "run_pipeline", "prepare", "PipelineResult", "CLIPureError", "WeightsUnavailableError",
-]
+import importlib
+
+# public name -> the module that defines it
+_SURFACE = {
+    "load_backbone": "app.models", "BACKBONES": "app.models",
+    "TEMPLATE_SETS": "app.zeroshot", "TEXT_CACHE": "app.zeroshot", "build_classifier": "app.zeroshot",
+    "clipure_cos": "app.purifiers", "PURIFIERS": "app.purifiers", "PurifyConfig": "app.purifiers",
+    "PAPER_DEFAULTS": "app.purifiers", "Trajectory": "app.purifiers",
+    "ATTACKS": "app.attacks", "AttackConfig": "app.attacks",
+    "THREAT_MODELS": "app.threat_models",
+    "run": "app.pipeline", "run_pipeline": "app.pipeline", "compare_threat_models": "app.pipeline",
+    "CLIPureError": "app.errors", "WeightsUnavailableError": "app.errors",
+}
+__all__ = list(_SURFACE)
+
+
+def __getattr__(name: str):
+    if name not in _SURFACE:
+        raise AttributeError(f"module 'app' has no attribute {name!r}")
+    return getattr(importlib.import_module(_SURFACE[name]), name)
+
+
+def __dir__():
+    return sorted(__all__)

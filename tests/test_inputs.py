@@ -1,5 +1,6 @@
 """Bad input gets its typed error; odd but valid images are converted correctly."""
 import io
+import re
 
 import numpy as np
 import pytest
@@ -9,7 +10,9 @@ from app.classnames import parse_classnames
 from app.errors import CLIPureError, InvalidClassNamesError, InvalidImageError, UnknownNameError
 from app.images import load_image
 from app.limits import Limits
-from app.pipeline import prepare
+from app.attacks import AttackConfig
+from app.pipeline import prepare, run_pipeline
+from app.purifiers import PurifyConfig
 
 
 def png_bytes(img, fmt="PNG", **kw):
@@ -122,8 +125,27 @@ def test_unknown_names_list_the_valid_ones(noise_image):
         prepare(noise_image, "a, b", model="tiny-random", template_set="many")
 
 
-def test_every_error_is_one_sentence():
-    for err in (InvalidImageError("The file is not an image that Pillow can read."),
-                UnknownNameError("attack", "x", ["A", "B"])):
-        assert isinstance(err, CLIPureError) and isinstance(err, ValueError)
-        assert str(err).endswith(".") and "\n" not in str(err)
+@pytest.mark.parametrize("bad", [
+    dict(image=b"not an image"),
+    dict(image=None),
+    dict(classnames="cat"),
+    dict(model="ViT-Q-1"),
+    dict(template_set="many"),
+    dict(attack=AttackConfig(attack="PGX")),
+    dict(attack=AttackConfig(eps=99)),
+    dict(attack=AttackConfig(steps=None)),
+    dict(attack=AttackConfig(targeted=True, target="zebra")),
+    dict(purify=PurifyConfig(steps=-1)),
+    dict(purify=PurifyConfig(norm="l3")),
+    dict(purify=PurifyConfig(momentum=float("nan"))),
+])
+def test_every_error_is_one_sentence(noise_image, bad):
+    """Bad input through the engine's front door gives one typed sentence, nothing more."""
+    kw = dict(image=noise_image, classnames=["cat", "dog", "car"], attack=AttackConfig(steps=1),
+              purify=PurifyConfig(), model="tiny-random", template_set="single", **{})
+    kw.update(bad)
+    with pytest.raises(CLIPureError) as e:
+        run_pipeline(kw.pop("image"), kw.pop("classnames"), **kw)
+    msg = str(e.value)
+    assert isinstance(e.value, ValueError) and msg.endswith(".") and "\n" not in msg
+    assert not re.search(r"[.!?] [A-Z]", msg), msg        # no second sentence

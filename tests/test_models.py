@@ -25,9 +25,19 @@ def test_loaded_once_in_eval_mode_with_frozen_parameters(tiny):
 
 
 def test_tiny_random_is_the_same_in_every_build():
-    a = load_backbone("tiny-random", pretrained=False)
-    b = load_backbone("tiny-random")
-    assert a is b   # random backbones ignore the flag: one cache entry
+    """Random weights come from a fixed seed: two fresh builds (no cache) are equal, and the
+    global RNG is left as it was."""
+    import torch
+
+    from app.models import _create
+    state = torch.random.get_rng_state()
+    a, _ = _create(get_spec("tiny-random"), "tiny-random", torch.device("cpu"), "fp32", pretrained=False)
+    torch.rand(3)                                   # move the global RNG between the builds
+    b, _ = _create(get_spec("tiny-random"), "tiny-random", torch.device("cpu"), "fp32", pretrained=False)
+    sa, sb = a.state_dict(), b.state_dict()
+    assert sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+    assert load_backbone("tiny-random", pretrained=False) is load_backbone("tiny-random")   # one cache entry
+    torch.random.set_rng_state(state)
 
 
 def test_unknown_model_lists_valid_names():

@@ -25,7 +25,7 @@ from safetensors.torch import save_file
 
 from app.toy import shapes
 
-ASSET_DIR = Path(__file__).resolve().parent.parent / "assets" / "toy-shapes"
+ASSET_DIR = Path(__file__).resolve().parents[2] / "assets" / "toy-shapes"
 CONFIG = ASSET_DIR / "toy-shapes.json"
 ARCH = "toy-shapes"
 

@@ -1,0 +1,75 @@
+"""The UI callbacks as plain functions: no server, no browser."""
+import gradio as gr
+import pytest
+
+from app.presets import EXAMPLES_DIR
+from app.ui import callbacks as cb
+
+IMAGE = str(EXAMPLES_DIR / "cat.png")
+VALUES = dict(image=IMAGE, classnames="cat, dog, car, plane", backbone="tiny-random", template_set="single",
+              attack="PGD", threat_model="adaptive", eps=8, steps=2, step_size=0, seed=1, targeted=False,
+              target="dog", method="clipure-cos", p_steps=4, p_step_size=30.0, momentum=0.0, norm="l2",
+              grad_scope="sample")
+
+
+def values(names=cb.FORM, **changes):
+    return [{**VALUES, **changes}[n] for n in names]
+
+
+def test_form_builds_the_configs_from_widget_values():
+    form = cb.Form.of(cb.FORM, values())
+    a, p = form.attack_config(), form.purify_config()
+    assert a.step_size is None and a.target is None and not a.targeted   # 0 = eps/4; target only when targeted
+    assert cb.Form.of(cb.FORM, values(targeted=True)).attack_config().target == "dog"
+    assert (p.steps, p.step_size, p.grad_scope) == (4, 30.0, "sample")
+
+
+def test_run_outputs_are_ordered_by_name_and_unknown_names_are_refused():
+    out = cb.run_outputs(status="x", replay=3)
+    assert out[cb.RUN_OUTPUTS.index("status")] == "x" and out[cb.RUN_OUTPUTS.index("replay")] == 3
+    assert len(out) == len(cb.RUN_OUTPUTS)
+    with pytest.raises(AssertionError):
+        cb.run_outputs(no_such_output=1)
+
+
+def test_user_errors_turns_engine_errors_into_one_gr_error_also_in_generators():
+    from app.errors import OutOfRangeError
+
+    @cb.user_errors
+    def stream():
+        yield 1
+        raise OutOfRangeError("Steps must be between 1 and 200, got 500.")
+    gen = stream()
+    assert next(gen) == 1
+    with pytest.raises(gr.Error, match="Steps must be between 1 and 200"):
+        next(gen)
+
+
+def test_run_demo_streams_to_a_complete_result():
+    updates = list(cb.run_demo(*values()))
+    final = dict(zip(cb.RUN_OUTPUTS, updates[-1]))
+    assert final["status"].startswith("✅") and final["replay"] == 4
+    assert final["purified_label"] and final["result_state"].purify_config.steps == 4
+    statuses = [dict(zip(cb.RUN_OUTPUTS, u))["status"] for u in updates[:-1]]
+    assert any("PGD" in str(s) for s in statuses)   # progress beside the button, during the attack
+
+
+def test_run_demo_refuses_bad_input_in_one_sentence():
+    with pytest.raises(gr.Error, match="L-inf eps must be between 0 and 32"):
+        list(cb.run_demo(*values(eps=50)))
+
+
+def test_replay_shows_the_prediction_at_the_chosen_step():
+    final = dict(zip(cb.RUN_OUTPUTS, list(cb.run_demo(*values()))[-1]))
+    r = final["result_state"]
+    label, note, probs, cos = cb.on_replay(r, 2)
+    assert label == r.adv_trajectory.prediction(2, r.classnames).top(cb.TOP_K, r.classnames)
+    assert "Step 2/4" in note
+    assert cb.on_replay(None, 2)[0] is not None   # no run yet: nothing changes (gr.skip)
+
+
+def test_classify_api_and_target_menu():
+    out = cb.classify_api(*values(cb.COMMON))
+    assert out["classnames"] == ["cat", "dog", "car", "plane"] and out["meaningless"]
+    update = cb.on_classnames("cat, dog, cat", "zebra")
+    assert update["choices"] == ["cat", "dog"] and update["value"] == "dog"
