@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from app.errors import check_int, check_range
 from app.limits import LIMITS, Limits
 from app.purifiers.cos import BACKWARDS, GRAD_SCOPES, NORMS, clipure_cos, clipure_cos_iter, rotation_per_step
+from app.purifiers.diff import diff_iterate
 from app.purifiers.trajectory import Prediction, Trajectory, TrajectoryStep
 from app.registry import Registry
 
@@ -73,6 +74,7 @@ def _cos_iterate(z, blank, cfg: PurifyConfig, backward: str = "none", backbone: 
 
 PURIFIERS: Registry[PurifierSpec] = Registry("purification method", {
     "clipure-cos": PurifierSpec("CLIPure-Cos", _cos_iterate),
+    "clipure-diff": PurifierSpec("CLIPure-Diff", diff_iterate, randomised=True),
 })
 
 

@@ -66,14 +66,22 @@ def clipure_cos_iter(z: torch.Tensor, blank: torch.Tensor, steps: int = 10, step
             v = u.detach() if backward == "official" else u
             cos = (v * b_hat).sum(-1, keepdim=True)                 # (N, 1) = cos(z, b)
             g_u = cos * v - b_hat                                   # r * grad_z[-cos(z, b)]
-            if grad_scope == "sample":
-                g_norm = g_u.norm(dim=-1, keepdim=True)
-            else:  # one norm for the whole batch, as the official code: couples batch mates
-                g_norm = g_u.norm()
-            m = momentum * m - (1.0 - momentum) * g_u / g_norm.clamp_min(1e-12)
-            u = u + step_size * (m if norm == "l2" else torch.sign(m))
-            u = u / u.norm(dim=-1, keepdim=True)
+            u, m = normalised_step(u, m, g_u, step_size, momentum, norm, grad_scope)
             yield r * u
+
+
+def normalised_step(u: torch.Tensor, m: torch.Tensor, g_u: torch.Tensor, step_size: float, momentum: float,
+                    norm: str, grad_scope: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """One step on the unit sphere, shared by CLIPure-Cos and CLIPure-Diff: returns (u, m), each (N, D).
+
+    g_u = r * (gradient of the loss to minimise); it is normalised per sample or over the batch
+    ("batch", as the official code: couples batch mates), then m = gamma m - (1 - gamma) g_u / ||g_u||,
+    u = normalize(u + eta m) ("l2") or normalize(u + eta sign(m)) ("linf").
+    """
+    g_norm = g_u.norm(dim=-1, keepdim=True) if grad_scope == "sample" else g_u.norm()
+    m = momentum * m - (1.0 - momentum) * g_u / g_norm.clamp_min(1e-12)
+    u = u + step_size * (m if norm == "l2" else torch.sign(m))
+    return u / u.norm(dim=-1, keepdim=True), m
 
 
 def clipure_cos(z: torch.Tensor, blank: torch.Tensor, steps: int = 10, step_size: float = 30.0,
