@@ -186,6 +186,6 @@ def test_config_validation():
     with pytest.raises(OutOfRangeError, match="step size"):
         PurifyConfig(step_size=-1).validate()
     with pytest.raises(UnknownNameError, match="clipure-cos"):
-        PurifyConfig(method="clipure-diff").validate()
+        PurifyConfig(method="clipure-x").validate()
     with pytest.raises(UnknownNameError, match="l2, linf"):
         PurifyConfig(norm="l1").validate()
