@@ -38,7 +38,9 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--root", help="local torchvision root holding CIFAR (nothing is downloaded)")
     ap.add_argument("--classnames", help="ImageFolder classes: FILE (one a line, sorted folder order), imagenet "
                                          "(synset folders) or cifar10; default: the folder names")
-    ap.add_argument("--n", type=int, help="number of images (default: all; toy: 1000)")
+    ap.add_argument("--n", "--num-images", dest="n", type=int,
+                    help="number of images (default: all; toy: 1000); under torchrun write --num-images, "
+                         "since torchrun reads --n as an ambiguous option of its own")
     ap.add_argument("--seed", type=int)
     ap.add_argument("--model", help="backbone (app.models.BACKBONES)")
     ap.add_argument("--precision", help="fp32, fp16 or bf16")
