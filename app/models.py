@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import os
 import threading
-from dataclasses import dataclass
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import open_clip
 import torch
+from open_clip.model import convert_weights_to_lp
 from PIL import Image
 from torchvision.transforms import Compose, Normalize
 
@@ -90,14 +92,42 @@ def pick_device(device: str | None = None) -> torch.device:
 
 
 def pick_precision(device: torch.device, precision: str | None = None) -> str:
-    """fp32 unless asked otherwise. fp16/bf16 only on CUDA, and only for the encoders:
-    purification and the zero-shot head always run in fp32 (the 2-cycle and cosines near 1
-    need the precision)."""
+    """fp32 unless asked otherwise, on every device, CUDA included: in the official fp16 recipe the
+    masked gradient of the `official` threat model underflows to exactly zero, so fp16 is a setting
+    to study that, not a default. Purification and the zero-shot head run in fp32 whatever the
+    encoders' precision (as in the official code)."""
     precision = precision or os.environ.get("CLIPURE_PRECISION", "fp32")
-    PRECISIONS.check(precision)
-    if precision != "fp32" and device.type != "cuda":
-        raise UnsupportedError(f"Precision {precision} is only used on CUDA; use fp32 on {device.type}.")
+    dtype = PRECISIONS[precision]
+    if precision != "fp32":
+        try:   # a half-precision matmul: the op the encoders need most
+            torch.ones(2, 2, dtype=dtype, device=device) @ torch.ones(2, 2, dtype=dtype, device=device)
+        except (RuntimeError, TypeError):
+            raise UnsupportedError(f"This {device.type} device cannot compute in {precision}; use fp32.") from None
     return precision
+
+
+# The official evaluation's mixed precision (DESIGN.md, "Precision"): the model is created in
+# half precision (open_clip rounds its Linear, Conv, attention and projection weights), brought
+# back with .float(), then every parameter whose name holds one of these parts is cast to half
+# again, LayerNorms ("ln_") excepted. Embeddings, LayerNorms and logit_scale stay fp32.
+HALF_PARTS = ("mlp", "attn", "conv1", "visual.proj", "text_projection", "q_proj", "proj.bias", "proj")
+
+
+def _half_params(model: torch.nn.Module):
+    return [(n, p) for n, p in model.named_parameters()
+            if "ln_" not in n and any(part in n for part in HALF_PARTS)]
+
+
+def apply_precision(model: torch.nn.Module, precision: str) -> torch.nn.Module:
+    """Cast an fp32 open_clip CLIP to the official recipe at `precision` (fp16 or bf16), in place."""
+    if precision == "fp32":
+        return model
+    dtype = PRECISIONS[precision]
+    convert_weights_to_lp(model, dtype)
+    model.float()
+    for _, p in _half_params(model):
+        p.data = p.data.to(dtype)
+    return model
 
 
 @dataclass
@@ -115,10 +145,30 @@ class Backbone:
     precision: str
     pretrained: bool = True
     context_length: int = 77
+    text_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @property
     def dtype(self) -> torch.dtype:
+        """The dtype images enter the encoder in (the official code's `image.half()`)."""
         return PRECISIONS[self.precision]
+
+    @contextmanager
+    def text_tower(self, full_precision: bool):
+        """Hold the text encoder for one encoding. full_precision=True lifts its half-precision
+        weights to fp32 for the duration, exactly (they are fp16 values): the official code
+        encodes the class names before its mixed-precision cast and the blank after it."""
+        with self.text_lock:
+            lifted = []
+            if full_precision and self.precision != "fp32":
+                lifted = [(p, p.dtype) for n, p in _half_params(self.model)
+                          if not n.startswith("visual.") and p.dtype != torch.float32]
+                for p, _ in lifted:
+                    p.data = p.data.float()
+            try:
+                yield self.model
+            finally:
+                for p, dtype in lifted:
+                    p.data = p.data.to(dtype)
 
     def to_pixels(self, image: Image.Image) -> torch.Tensor:
         """RGB PIL image -> (1, 3, S, S) float32 in [0,1] on the model's device."""
@@ -127,8 +177,22 @@ class Backbone:
         return self.pixel_transform(image).unsqueeze(0).to(self.device, torch.float32)
 
 
+# Loaded backbones, least recently used first. At most LIMITS.max_loaded_backbones stay
+# (CLIPURE_MAX_LOADED_BACKBONES): each costs its weights in memory, about 0.6 GB for ViT-B/32
+# and 1.7 GB for ViT-L/14 in fp32. Dropping one from here never breaks a request using it: the
+# request holds its own reference, and the memory is freed when the last one ends.
 _CACHE: dict[tuple, Backbone] = {}
 _CACHE_LOCK = threading.Lock()
+
+
+def _remember(key: tuple, backbone: Backbone) -> None:
+    """Put backbone at the most recently used end; drop the least recently used beyond the limit.
+    Call with _CACHE_LOCK held."""
+    from app.limits import LIMITS
+    _CACHE.pop(key, None)
+    _CACHE[key] = backbone
+    while len(_CACHE) > max(1, LIMITS.max_loaded_backbones):
+        del _CACHE[next(iter(_CACHE))]
 _LOAD_LOCKS: dict[tuple, threading.Lock] = {}
 
 
@@ -146,8 +210,8 @@ def _create(spec: BackboneSpec, name: str, device: torch.device, precision: str,
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
         try:
-            model, _, preprocess = open_clip.create_model_and_transforms(
-                arch, pretrained=weights, device=device, precision=precision)
+            model, _, preprocess = open_clip.create_model_and_transforms(arch, pretrained=weights, device=device)
+            apply_precision(model, precision)
         except (OSError, RuntimeError, ValueError, ConnectionError, ImportError) as e:
             if not (pretrained and (spec.needs_download or spec.source == "bundled")):
                 raise
@@ -182,6 +246,7 @@ def load_backbone(name: str | None = None, device: str | None = None, precision:
     key = (name, str(dev), prec, pretrained)
     with _CACHE_LOCK:
         if key in _CACHE:
+            _remember(key, _CACHE[key])
             return _CACHE[key]
         key_lock = _LOAD_LOCKS.setdefault(key, threading.Lock())
     # One lock per backbone: a long download blocks only requests for that backbone.
@@ -202,7 +267,7 @@ def load_backbone(name: str | None = None, device: str | None = None, precision:
             precision=prec, pretrained=pretrained,
             context_length=int(getattr(tokenizer, "context_length", 77)))
         with _CACHE_LOCK:
-            _CACHE[key] = backbone
+            _remember(key, backbone)
         return backbone
 
 

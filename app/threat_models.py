@@ -7,7 +7,7 @@
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 import torch.nn as nn
@@ -30,9 +30,10 @@ THREAT_MODELS: Registry[ThreatModel] = Registry("threat model", {
         "Undefended (transfer)",
         "The attacker differentiates bare CLIP; the adversarial image is then purified.", "none"),
     "official": ThreatModel(
-        "Official gradients",
-        "Through the purification, with each step's direction detached as in the official code "
-        "(the gradient shrinks by about 1/sqrt(1+eta^2) per step: gradient masking).", "official"),
+        "Official pipeline",
+        "The official code's own forward and backward, at the chosen precision: one gradient norm over the "
+        "batch, each step's gradient detached, the head on the unnormalised z_T. Its gradient shrinks by about "
+        "1/sqrt(1+eta^2) per step (gradient masking), and in fp16 it is exactly zero.", "official"),
     "adaptive": ThreatModel(
         "Adaptive (exact)",
         "Exact gradients through the unrolled purification (create_graph=True equivalent).", "adaptive"),
@@ -55,7 +56,8 @@ class PurifiedClassifier(nn.Module):
         super().__init__()
         self.classifier = classifier
         self.register_buffer("blank", blank.float())
-        self.cfg = cfg
+        # The official pipeline normalises the step over the batch it is given (batch mates couple).
+        self.cfg = replace(cfg, grad_scope="batch") if backward == "official" else cfg
         self.backward = BACKWARDS.check(backward)
         self.backbone = backbone
         # One generator for the module's life: each forward pass of a randomised purifier
@@ -66,6 +68,8 @@ class PurifiedClassifier(nn.Module):
         z = F.normalize(self.classifier.encode(x), dim=-1)   # (N, D), unit: purification starts here
         with torch.set_grad_enabled(torch.is_grad_enabled() and self.backward != "none"):
             z = purify(z, self.blank, self.cfg, self.backward, self.backbone, self.generator)
+        if self.backward == "official":   # the official head: s * z_T @ t_c, z_T not re-normalised
+            return self.classifier.logit_scale * z @ self.classifier.class_embeddings.T
         return self.classifier.logits_from_embedding(z)
 
 

@@ -15,6 +15,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from open_clip.zero_shot_metadata import OPENAI_IMAGENET_TEMPLATES
 
+from app import budget
 from app.models import Backbone
 from app.registry import Registry
 
@@ -30,13 +31,17 @@ def get_templates(template_set: str) -> tuple[Callable[[str], str], ...]:
 
 
 @torch.no_grad()
-def _encode_prompts(backbone: Backbone, names: Sequence[str], templates) -> torch.Tensor:
-    """(len(names), D): per name, the mean over templates of the normalised text embeddings."""
+def _encode_prompts(backbone: Backbone, names: Sequence[str], templates, full_precision: bool) -> torch.Tensor:
+    """(len(names), D): per name, the mean over templates of the normalised text embeddings.
+    full_precision: encode with the text tower in fp32 (class names) or at the backbone's
+    precision (the blank), as the official code does."""
     prompts = [t(n) for n in names for t in templates]
     tokens = backbone.tokenizer(prompts).to(backbone.device)
     out = []
-    for chunk in tokens.split(256):  # bounded memory for 100 names x 80 templates
-        out.append(backbone.model.encode_text(chunk).float())
+    with backbone.text_tower(full_precision) as model:
+        for chunk in tokens.split(256):  # bounded memory for 100 names x 80 templates
+            budget.check()   # a cancelled or overdue request stops between chunks
+            out.append(model.encode_text(chunk).float())
     emb = F.normalize(torch.cat(out), dim=-1)
     return emb.view(len(names), len(templates), -1).mean(dim=1)
 
@@ -71,14 +76,15 @@ class TextEmbeddingCache:
     def class_embeddings(self, backbone: Backbone, classnames: Sequence[str], template_set: str) -> torch.Tensor:
         """(C, D) unit class embeddings t_c."""
         templates = get_templates(template_set)
-        key = (backbone.name, str(backbone.device), backbone.pretrained, template_set, tuple(classnames))
-        return self._get(key, lambda: F.normalize(_encode_prompts(backbone, classnames, templates), dim=-1))
+        key = (backbone.name, str(backbone.device), backbone.precision, backbone.pretrained, template_set,
+               tuple(classnames))
+        return self._get(key, lambda: F.normalize(_encode_prompts(backbone, classnames, templates, True), dim=-1))
 
     def blank_embedding(self, backbone: Backbone, template_set: str) -> torch.Tensor:
         """(D,) blank target b: the class slot left empty ("a photo of a ."). Not re-normalised."""
         templates = get_templates(template_set)
-        key = (backbone.name, str(backbone.device), backbone.pretrained, template_set, None)
-        return self._get(key, lambda: _encode_prompts(backbone, [""], templates)[0])
+        key = (backbone.name, str(backbone.device), backbone.precision, backbone.pretrained, template_set, None)
+        return self._get(key, lambda: _encode_prompts(backbone, [""], templates, False)[0])
 
 
 TEXT_CACHE = TextEmbeddingCache()

@@ -37,11 +37,14 @@ GRAD_SCOPES = Registry("gradient scope", {"sample": "one norm per sample (batch-
 # How gradients pass through the purification when an attacker differentiates it.
 BACKWARDS = Registry("backward mode", {
     "none": "no autograd graph: purification is a constant to the attacker",
-    "official": "each step's direction detached, as the official code's autograd.grad without create_graph",
+    "official": "the official code's graph: each step's gradient detached (autograd.grad without create_graph), "
+                "r = ||z|| and u = z / r kept on it",
+    "detached": "an idealisation: every step's direction detached, r included (the gradient shrinks by exactly "
+                "(1 + eta^2)^(-T/2))",
     "adaptive": "exact gradients through every unrolled step",
     "bpda": "purification forward, identity backward (Athalye et al. 2018)",
 })
-STEP_BACKWARDS = ("none", "official", "adaptive")
+STEP_BACKWARDS = ("none", "official", "detached", "adaptive")
 
 
 def clipure_cos_iter(z: torch.Tensor, blank: torch.Tensor, steps: int = 10, step_size: float = 30.0,
@@ -49,8 +52,8 @@ def clipure_cos_iter(z: torch.Tensor, blank: torch.Tensor, steps: int = 10, step
                      backward: str = "none") -> Iterator[torch.Tensor]:
     """Yield z_0 = z, then z_1 ... z_steps, each (N, D), as they are computed.
 
-    backward: "none" (no autograd graph), "official" (directions detached, as the official
-    code) or "adaptive" (exact gradients through every step); see BACKWARDS.
+    backward: "none" (no autograd graph), "official" (the official code's graph), "detached"
+    (every direction detached) or "adaptive" (exact gradients through every step); see BACKWARDS.
     """
     NORMS.check(norm)
     GRAD_SCOPES.check(grad_scope)
@@ -63,9 +66,20 @@ def clipure_cos_iter(z: torch.Tensor, blank: torch.Tensor, steps: int = 10, step
         m = torch.zeros_like(u)
         yield z
         for _ in range(steps):
-            v = u.detach() if backward == "official" else u
-            cos = (v * b_hat).sum(-1, keepdim=True)                 # (N, 1) = cos(z, b)
-            g_u = cos * v - b_hat                                   # r * grad_z[-cos(z, b)]
+            if backward == "official":
+                # As the official purify_zi: r and u recomputed from z on the graph; the step's gradient
+                # grad_z[-cos] = (cos u - b_hat) / r comes from autograd.grad without create_graph, so
+                # it is a constant; grad_u = r * grad keeps r on the graph, and so does its norm.
+                z_t = r * u
+                r = z_t.norm(dim=-1, keepdim=True)
+                u = z_t / r
+                v = u.detach()
+                grad = ((v * b_hat).sum(-1, keepdim=True) * v - b_hat) / r.detach()
+                g_u = r * grad
+            else:
+                v = u.detach() if backward == "detached" else u
+                cos = (v * b_hat).sum(-1, keepdim=True)             # (N, 1) = cos(z, b)
+                g_u = cos * v - b_hat                               # r * grad_z[-cos(z, b)]
             u, m = normalised_step(u, m, g_u, step_size, momentum, norm, grad_scope)
             yield r * u
 
