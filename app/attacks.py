@@ -16,6 +16,7 @@ import torch
 import torch.nn as nn
 import torchattacks
 
+from app import budget
 from app.errors import InvalidClassNamesError, OutOfRangeError, UnsupportedError, check_int, check_range
 from app.limits import LIMITS, Limits
 from app.registry import Registry
@@ -184,7 +185,9 @@ class AttackResult:
 
 
 class ForwardCounter(nn.Module):
-    """Counts forward passes, so a caller can report per-step progress of a running attack."""
+    """Counts forward passes, so a caller can report per-step progress of a running attack.
+    Each pass first checks the active request budget (app/budget.py): a cancelled or overdue
+    request stops here, at most one forward pass late."""
 
     def __init__(self, model: nn.Module, on_forward: Callable[[int], None] | None = None):
         super().__init__()
@@ -193,6 +196,7 @@ class ForwardCounter(nn.Module):
         self.on_forward = on_forward
 
     def forward(self, x):
+        budget.check()
         self.count += 1
         if self.on_forward is not None:
             self.on_forward(self.count)

@@ -23,6 +23,11 @@ class Limits:
     max_attack_steps: int = 200        # iterations (queries for Square)
     max_purify_steps: int = 200
     max_step_size: float = 1000.0      # purification step size eta
+    # The server (app/server.py, app/budget.py):
+    max_request_seconds: float = 120.0  # one request's engine time; ZeroGPU gives a call about 60-300 s
+    max_json_body_mb: float = 1.0      # an API request body other than an upload (a data: URL cannot pass it)
+    files_expire_s: int = 3600         # outputs, uploads and the app's own files are deleted after this
+    max_loaded_backbones: int = 2      # least recently used backbones beyond this are dropped from memory
 
     @classmethod
     def from_env(cls) -> "Limits":

@@ -1,0 +1,168 @@
+"""What the public server adds around the page: where it listens, how large a request body may
+be, and when files expire. The page (app/ui/layout.py) calls `launch_options` and `prepare`.
+
+- Listen: 127.0.0.1 by default, so a classroom laptop is not reachable from its network;
+  0.0.0.0 on a Hugging Face Space (SPACE_ID in the environment) or when GRADIO_SERVER_NAME asks.
+- Bodies: Gradio's `max_file_size` guards /upload only, and a `data:` URL inside a JSON body
+  bypasses it. `BodyLimit` refuses any other body over LIMITS.max_json_body_mb with 413.
+- Expiry: Gradio's `delete_cache` removes outputs and uploads older than LIMITS.files_expire_s,
+  and `sweep` does the same for the app's own output folders (one root, `output_dir`).
+"""
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import tempfile
+import time
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from starlette.middleware import Middleware
+
+from app.limits import LIMITS, Limits
+
+# The app's own files (exports before Gradio copies them into its cache), all under one root.
+OUTPUT_ROOT = Path(os.environ.get("CLIPURE_TEMP_DIR") or tempfile.gettempdir()) / "clipure-outputs"
+
+
+def output_dir() -> Path:
+    """A fresh folder for one request's files, under OUTPUT_ROOT (swept by `sweep`)."""
+    OUTPUT_ROOT.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix="clipure-", dir=OUTPUT_ROOT))
+
+
+def sweep(age_s: float, root: Path = OUTPUT_ROOT) -> int:
+    """Delete the request folders under root last modified more than age_s ago; return how many."""
+    if not root.is_dir():
+        return 0
+    cutoff, removed = time.time() - age_s, 0
+    for d in root.glob("clipure-*"):
+        try:
+            if d.stat().st_mtime < cutoff:
+                shutil.rmtree(d, ignore_errors=True)
+                removed += 1
+        except FileNotFoundError:   # another sweep got there first
+            pass
+    return removed
+
+
+def expiry(limits: Limits = LIMITS) -> tuple[int, int]:
+    """(frequency, age) in seconds for gr.Blocks(delete_cache=...): a file lives between age and
+    1.25 x age."""
+    age = int(limits.files_expire_s)
+    return max(1, age // 4), age
+
+
+def bind_address(environ=os.environ) -> str:
+    """GRADIO_SERVER_NAME if set; 0.0.0.0 on a Hugging Face Space; else loopback only."""
+    if environ.get("GRADIO_SERVER_NAME"):
+        return environ["GRADIO_SERVER_NAME"]
+    return "0.0.0.0" if environ.get("SPACE_ID") else "127.0.0.1"
+
+
+class BodyLimit:
+    """ASGI middleware: a request body over its limit gets 413 and one sentence, before any
+    handler reads it. Uploads (a path ending in /upload) may carry max_file_mb plus 1 MB of
+    multipart framing; every other body (the JSON API) at most max_json_body_mb."""
+
+    def __init__(self, app, limits: Limits = LIMITS):
+        self.app = app
+        self.json_bytes = int(limits.max_json_body_mb * 2**20)
+        self.upload_bytes = int((limits.max_file_mb + 1) * 2**20)
+        self.limits = limits
+
+    def _refusal(self, upload: bool) -> str:
+        if upload:
+            return f"The upload is over the {self.limits.max_file_mb:g} MB file size limit."
+        return (f"The request body is over the {self.limits.max_json_body_mb:g} MB limit for API calls; send "
+                f"images as file uploads (at most {self.limits.max_file_mb:g} MB), not inside the request.")
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        upload = scope["path"].rstrip("/").endswith("/upload")
+        limit = self.upload_bytes if upload else self.json_bytes
+        length = dict(scope.get("headers") or ()).get(b"content-length")
+        if length is not None and length.isdigit() and int(length) > limit:
+            return await self._send_413(send, self._refusal(upload))
+        received = 0
+
+        async def counted():
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > limit:   # no or a false Content-Length: stop reading, the handler sees a disconnect
+                    return {"type": "http.disconnect"}
+            return message
+
+        if upload:
+            return await self.app(scope, counted, send)
+        # A JSON body is small: read it whole (at most the limit), then hand it on.
+        chunks, more = [], True
+        while more:
+            message = await counted()
+            if message["type"] == "http.disconnect":
+                if received > limit:
+                    return await self._send_413(send, self._refusal(upload))
+                return
+            chunks.append(message.get("body", b""))
+            more = message.get("more_body", False)
+        body, replayed = b"".join(chunks), False
+
+        async def replay():
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        return await self.app(scope, replay, send)
+
+    @staticmethod
+    async def _send_413(send, message: str):
+        import json
+        payload = json.dumps({"error": message, "detail": message}).encode()
+        await send({"type": "http.response.start", "status": 413,
+                    "headers": [(b"content-type", b"application/json"),
+                                (b"content-length", str(len(payload)).encode())]})
+        await send({"type": "http.response.body", "body": payload})
+
+
+def _sweeper(limits: Limits):
+    """A FastAPI lifespan that sweeps the app's own folders on Gradio's delete_cache schedule."""
+    frequency, age = expiry(limits)
+
+    @asynccontextmanager
+    async def lifespan(app):
+        async def loop():
+            while True:
+                await asyncio.sleep(frequency)
+                await asyncio.to_thread(sweep, age)
+
+        task = asyncio.create_task(loop())
+        try:
+            yield
+        finally:
+            task.cancel()
+    return lifespan
+
+
+def prepare(demo, limits: Limits = LIMITS) -> None:
+    """Set the page's file expiry (outputs and uploads), unless it set its own."""
+    if demo.delete_cache is None:
+        demo.delete_cache = expiry(limits)
+
+
+def launch_options(launch_kwargs: dict, limits: Limits = LIMITS) -> dict:
+    """demo.launch keyword arguments with the server's defaults filled in: the bind address, the
+    upload limit, the body limit and the sweeper. Values the caller passed win."""
+    kw = dict(launch_kwargs)
+    kw.setdefault("server_name", bind_address())
+    kw.setdefault("max_file_size", f"{limits.max_file_mb:g}mb")
+    app_kwargs = dict(kw.get("app_kwargs") or {})
+    app_kwargs["middleware"] = [Middleware(BodyLimit, limits=limits), *app_kwargs.get("middleware", [])]
+    app_kwargs.setdefault("lifespan", _sweeper(limits))
+    kw["app_kwargs"] = app_kwargs
+    return kw
