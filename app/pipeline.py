@@ -16,7 +16,9 @@ from typing import Iterator
 
 import torch
 
+from app import budget as budgets
 from app.attacks import ATTACKS, AttackConfig, AttackResult, run_attack, validate_attack
+from app.budget import Budget
 from app.classnames import parse_classnames
 from app.images import load_image
 from app.limits import LIMITS, Limits
@@ -79,7 +81,8 @@ class PipelineResult:
 
 @dataclass
 class PipelineEvent:
-    phase: str                       # "prepare", "clean", "attack", "attack-step", "purify-clean", "purify-adv", "done"
+    phase: str                       # "prepare", "clean", "attack", "attack-step", "heartbeat", "purify-clean",
+    #                                  "purify-adv", "done"; a heartbeat only says the attack still runs
     fraction: float | None           # progress within the whole request, None = indeterminate
     message: str
     step: TrajectoryStep | None = None  # set in the purify phases: the step just computed (batch of one)
@@ -118,27 +121,44 @@ def prepare(image, classnames, model: str | None = None, template_set: str = DEF
     return Prepared(backbone, classifier, blank, x, names, warnings), attack
 
 
+HEARTBEAT_S = 0.25   # the attack stream yields at least this often, so a cancel can close it
+
+
 def _attack_in_thread(prep: Prepared, cfg: AttackConfig, pcfg: PurifyConfig, labels: torch.Tensor):
-    """Run the attack in a worker thread; yield ("progress", forwards) then ("done", result)."""
+    """Run the attack in a worker thread; yield ("progress", forwards), ("tick", None) when
+    HEARTBEAT_S passes without one, then ("done", result).
+
+    The worker runs under a child of the request's budget, stopped when this generator ends for
+    any reason (closed by a cancel, or abandoned): its next forward pass then raises Cancelled.
+    """
     q: queue.Queue = queue.Queue()
     model = attacked_model(cfg.threat_model, prep.classifier, prep.blank, pcfg, prep.backbone.name)
+    stop = Budget(parent=budgets.current())
 
     def work():
         try:
-            res = run_attack(cfg, model, prep.x, prep.classnames, labels, on_forward=lambda n: q.put(("progress", n)))
+            with budgets.active(stop):
+                res = run_attack(cfg, model, prep.x, prep.classnames, labels,
+                                 on_forward=lambda n: q.put(("progress", n)))
             q.put(("done", res))
         except BaseException as e:  # re-raised in the caller's thread
             q.put(("error", e))
 
     worker = threading.Thread(target=work, name="clipure-attack", daemon=True)
     worker.start()
-    while True:
-        kind, value = q.get()
-        if kind == "error":
-            raise value
-        yield kind, value
-        if kind == "done":
-            return
+    try:
+        while True:
+            try:
+                kind, value = q.get(timeout=HEARTBEAT_S)
+            except queue.Empty:
+                kind, value = "tick", None
+            if kind == "error":
+                raise value
+            yield kind, value
+            if kind == "done":
+                return
+    finally:
+        stop.stop()
 
 
 class _EngineClock:
@@ -155,15 +175,18 @@ class _EngineClock:
 
 def run(image, classnames, attack: AttackConfig | None = AttackConfig(), purify: PurifyConfig = PAPER_DEFAULTS,
         model: str | None = None, template_set: str = DEFAULT_TEMPLATE_SET,
-        limits: Limits = LIMITS) -> Iterator[PipelineEvent]:
+        limits: Limits = LIMITS, budget: Budget | None = None) -> Iterator[PipelineEvent]:
     """The whole pipeline as a stream of events; the last one carries the result.
 
     attack=None skips the attack (classification and purification of the clean image only).
     All inputs are validated before any heavy work; a bad one raises a CLIPureError.
     result.timings count engine time only, not the time the caller spends between events.
+    budget: the request's stop flag and deadline (app/budget.py), active while the engine works
+    and stopped when the stream is closed early; None keeps whichever budget the caller made active.
     """
     clock = _EngineClock()
-    for event in _run(clock, image, classnames, attack, purify, model, template_set, limits):
+    for event in budgets.activate_each(budget, _run(clock, image, classnames, attack, purify, model, template_set,
+                                                    limits)):
         t = time.perf_counter()
         yield event
         if not clock.background:
@@ -173,6 +196,7 @@ def run(image, classnames, attack: AttackConfig | None = AttackConfig(), purify:
 def _trajectory(phase: str, prep: Prepared, pcfg: PurifyConfig, z: torch.Tensor, start: float, share: float,
                 steps: list[TrajectoryStep], what: str) -> Iterator[PipelineEvent]:
     for s in score_steps(prep.classifier, prep.blank, pcfg, z, prep.backbone.name):
+        budgets.check()
         steps.append(s)
         yield PipelineEvent(phase, round(start + share * s.step / max(pcfg.steps, 1), 6),
                             f"Purifying the {what} embedding: step {s.step}/{pcfg.steps}", step=s,
@@ -184,13 +208,17 @@ def _attack_events(prep: Prepared, acfg: AttackConfig, pcfg: PurifyConfig, clean
     spec = ATTACKS[acfg.attack]
     expected = acfg.steps * spec.forwards_per_step if spec.forwards_per_step else None
     yield PipelineEvent("attack", 0.05, f"Running {acfg.attack} ({THREAT_MODELS[acfg.threat_model].label})")
-    last = -1
+    last, last_yield, now = -1, time.monotonic(), (0.05, f"Running {acfg.attack}")
     for kind, value in _attack_in_thread(prep, acfg, pcfg, reference_labels(acfg, clean, prep.classnames)):
         if kind == "progress" and expected and value != last and value <= expected:
-            last = value
-            yield PipelineEvent("attack-step", 0.05 + 0.7 * value / expected, f"{acfg.attack}: step {value}/{expected}")
+            last, last_yield = value, time.monotonic()
+            now = (0.05 + 0.7 * value / expected, f"{acfg.attack}: step {value}/{expected}")
+            yield PipelineEvent("attack-step", *now)
         elif kind == "done":
             out.append(value)
+        elif time.monotonic() - last_yield >= HEARTBEAT_S:   # slow steps, or no per-step progress
+            last_yield = time.monotonic()
+            yield PipelineEvent("heartbeat", *now)           # the progress so far, again
     yield PipelineEvent("attack", 0.75, f"{acfg.attack} finished in {out[-1].seconds:.1f} s")
 
 
