@@ -6,7 +6,6 @@ the page never drift: `Form.of(names, values)` is the one adapter from widget va
 from __future__ import annotations
 
 import inspect
-import tempfile
 import time
 from dataclasses import dataclass
 from functools import wraps
@@ -16,6 +15,7 @@ import gradio as gr
 
 from app import report
 from app.attacks import ATTACKS, AttackConfig
+from app.budget import Budget, activate_each, active
 from app.classnames import split_classnames
 from app.errors import CLIPureError, WeightsUnavailableError
 from app.hosting import gpu
@@ -24,6 +24,7 @@ from app.models import BACKBONES, load_backbone
 from app.pipeline import classify, compare_threat_models, run, run_pipeline
 from app.presets import CLASS_PRESETS, default_classnames
 from app.purifiers import PAPER_DEFAULTS, PurifyConfig
+from app.server import output_dir
 from app.threat_models import THREAT_MODELS
 
 TOP_K = 5
@@ -75,12 +76,14 @@ class Form:
 
 def user_errors(fn):
     """The engine's one-sentence errors become gr.Error; anything else stays a real error.
-    Works for plain functions and for generators (streamed endpoints)."""
+    Works for plain functions and for generators (streamed endpoints). Each call runs under its
+    own budget (app/budget.py): LIMITS.max_request_seconds, and for a stream a stop flag that is
+    set when Gradio closes it (cancel, disconnect)."""
     if inspect.isgeneratorfunction(fn):
         @wraps(fn)
         def stream(*args, **kwargs):
             try:
-                yield from fn(*args, **kwargs)
+                yield from activate_each(Budget(LIMITS.max_request_seconds), fn(*args, **kwargs))
             except CLIPureError as e:
                 raise gr.Error(str(e), print_exception=False) from None
         return stream
@@ -88,7 +91,8 @@ def user_errors(fn):
     @wraps(fn)
     def call(*args, **kwargs):
         try:
-            return fn(*args, **kwargs)
+            with active(Budget(LIMITS.max_request_seconds)):
+                return fn(*args, **kwargs)
         except CLIPureError as e:
             raise gr.Error(str(e), print_exception=False) from None
     return call
@@ -125,7 +129,7 @@ def run_demo(*values):
     for event in run(form.image, form.classnames, form.attack_config(), pcfg, **form.engine_args()):
         names = event.classnames or names
         now = time.monotonic()
-        if event.phase in ("prepare", "clean", "attack", "attack-step"):
+        if event.phase in ("prepare", "clean", "attack", "attack-step", "heartbeat"):
             if now - last_status >= 0.1 or event.phase != "attack-step":   # at most 10 progress messages a second
                 last_status = now
                 yield run_outputs(status=progress_text(event.fraction, event.message))
@@ -151,7 +155,7 @@ def run_demo(*values):
 def final_outputs(r) -> tuple:
     for w in r.warnings:
         gr.Warning(w)
-    files = report.export(r, Path(tempfile.mkdtemp(prefix="clipure-")))
+    files = report.export(r, output_dir())
     f_probs, f_cos, f_map = report.figures(r, TOP_K)
     return run_outputs(
         clean_label=r.clean.top(TOP_K, r.classnames),
@@ -197,7 +201,7 @@ def attack_api(*values):
     """Attack only: the adversarial PNG, the clean PNG at model resolution, and the statistics."""
     form = Form.of(FORM, values)
     r = run_pipeline(form.image, form.classnames, form.attack_config(), form.purify_config(), **form.engine_args())
-    files = report.export(r, Path(tempfile.mkdtemp(prefix="clipure-")))
+    files = report.export(r, output_dir())
     stats = report.to_dict(r, embeddings=False)
     stats.pop("trajectory")
     return str(files["adversarial"]), str(files["clean"]), stats

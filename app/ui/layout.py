@@ -10,7 +10,7 @@ from pathlib import Path
 
 import gradio as gr
 
-from app import report
+from app import report, server
 from app.attacks import ATTACKS
 from app.limits import LIMITS
 from app.models import BACKBONES, load_backbone, load_default
@@ -181,8 +181,9 @@ def launch(prevent_thread_lock: bool = False, **launch_kwargs) -> gr.Blocks:
     demo = build_demo(backbone.name, notice)
     # One engine request at a time (they share the model and the CPU/GPU); a bounded queue.
     demo.queue(default_concurrency_limit=1, max_size=int(os.environ.get("CLIPURE_QUEUE_SIZE", 16)))
-    launch_kwargs.setdefault("server_name", os.environ.get("GRADIO_SERVER_NAME", "0.0.0.0"))
-    launch_kwargs.setdefault("max_file_size", f"{LIMITS.max_file_mb:g}mb")
+    # Loopback unless on a Space or asked; body limit; file expiry (app/server.py).
+    server.prepare(demo)
+    launch_kwargs = server.launch_options(launch_kwargs)
     launch_kwargs.setdefault("css", CSS)
     demo.launch(prevent_thread_lock=prevent_thread_lock, **launch_kwargs)
     return demo
