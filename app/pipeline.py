@@ -20,6 +20,7 @@ from app import budget as budgets
 from app.attacks import ATTACKS, AttackConfig, AttackResult, run_attack, validate_attack
 from app.budget import Budget
 from app.classnames import parse_classnames
+from app.errors import InvalidClassNamesError
 from app.images import load_image
 from app.limits import LIMITS, Limits
 from app.models import Backbone, load_backbone
@@ -34,6 +35,7 @@ from app.zeroshot import DEFAULT_TEMPLATE_SET, TEXT_CACHE, ZeroShotClassifier, b
 @dataclass
 class PipelineResult:
     backbone: str
+    precision: str                   # the encoders' precision (PRECISIONS)
     meaningless: bool                # random weights: predictions mean nothing
     classnames: list[str]
     template_set: str
@@ -103,7 +105,8 @@ class Prepared:
 
 
 def prepare(image, classnames, model: str | None = None, template_set: str = DEFAULT_TEMPLATE_SET,
-            limits: Limits = LIMITS, attack: AttackConfig | None = None) -> tuple[Prepared, AttackConfig | None]:
+            limits: Limits = LIMITS, attack: AttackConfig | None = None,
+            precision: str | None = None) -> tuple[Prepared, AttackConfig | None]:
     """Validate every input, then build the classifier (text embeddings come from the cache).
     Returns the prepared request and the validated attack config.
 
@@ -112,7 +115,7 @@ def prepare(image, classnames, model: str | None = None, template_set: str = DEF
     """
     templates = get_templates(template_set)
     pil = load_image(image, limits)
-    backbone = load_backbone(model)
+    backbone = load_backbone(model, precision=precision)
     names, warnings = parse_classnames(classnames, backbone.tokenizer, backbone.context_length, templates, limits)
     attack = validate_attack(attack, names, limits) if attack is not None else None
     classifier = build_classifier(backbone, names, template_set)
@@ -175,7 +178,7 @@ class _EngineClock:
 
 def run(image, classnames, attack: AttackConfig | None = AttackConfig(), purify: PurifyConfig = PAPER_DEFAULTS,
         model: str | None = None, template_set: str = DEFAULT_TEMPLATE_SET,
-        limits: Limits = LIMITS, budget: Budget | None = None) -> Iterator[PipelineEvent]:
+        limits: Limits = LIMITS, budget: Budget | None = None, precision: str | None = None) -> Iterator[PipelineEvent]:
     """The whole pipeline as a stream of events; the last one carries the result.
 
     attack=None skips the attack (classification and purification of the clean image only).
@@ -186,7 +189,7 @@ def run(image, classnames, attack: AttackConfig | None = AttackConfig(), purify:
     """
     clock = _EngineClock()
     for event in budgets.activate_each(budget, _run(clock, image, classnames, attack, purify, model, template_set,
-                                                    limits)):
+                                                    limits, precision)):
         t = time.perf_counter()
         yield event
         if not clock.background:
@@ -223,12 +226,12 @@ def _attack_events(prep: Prepared, acfg: AttackConfig, pcfg: PurifyConfig, clean
 
 
 def _run(clock: _EngineClock, image, classnames, attack: AttackConfig | None, purify: PurifyConfig,
-         model: str | None, template_set: str, limits: Limits) -> Iterator[PipelineEvent]:
+         model: str | None, template_set: str, limits: Limits, precision: str | None) -> Iterator[PipelineEvent]:
     timings: dict[str, float] = {}
     t0 = clock.now()
     pcfg = purify.validate(limits)
     yield PipelineEvent("prepare", 0.0, "Loading the model and encoding the class names")
-    prep, acfg = prepare(image, classnames, model, template_set, limits, attack)
+    prep, acfg = prepare(image, classnames, model, template_set, limits, attack, precision)
     timings["prepare"] = clock.now() - t0
     names = prep.classnames
 
@@ -239,6 +242,7 @@ def _run(clock: _EngineClock, image, classnames, attack: AttackConfig | None, pu
     yield from _trajectory("purify-clean", prep, pcfg, z_clean, 0.0, 0.05, steps, "clean")
     clean = Scored(Trajectory.from_steps(steps))
     timings["clean"] = clock.now() - t
+    _check_target(acfg, clean, names)
     yield PipelineEvent("clean", 0.05, f"Clean prediction: {names[int(clean.bare[0])]}", classnames=names)
 
     attack_result = adv = None
@@ -260,6 +264,13 @@ def _run(clock: _EngineClock, image, classnames, attack: AttackConfig | None, pu
     yield PipelineEvent("done", 1.0, "Done", result=result, classnames=names)
 
 
+def _check_target(acfg: AttackConfig | None, clean: Scored, names: list[str]) -> None:
+    """A targeted attack needs a target other than the class it starts from (the clean prediction)."""
+    if acfg is not None and acfg.targeted and names.index(acfg.target) == int(clean.bare[0]):
+        raise InvalidClassNamesError(f"The target {acfg.target!r} is already the clean prediction; "
+                                     f"pick another target class.")
+
+
 def _score(prep: Prepared, pcfg: PurifyConfig, x: torch.Tensor) -> Scored:
     z = encode(prep.classifier, x)
     return Scored(Trajectory.from_steps(list(score_steps(prep.classifier, prep.blank, pcfg, z, prep.backbone.name))))
@@ -268,8 +279,8 @@ def _score(prep: Prepared, pcfg: PurifyConfig, x: torch.Tensor) -> Scored:
 def _result(prep: Prepared, template_set: str, pcfg: PurifyConfig, clean: Scored, attack: AttackResult | None,
             adv: Scored | None, timings: dict) -> PipelineResult:
     return PipelineResult(
-        backbone=prep.backbone.name, meaningless=prep.backbone.spec.meaningless, classnames=prep.classnames,
-        template_set=template_set, x=prep.x, class_embeddings=prep.classifier.class_embeddings, blank=prep.blank,
+        backbone=prep.backbone.name, precision=prep.backbone.precision, meaningless=prep.backbone.spec.meaningless,
+        classnames=prep.classnames, template_set=template_set, x=prep.x, class_embeddings=prep.classifier.class_embeddings, blank=prep.blank,
         clean_trajectory=clean.trajectory, attack=attack, adv_trajectory=None if adv is None else adv.trajectory,
         outcome=None if attack is None else outcomes(attack, clean, adv)[0],
         attack_config=None if attack is None else attack.config, purify_config=pcfg, warnings=list(prep.warnings),
@@ -278,23 +289,25 @@ def _result(prep: Prepared, template_set: str, pcfg: PurifyConfig, clean: Scored
 
 def run_pipeline(image, classnames, attack: AttackConfig | None = AttackConfig(),
                  purify: PurifyConfig = PAPER_DEFAULTS, model: str | None = None,
-                 template_set: str = DEFAULT_TEMPLATE_SET, limits: Limits = LIMITS) -> PipelineResult:
+                 template_set: str = DEFAULT_TEMPLATE_SET, limits: Limits = LIMITS,
+                 precision: str | None = None) -> PipelineResult:
     """`run` without the stream: the final PipelineResult."""
-    *_, last = run(image, classnames, attack, purify, model, template_set, limits)
+    *_, last = run(image, classnames, attack, purify, model, template_set, limits, precision=precision)
     return last.result
 
 
 def compare_threat_models(image, classnames, attack: AttackConfig, purify: PurifyConfig = PAPER_DEFAULTS,
                           model: str | None = None, template_set: str = DEFAULT_TEMPLATE_SET,
-                          limits: Limits = LIMITS, on_progress=None) -> list[PipelineResult]:
+                          limits: Limits = LIMITS, on_progress=None, precision: str | None = None) -> list[PipelineResult]:
     """The same attack (same seed) under every threat model, on the same image. The clean image
     is prepared, encoded and purified once; only the attacks and their scoring repeat.
 
     on_progress(fraction, message) is called as each threat model starts.
     """
     pcfg = purify.validate(limits)
-    prep, acfg = prepare(image, classnames, model, template_set, limits, attack)
+    prep, acfg = prepare(image, classnames, model, template_set, limits, attack, precision)
     clean = _score(prep, pcfg, prep.x)
+    _check_target(acfg, clean, prep.classnames)
     results = []
     for k, name in enumerate(THREAT_MODELS):
         if on_progress is not None:
@@ -308,8 +321,8 @@ def compare_threat_models(image, classnames, attack: AttackConfig, purify: Purif
 
 
 def classify(image, classnames, model: str | None = None, template_set: str = DEFAULT_TEMPLATE_SET,
-             limits: Limits = LIMITS) -> tuple[Prediction, Prepared]:
+             limits: Limits = LIMITS, precision: str | None = None) -> tuple[Prediction, Prepared]:
     """Bare zero-shot CLIP on one image, no attack and no purification."""
-    prep, _ = prepare(image, classnames, model, template_set, limits)
+    prep, _ = prepare(image, classnames, model, template_set, limits, precision=precision)
     with torch.no_grad():
         return Prediction.from_probs(prep.classifier(prep.x).softmax(-1)[0], prep.classnames), prep

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from app.attacks import ATTACKS, AttackConfig
+from app.attacks import ATTACKS, AttackConfig, _alpha
 from app.pipeline import PipelineResult
 from app.purifiers import Prediction, TrajectoryStep
 from app.plots import cosine_figure, latent_map_figure, probability_figure
@@ -36,7 +36,7 @@ def caption(result: PipelineResult, threat_model: str | None = None) -> str:
     threat_model replaces the result's own (e.g. "each row" under a comparison table)."""
     p = result.purify_config
     pur = f"{p.method} T={p.steps} eta={p.step_size:g} gamma={p.momentum:g} {p.norm} ({p.grad_scope})"
-    model = result.backbone + (" [random weights: MEANINGLESS]" if result.meaningless else "")
+    model = f"{result.backbone} {result.precision}" + (" [random weights: MEANINGLESS]" if result.meaningless else "")
     if result.attack_config is None:
         return f"No attack | {model} | {pur}"
     a = result.attack_config
@@ -59,21 +59,78 @@ def perturbation_image(x: torch.Tensor, x_adv: torch.Tensor) -> tuple[Image.Imag
     return to_pil((0.5 + factor * d).clamp(0, 1)), factor
 
 
+def yes_no(ok: bool) -> str:
+    return "yes" if ok else "no"
+
+
+def step_size_used(cfg: AttackConfig) -> float | None:
+    """The attack step size the attack ran with, in eps units (None for minimum-norm attacks)."""
+    spec = ATTACKS[cfg.attack]
+    if not spec.uses_eps:
+        return None
+    return round(_alpha(cfg, spec.norm) * (255 if spec.norm == "linf" else 1), 6)
+
+
+def caveats(result: PipelineResult) -> list[str]:
+    """One sentence for each thing a reader must know before reading the yes/no answers."""
+    out = []
+    p = result.purify_config
+    if p.method == "clipure-cos" and p.steps % 2 == 1 and p.step_size >= 1 and p.momentum == 0 and p.norm == "l2":
+        out.append(f"T = {p.steps} is odd: with η = {p.step_size:g} each step overshoots the blank, so the "
+                   f"iterate alternates between two points (a 2-cycle); an even T returns to the input, an odd T "
+                   f"ends on the far side, which can change CLIPure's answer on the clean image too.")
+    if result.attack is None:
+        return out
+    a, o, cfg = result.attack, result.outcome, result.attack_config
+    if o.exceeds_eps:
+        out.append(f"{cfg.attack} is a minimum-norm attack and went past eps: L-inf {a.linf_255:.2f}/255 "
+                   f"> {cfg.eps:g}/255, so it is no success within the budget.")
+    if math.isinf(a.psnr_db):
+        out.append(f"{cfg.attack} returned the clean image unchanged: it found no adversarial example.")
+    elif o.failed:
+        out.append("The attack failed: neither bare CLIP nor CLIPure changed its answer.")
+    return out
+
+
+def outcome_notes(result: PipelineResult) -> dict[str, str]:
+    """The sentence under each prediction panel, from the one Outcome (app/scoring.py)."""
+    notes = {"clean_note": "", "adv_note": "", "purified_note": ""}
+    bare, pur = result.clean.label, result.clean_purified.label
+    notes["clean_note"] = (f"CLIPure on the clean image: **changed** the answer to {pur} (bare CLIP: {bare})."
+                           if result.clean_purified.index != result.clean.index else
+                           f"CLIPure on the clean image: **same** answer ({pur}).")
+    if result.attack is None:
+        return notes
+    o, cfg = result.outcome, result.attack_config
+
+    def sentence(who: str, fooled: bool, before: str, after: str) -> str:
+        verdict = "**succeeded**" if fooled else "**failed**"
+        if cfg.targeted:
+            return f"Attack on {who} {verdict}: target {cfg.target} {'reached' if fooled else 'not reached'}."
+        return f"Attack on {who} {verdict}: {before} → {after}." if fooled else \
+            f"Attack on {who} {verdict}: still {after}."
+    over = " (but past eps: see below)" if o.exceeds_eps else ""
+    notes["adv_note"] = sentence("bare CLIP", o.fooled_clip, bare, result.adversarial.label) + over
+    notes["purified_note"] = sentence("CLIPure", o.fooled_clipure, pur, result.purified.label) + over
+    return notes
+
+
 def stats_markdown(result: PipelineResult, factor: float) -> str:
     """The perturbation's size and the attack's outcome, with the caption, as Markdown."""
-    a = result.attack
+    a, o = result.attack, result.outcome
     psnr = "∞" if math.isinf(a.psnr_db) else f"{a.psnr_db:.1f} dB"
-    yes = lambda ok: "yes" if ok else "no"  # noqa: E731
-    return (f"**Perturbation:** L-inf **{a.linf_255:.2f}/255** · L2 **{a.l2:.3f}** · PSNR **{psnr}** · "
-            f"shown amplified **× {factor:.1f}** around mid grey  \n"
-            f"**Attack succeeded** against bare CLIP: **{yes(result.outcome.fooled_clip)}** · "
-            f"against CLIPure: **{yes(result.outcome.fooled_clipure)}** · {a.seconds:.2f} s, {a.forwards} forward passes  \n"
-            f"<sub>{caption(result)}</sub>")
+    lines = [f"**Perturbation:** L-inf **{a.linf_255:.2f}/255** · L2 **{a.l2:.3f}** · PSNR **{psnr}** · "
+             f"shown amplified **× {factor:.1f}** around mid grey",
+             f"**Attack succeeded** against bare CLIP: **{yes_no(o.fooled_clip)}** · "
+             f"against CLIPure: **{yes_no(o.fooled_clipure)}** · CLIPure changed the clean answer: "
+             f"**{yes_no(o.clipure_changed_clean)}** · {a.seconds:.2f} s, {a.forwards} forward passes"]
+    lines += [f"**Note:** {c}" for c in caveats(result)]
+    return "  \n".join(lines) + f"  \n<sub>{caption(result)}</sub>"
 
 
 def figures(result: PipelineResult, top_k: int = 5, step: int | None = None):
     """(per-step probabilities, cosine to the blank, latent map) Figures for a result; `step`
-    marks one step on the first two (the replay slider)."""
+    marks one step on each (the replay slider)."""
     cap = caption(result)
     a = result.attack_config
     target = result.classnames.index(a.target) if a is not None and a.targeted else None
@@ -84,7 +141,7 @@ def figures(result: PipelineResult, top_k: int = 5, step: int | None = None):
                                result.clean.index, target, cap, top_k, step),
             cosine_figure({k: t.cos_to_blank[:, 0].tolist() for k, t in traces.items()}, cap, step),
             latent_map_figure({k: t.embeddings[:, 0] for k, t in traces.items()}, result.class_embeddings,
-                              result.blank, result.classnames, cap))
+                              result.blank, result.classnames, cap, step=step))
 
 
 def step_prediction(step: TrajectoryStep, classnames) -> Prediction:
@@ -125,15 +182,6 @@ def export(result: PipelineResult, folder: Path) -> dict[str, Path | float]:
     return {**paths, "factor": factor}
 
 
-def agreement(result: PipelineResult, which: str) -> str:
-    """'agrees' / 'differs' with the clean prediction, for the panels."""
-    pred = getattr(result, which)
-    if pred is None:
-        return ""
-    same = pred.index == result.clean.index
-    return f"{'agrees with' if same else 'differs from'} the clean prediction ({result.clean.label})"
-
-
 def trajectory_rows(result: PipelineResult) -> list[dict]:
     """One row per (trajectory, step): cosine to blank, top-1, and each class probability."""
     rows = []
@@ -169,11 +217,14 @@ def to_dict(result: PipelineResult, embeddings: bool = True) -> dict:
     out = {
         "caption": caption(result),
         "backbone": result.backbone,
+        "precision": result.precision,
         "meaningless": result.meaningless,
         "classnames": result.classnames,
         "template_set": result.template_set,
         "purify_config": result.purify_config.to_dict(),
-        "attack_config": None if result.attack_config is None else result.attack_config.to_dict(),
+        "attack_config": None if result.attack_config is None else
+        {**result.attack_config.to_dict(), "step_size": step_size_used(result.attack_config),
+         "step_size_default": result.attack_config.step_size is None},
         "clean": {"label": result.clean.label, "probs": result.clean.probs},
         "clean_purified": {"label": result.clean_purified.label, "probs": result.clean_purified.probs},
         "warnings": result.warnings,
@@ -189,6 +240,8 @@ def to_dict(result: PipelineResult, embeddings: bool = True) -> dict:
             "attack_succeeded": {"bare_clip": result.outcome.fooled_clip, "clipure": result.outcome.fooled_clipure},
             "clipure_changed_clean": result.outcome.clipure_changed_clean,
             "exceeds_eps": result.outcome.exceeds_eps,
+            "attack_failed": result.outcome.failed,
+            "caveats": caveats(result),
             "attack_seconds": round(a.seconds, 4),
         })
     if embeddings:
@@ -202,17 +255,17 @@ def to_json(result: PipelineResult) -> str:
     return json.dumps(to_dict(result))
 
 
-COMPARE_COLUMNS = ["threat model", "explanation", "bare CLIP on x_adv", "CLIPure on x_adv",
-                   "attack succeeded vs CLIPure", "cos(z_T, blank)", "L-inf (1/255)", "seconds"]
+COMPARE_COLUMNS = ["threat model", "bare CLIP, attacked image", "CLIPure, attacked image", "fooled bare CLIP",
+                   "fooled CLIPure", "CLIPure changed the clean answer", "L-inf (/255)", "seconds"]
 
 
 def threat_model_row(result: PipelineResult) -> dict:
-    """A row of the 'compare threat models' table, keyed by COMPARE_COLUMNS."""
-    a, tm = result.attack, result.attack_config.threat_model
-    values = [tm, THREAT_MODELS[tm].label, result.adversarial.label, result.purified.label,
-              result.outcome.fooled_clipure, round(float(result.adv_trajectory.cos_to_blank[-1, 0]), 4),
-              round(a.linf_255, 2),
-              round(a.seconds, 2)]
+    """A row of the 'compare threat models' table, keyed by COMPARE_COLUMNS; yes/no from the Outcome."""
+    a, o, tm = result.attack, result.outcome, result.attack_config.threat_model
+    over = " (past eps)" if o.exceeds_eps else ""
+    values = [THREAT_MODELS[tm].label, result.adversarial.label, result.purified.label,
+              yes_no(o.fooled_clip) + over, yes_no(o.fooled_clipure) + over, yes_no(o.clipure_changed_clean),
+              f"{a.linf_255:.2f}", f"{a.seconds:.1f}"]
     return dict(zip(COMPARE_COLUMNS, values))
 
 

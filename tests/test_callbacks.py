@@ -9,7 +9,7 @@ IMAGE = str(EXAMPLES_DIR / "cat.png")
 VALUES = dict(image=IMAGE, classnames="cat, dog, car, plane", backbone="tiny-random", template_set="single",
               attack="PGD", threat_model="adaptive", eps=8, steps=2, step_size=0, seed=1, targeted=False,
               target="dog", method="clipure-cos", p_steps=4, p_step_size=30.0, momentum=0.0, norm="l2",
-              grad_scope="sample")
+              grad_scope="sample", precision="fp32")
 
 
 def values(names=cb.FORM, **changes):

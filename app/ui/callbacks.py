@@ -18,7 +18,7 @@ from app.attacks import ATTACKS, AttackConfig
 from app.budget import Budget, activate_each, active
 from app.classnames import split_classnames
 from app.errors import CLIPureError, WeightsUnavailableError
-from app.hosting import gpu
+from app.hosting import gpu, request_seconds
 from app.limits import LIMITS
 from app.models import BACKBONES, load_backbone
 from app.pipeline import classify, compare_threat_models, run, run_pipeline
@@ -35,12 +35,14 @@ STREAM_STEP_INTERVAL_S = 0.05  # at most 20 updates a second while streaming; th
 COMMON = ("image", "classnames", "backbone", "template_set")
 ATTACK_FIELDS = ("attack", "threat_model", "eps", "steps", "step_size", "seed", "targeted", "target")
 PURIFY_FIELDS = ("method", "p_steps", "p_step_size", "momentum", "norm", "grad_scope")
-FORM = COMMON + ATTACK_FIELDS + PURIFY_FIELDS
+# Appended last, so API calls written before it existed still work (it defaults to fp32).
+PRECISION = ("precision",)
+FORM = COMMON + ATTACK_FIELDS + PURIFY_FIELDS + PRECISION
 
 # What /run fills, in order; callbacks return {name: value} and `run_outputs` orders them.
 RUN_OUTPUTS = ("clean_label", "adv_label", "purified_label", "clean_note", "adv_note", "purified_note",
                "adv_image", "pert_image", "stats", "adv_download", "prob_plot", "cos_plot", "map_plot",
-               "json_file", "csv_file", "status", "result_state", "replay")
+               "json_file", "csv_file", "status", "result_state", "replay", "replay_label", "replay_note")
 
 
 @dataclass
@@ -71,7 +73,7 @@ class Form:
                             momentum=v["momentum"], norm=v["norm"], grad_scope=v["grad_scope"])
 
     def engine_args(self) -> dict:
-        return dict(model=self.backbone, template_set=self.template_set)
+        return dict(model=self.backbone, template_set=self.template_set, precision=self.values.get("precision"))
 
 
 def user_errors(fn):
@@ -112,24 +114,22 @@ def progress_text(fraction: float | None, message: str) -> str:
     return f"⏳ `{'█' * filled}{'░' * (20 - filled)}` {100 * fraction:.0f}% · {message}"
 
 
-def _note(result, which: str, what: str) -> str:
-    text = report.agreement(result, which)
-    return f"{'✅' if text.startswith('agrees') else '⚠️'} {what} {text}" if text else ""
-
-
 # --- endpoints ------------------------------------------------------------------------------
 
 @user_errors
-@gpu(duration=120)
+@gpu(duration=request_seconds)
 def run_demo(*values):
     """Classify, attack, purify; streams progress and each purification step."""
     form = Form.of(FORM, values)
     pcfg = form.purify_config()
+    started = time.monotonic()
     names, steps, last_draw, last_status, last_yield = [], [], None, 0.0, 0.0
     for event in run(form.image, form.classnames, form.attack_config(), pcfg, **form.engine_args()):
         names = event.classnames or names
         now = time.monotonic()
-        if event.phase in ("prepare", "clean", "attack", "attack-step", "heartbeat"):
+        if event.phase == "prepare":   # validation comes first: a refused request shows no progress at all
+            continue
+        if event.phase in ("clean", "attack", "attack-step", "heartbeat"):
             if now - last_status >= 0.1 or event.phase != "attack-step":   # at most 10 progress messages a second
                 last_status = now
                 yield run_outputs(status=progress_text(event.fraction, event.message))
@@ -149,10 +149,10 @@ def run_demo(*values):
                 last_draw = time.monotonic()
             yield run_outputs(**update)
         elif event.phase == "done":
-            yield final_outputs(event.result)
+            yield final_outputs(event.result, time.monotonic() - started)
 
 
-def final_outputs(r) -> tuple:
+def final_outputs(r, wall_s: float | None = None) -> tuple:
     for w in r.warnings:
         gr.Warning(w)
     files = report.export(r, output_dir())
@@ -161,20 +161,32 @@ def final_outputs(r) -> tuple:
         clean_label=r.clean.top(TOP_K, r.classnames),
         adv_label=r.adversarial.top(TOP_K, r.classnames),
         purified_label=r.purified.top(TOP_K, r.classnames),
-        clean_note=_note(r, "clean_purified", "CLIPure on the clean image:"),
-        adv_note=_note(r, "adversarial", "Bare CLIP on the adversarial image:"),
-        purified_note=_note(r, "purified", "CLIPure on the adversarial image:"),
+        **report.outcome_notes(r),
         adv_image=str(files["adversarial"]), pert_image=str(files["perturbation"]),
         stats=report.stats_markdown(r, files["factor"]), adv_download=str(files["adversarial"]),
         prob_plot=f_probs, cos_plot=f_cos, map_plot=f_map,
         json_file=str(files["json"]), csv_file=str(files["csv"]),
-        status=f"✅ Done in {r.timings['total']:.1f} s" + (" — random weights: MEANINGLESS" if r.meaningless else ""),
-        result_state=r, replay=r.purify_config.steps,
+        status=done_status(r, wall_s),
+        result_state=r, replay=gr.update(value=r.purify_config.steps, maximum=max(r.purify_config.steps, 1)),
+        replay_label=r.trajectory.prediction(-1, r.classnames).top(TOP_K, r.classnames),
+        replay_note=report.step_markdown(r, r.purify_config.steps),
     )
 
 
+def done_status(r, wall_s: float | None) -> str:
+    """The status line after a run: wall time, the verdict in words, and any caveat."""
+    took = f"{wall_s:.1f} s" if wall_s is not None else f"{r.timings['total']:.1f} s (engine)"
+    text = f"**Done in {took}.**"
+    if r.outcome is not None:
+        text += (f" Attack on bare CLIP: **{'succeeded' if r.outcome.fooled_clip else 'failed'}**; "
+                 f"on CLIPure: **{'succeeded' if r.outcome.fooled_clipure else 'failed'}**.")
+    if r.meaningless:
+        text += " Random weights: the predictions are MEANINGLESS."
+    return text
+
+
 @user_errors
-@gpu(duration=300)
+@gpu(duration=lambda *values: request_seconds(*values, threat_models=len(THREAT_MODELS)))
 def compare_demo(*values):
     """The same attack under all four threat models; one table row each."""
     form = Form.of(FORM, values)
@@ -186,17 +198,17 @@ def compare_demo(*values):
 
 
 @user_errors
-@gpu(duration=60)
+@gpu(duration=lambda *values: request_seconds(*values, names=COMMON))
 def classify_api(*values) -> dict:
     """Bare zero-shot CLIP: the label and the top class probabilities."""
-    form = Form.of(COMMON, values)
+    form = Form.of(COMMON + PRECISION, values)
     pred, prep = classify(form.image, form.classnames, **form.engine_args())
     return {"label": pred.label, "confidences": pred.top(TOP_K, prep.classnames), "backbone": prep.backbone.name,
             "meaningless": prep.backbone.spec.meaningless, "classnames": prep.classnames, "warnings": prep.warnings}
 
 
 @user_errors
-@gpu(duration=120)
+@gpu(duration=request_seconds)
 def attack_api(*values):
     """Attack only: the adversarial PNG, the clean PNG at model resolution, and the statistics."""
     form = Form.of(FORM, values)
@@ -208,10 +220,10 @@ def attack_api(*values):
 
 
 @user_errors
-@gpu(duration=60)
+@gpu(duration=lambda *values: request_seconds(*values, names=COMMON + PURIFY_FIELDS))
 def purify_api(*values) -> dict:
     """Purify the clean image's embedding: the whole trajectory with per-step probabilities."""
-    form = Form.of(COMMON + PURIFY_FIELDS, values)
+    form = Form.of(COMMON + PURIFY_FIELDS + PRECISION, values)
     r = run_pipeline(form.image, form.classnames, None, form.purify_config(), **form.engine_args())
     return report.to_dict(r, embeddings=False)
 
@@ -219,13 +231,13 @@ def purify_api(*values) -> dict:
 # --- page events ----------------------------------------------------------------------------
 
 def on_replay(result, step):
-    """Inspect one purification step of the last run: its prediction, and a marker on the plots."""
+    """Inspect one purification step of the last run: its prediction, and a marker on every plot."""
     if result is None:
-        return gr.skip(), gr.skip(), gr.skip(), gr.skip()
+        return gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip()
     step = int(min(max(step, 0), result.trajectory.steps))
-    f_probs, f_cos, _ = report.figures(result, TOP_K, step)
+    f_probs, f_cos, f_map = report.figures(result, TOP_K, step)
     label = result.trajectory.prediction(step, result.classnames).top(TOP_K, result.classnames)
-    return label, report.step_markdown(result, step), f_probs, f_cos
+    return label, report.step_markdown(result, step), f_probs, f_cos, f_map
 
 
 def on_backbone(name, active):

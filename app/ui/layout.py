@@ -13,7 +13,7 @@ import gradio as gr
 from app import report, server
 from app.attacks import ATTACKS
 from app.limits import LIMITS
-from app.models import BACKBONES, load_backbone, load_default
+from app.models import BACKBONES, PRECISIONS, load_backbone, load_default
 from app.presets import CLASS_PRESETS, default_classnames, examples_for
 from app.purifiers import GRAD_SCOPES, NORMS, PAPER_DEFAULTS, PURIFIERS
 from app.threat_models import THREAT_MODELS
@@ -39,6 +39,8 @@ def _inputs(c: dict) -> dict:
                 c["_preset"] = gr.Dropdown(list(CLASS_PRESETS), label="Class-name presets", value=None)
                 c["template_set"] = gr.Radio(list(TEMPLATE_SETS), value=c["_templates"], label="Prompt templates",
                                              info="single: 'a photo of a {}.' · ensemble: the 80 OpenAI ones")
+            c["precision"] = gr.Radio(list(PRECISIONS), value="fp32", label="Precision of the encoders",
+                                      info="fp16 = the official evaluation's mixed precision (see How it works)")
             c["backbone"] = gr.Dropdown([(f"{k} — {v.description}", k) for k, v in BACKBONES.items()],
                                         value=c["_start"], label="Backbone")
             photos, toys, _, note = cb.backbone_view(c["_start"])
@@ -153,9 +155,9 @@ def build_demo(backbone: str, notice: str | None = None) -> gr.Blocks:
         c["_run"].click(cb.run_demo, form(cb.FORM), form(cb.RUN_OUTPUTS), api_name="run", **engine)
         c["_compare"].click(cb.compare_demo, form(cb.FORM), [c["_compare_table"], c["_compare_caption"]],
                             api_name="compare", **engine)
-        api_only.click(cb.classify_api, form(cb.COMMON), api_json, api_name="classify", **engine)
+        api_only.click(cb.classify_api, form(cb.COMMON + cb.PRECISION), api_json, api_name="classify", **engine)
         api_only.click(cb.attack_api, form(cb.FORM), [api_file_a, api_file_b, api_stats], api_name="attack", **engine)
-        api_only.click(cb.purify_api, form(cb.COMMON + cb.PURIFY_FIELDS), api_json, api_name="purify", **engine)
+        api_only.click(cb.purify_api, form(cb.COMMON + cb.PURIFY_FIELDS + cb.PRECISION), api_json, api_name="purify", **engine)
 
         private = dict(api_visibility="private")
         c["_preset"].change(cb.on_preset, c["_preset"], c["classnames"], **private)
