@@ -1,7 +1,9 @@
 """Hugging Face Spaces glue: ZeroGPU's @spaces.GPU when the package is there, a no-op otherwise.
 
 `spaces` must be imported before torch; app.py does that first thing, so the import here
-only picks up the module that is already loaded.
+only picks up the module that is already loaded. Each engine call asks ZeroGPU for a slot
+sized from its own request (`request_seconds`), so a long attack is not cut off by a fixed
+duration and a short one does not spend a long slot of the visitor's daily quota.
 """
 from __future__ import annotations
 
@@ -10,9 +12,35 @@ try:
 except ImportError:  # not on a Space: run on whatever device the engine picked
     spaces = None
 
+MIN_SECONDS, MAX_SECONDS = 20, 300   # ZeroGPU allows about 5 minutes a call
+# Generous GPU seconds per unit of work (ViT-L-14 on an H200 slice is well under these).
+PER_FORWARD, PER_PROMPT, PER_PURIFY_STEP = 0.05, 0.004, 0.02
 
-def gpu(duration: int = 60):
-    """Decorator: request a ZeroGPU slot for `duration` seconds per call, where available."""
+
+def request_seconds(*values, names=None, threat_models: int = 1) -> int:
+    """The ZeroGPU duration for one request, from the widget values by FORM name (or `names`):
+    setup, the prompts to encode, the attack's forward passes (each through T purification
+    steps unless the threat model is undefended) and the purification itself; capped at MAX_SECONDS."""
+    from app.attacks import ATTACKS
+    from app.ui.callbacks import FORM
+    v = dict(zip(names or FORM, values))
+    number = lambda key, default: float(v[key]) if isinstance(v.get(key), (int, float)) else default  # noqa: E731
+    classes = max(len(str(v.get("classnames") or "").replace("\n", ",").split(",")), 2)
+    prompts = (classes + 1) * (80 if v.get("template_set") == "ensemble" else 1)
+    T = max(number("p_steps", 10), 0)
+    seconds = 10 + prompts * PER_PROMPT + 2 * (T + 1) * PER_PURIFY_STEP
+    spec = ATTACKS.get(v.get("attack")) if isinstance(v.get("attack"), str) else None
+    if spec is not None:
+        steps = max(number("steps", 10), 1)
+        forwards = steps * (spec.forwards_per_step or 20)   # unknown: AutoAttack-like, ~20 passes a step
+        through = 1 if v.get("threat_model") == "undefended" else 1 + 2 * T   # unrolled forward + backward
+        seconds += threat_models * forwards * PER_FORWARD * through
+    return int(min(max(seconds, MIN_SECONDS), MAX_SECONDS))
+
+
+def gpu(duration=60):
+    """Decorator: request a ZeroGPU slot per call, where available. `duration` is seconds, or a
+    function of the call's arguments that returns them (spaces' dynamic duration)."""
     if spaces is not None:
         return spaces.GPU(duration=duration)
     return lambda fn: fn

@@ -2,7 +2,8 @@
 
 Every figure shows every computed step as a point: oscillation (the 2-cycle of the official
 defaults) is drawn, never smoothed. Titles carry the caption that names the threat model,
-attack, eps, steps and backbone.
+attack, eps, steps and backbone. Text is at least 10 pt and legends sit outside the axes; the
+figures are drawn on white, and the page inverts them in its dark theme (app/ui/layout.py CSS).
 """
 from __future__ import annotations
 
@@ -15,29 +16,40 @@ import torch.nn.functional as F
 from matplotlib.figure import Figure
 
 CLEAN_COLOUR, TARGET_COLOUR = "#1f77b4", "#d62728"
+FONT, SMALL = 11, 10   # points: titles and labels, ticks and legends (never below 10)
 OTHER_COLOURS = ["#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf", "#ff7f0e"]
 
 
-def _figure(w: float, h: float, ncols: int = 1) -> tuple[Figure, list]:
+def _figure(w: float, h: float, ncols: int = 1, right: float = 0.97) -> tuple[Figure, list]:
     # A fixed layout: constrained/tight layout costs more than drawing these small plots.
+    # `right` < 1 leaves room for a legend outside the axes.
     fig = Figure(figsize=(w, h), dpi=72)
     axes = fig.subplots(1, ncols, squeeze=False)[0]
-    fig.subplots_adjust(left=0.12 if ncols == 1 else 0.07, right=0.97, bottom=0.14, top=0.8, wspace=0.22)
+    fig.subplots_adjust(left=0.1 if ncols == 1 else 0.06, right=right, bottom=0.15, top=0.76, wspace=0.18)
+    for ax in axes:
+        ax.tick_params(labelsize=SMALL)
     return fig, list(axes)
+
+
+def _legend_outside(ax) -> None:
+    """The legend to the right of the axes, never over the data ("best" is also slow)."""
+    ax.legend(fontsize=SMALL, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0, frameon=False)
 
 
 def _mark_step(axes, step: int | None) -> None:
     """A vertical line at the step being inspected (the replay slider)."""
     if step is not None:
         for ax in axes:
-            ax.axvline(step, color="black", lw=1, ls=":", alpha=0.7)
+            ax.axvline(step, color="black", lw=1.2, ls=":", alpha=0.8)
+            ax.annotate(f"step {step}", (step, 1.0), xycoords=("data", "axes fraction"), xytext=(3, -12),
+                        textcoords="offset points", fontsize=SMALL)
 
 
 def _caption(fig: Figure, caption: str) -> None:
     """The threat model / attack / eps / steps / backbone line, wrapped to the figure's width."""
     if caption:
-        width = int(fig.get_figwidth() * 19)   # characters per line at 7 pt
-        fig.suptitle(textwrap.fill(caption, width), fontsize=7, y=0.995, va="top")
+        width = int(fig.get_figwidth() * 12.5)   # characters per line at 10 pt
+        fig.suptitle(textwrap.fill(caption, width), fontsize=SMALL, y=0.995, va="top")
 
 
 def _top_classes(probs: np.ndarray, k: int, must: Sequence[int]) -> list[int]:
@@ -61,7 +73,7 @@ def probability_figure(traces: dict[str, np.ndarray], classnames: Sequence[str],
     the target) keep one colour across panels. The clean prediction is a thick blue line, the
     target (if any) a dashed red one.
     """
-    fig, axes = _figure(4.4 * len(traces), 3.3, len(traces))
+    fig, axes = _figure(3.6 * len(traces) + 2.4, 3.6, len(traces), right=1 - 2.3 / (3.6 * len(traces) + 2.4))
     peak = np.max(np.stack([p.max(axis=0) for p in traces.values()]), axis=0)   # (C,)
     colours = iter(OTHER_COLOURS)
     styles = {}
@@ -76,12 +88,14 @@ def probability_figure(traces: dict[str, np.ndarray], classnames: Sequence[str],
         steps = np.arange(probs.shape[0])
         for i, style in styles.items():
             ax.plot(steps, probs[:, i], marker="o", ms=3.5, **style)
-        ax.set(title=title, xlabel="purification step", ylim=(-0.02, 1.02), yticks=[0, 0.5, 1])
+        ax.set(xlabel="purification step", ylim=(-0.02, 1.02), yticks=[0, 0.5, 1])
+        ax.set_title(title, fontsize=FONT)
+        ax.xaxis.label.set_size(FONT)
         # Every step is a point; tick labels at most every other step (text is the costly part).
         ax.set_xticks(np.unique(np.linspace(0, steps[-1], min(len(steps), 6)).round()))
         ax.grid(alpha=0.3)
-    axes[0].set_ylabel("probability")
-    axes[-1].legend(fontsize=7, loc="upper right")   # one legend: colours are shared; "best" is slow
+    axes[0].set_ylabel("probability", fontsize=FONT)
+    _legend_outside(axes[-1])   # one legend: colours are shared
     _mark_step(axes, step)
     _caption(fig, caption)
     return fig
@@ -89,12 +103,14 @@ def probability_figure(traces: dict[str, np.ndarray], classnames: Sequence[str],
 
 def cosine_figure(cosines: dict[str, Sequence[float]], caption: str = "", step: int | None = None) -> Figure:
     """cos(z_t, b) per step for each trajectory."""
-    fig, (ax,) = _figure(5.2, 3.2)
+    fig, (ax,) = _figure(7.0, 3.6, right=0.7)
     for (name, cos), colour in zip(cosines.items(), ["#d62728", "#1f77b4", "#2ca02c", "#9467bd"]):
         ax.plot(np.arange(len(cos)), cos, marker="o", ms=4, color=colour, label=name)
-    ax.set(xlabel="purification step", ylabel="cos(z, blank)", title="Cosine to the blank target per step")
+    ax.set_xlabel("purification step", fontsize=FONT)
+    ax.set_ylabel("cos(z, blank)", fontsize=FONT)
+    ax.set_title("Cosine to the blank target per step", fontsize=FONT)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="lower right")
+    _legend_outside(ax)
     _mark_step([ax], step)
     _caption(fig, caption)
     return fig
@@ -102,11 +118,13 @@ def cosine_figure(cosines: dict[str, Sequence[float]], caption: str = "", step: 
 
 def latent_map_figure(trajectories: dict[str, torch.Tensor], class_embeddings: torch.Tensor,
                       blank: torch.Tensor, classnames: Sequence[str], caption: str = "",
-                      max_landmarks: int = 12) -> Figure:
+                      max_landmarks: int = 12, step: int | None = None) -> Figure:
     """2-D PCA map of the unit-sphere trajectories with class embeddings and the blank as landmarks.
 
     trajectories: name -> (T+1, D). The projection is fitted on every point shown, so arrows
-    between consecutive steps show the real order and size of the moves in that plane.
+    between consecutive steps show the real order and size of the moves in that plane. Class
+    landmarks are numbered squares listed in a key beside the map (names on the map collide);
+    step numbers sit along each path; `step` rings that step on every path (the replay slider).
     """
     trajs = {k: F.normalize(v.float(), dim=-1) for k, v in trajectories.items()}
     b = F.normalize(blank.float(), dim=-1)[None]
@@ -121,24 +139,39 @@ def latent_map_figure(trajectories: dict[str, torch.Tensor], class_embeddings: t
     _, _, v = torch.linalg.svd(every - mean, full_matrices=False)
     proj = lambda p: ((p - mean) @ v[:2].T).numpy()  # noqa: E731
 
-    fig, (ax,) = _figure(5.6, 4.8)
+    fig, (ax,) = _figure(8.0, 5.0, right=0.62)
     cp = proj(classes[keep])
-    ax.scatter(cp[:, 0], cp[:, 1], marker="s", s=30, color="#555555", zorder=3)
-    for (x, y), i in zip(cp, keep.tolist()):
-        ax.annotate(classnames[i], (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points")
+    ax.scatter(cp[:, 0], cp[:, 1], marker="s", s=120, color="#dddddd", edgecolors="#555555", zorder=3)
+    for n, ((x, y), i) in enumerate(zip(cp, keep.tolist()), 1):
+        # The landmark's number inside its square; the names go in the key, where they cannot collide.
+        ax.text(x, y, str(n), fontsize=SMALL - 2 if n > 9 else SMALL, ha="center", va="center", zorder=4)
+        ax.plot([], [], "s", color="#dddddd", mec="#555555", label=f"{n}  {classnames[i]}")
     bp = proj(b)[0]
-    ax.scatter([bp[0]], [bp[1]], marker="*", s=220, color="black", zorder=4)
-    ax.annotate('blank "a photo of a ."', bp, fontsize=8, xytext=(4, -10), textcoords="offset points")
+    ax.scatter([bp[0]], [bp[1]], marker="*", s=260, color="black", zorder=4, label='blank "a photo of a ."')
     for (name, t), colour in zip(trajs.items(), ["#d62728", "#1f77b4", "#2ca02c", "#9467bd"]):
         p = proj(t)
-        ax.plot(p[:, 0], p[:, 1], "o", color=colour, ms=4, label=name, zorder=5)
+        ax.plot(p[:, 0], p[:, 1], "o", color=colour, ms=5, label=f"{name} (steps 0-{len(p) - 1})", zorder=5)
         d = p[1:] - p[:-1]   # one arrow per step, in step order
         ax.quiver(p[:-1, 0], p[:-1, 1], d[:, 0], d[:, 1], angles="xy", scale_units="xy", scale=1, color=colour,
                   width=0.004, alpha=0.8, zorder=5)
-        for k in (0, len(p) - 1):
-            ax.annotate(f"{k}", p[k], fontsize=7, color=colour, xytext=(-8, 4), textcoords="offset points")
-    ax.set(title="Latent trajectory (2-D PCA of unit embeddings)", xlabel="PC 1", ylabel="PC 2")
+        # Step numbers along the path, below-left of each point (landmark numbers sit centred);
+        # a 2-cycle revisits the same two points, so each spot is labelled once with all its steps.
+        spots: dict[tuple, list[int]] = {}
+        for k, xy in enumerate(p):
+            spots.setdefault(tuple(np.round(xy, 3)), []).append(k)
+        for ks in spots.values():
+            text = ",".join(map(str, ks)) if len(ks) <= 3 else f"{ks[0]},{ks[1]},…,{ks[-1]}"
+            ax.annotate(text, p[ks[0]], fontsize=SMALL, color=colour, xytext=(-6, -6), textcoords="offset points",
+                        ha="right", va="top", zorder=6)
+        if step is not None and 0 <= step < len(p):
+            ax.scatter([p[step, 0]], [p[step, 1]], s=260, facecolors="none", edgecolors=colour, linewidths=2,
+                       zorder=7)
+    if step is not None:
+        ax.plot([], [], "o", mfc="none", mec="black", ms=12, label=f"step {step} (replay)")
+    ax.set_title("Latent trajectory (2-D PCA of unit embeddings)", fontsize=FONT)
+    ax.set_xlabel("PC 1", fontsize=FONT)
+    ax.set_ylabel("PC 2", fontsize=FONT)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="upper left")
+    _legend_outside(ax)
     _caption(fig, caption)
     return fig

@@ -48,7 +48,8 @@ def test_user_errors_turns_engine_errors_into_one_gr_error_also_in_generators():
 def test_run_demo_streams_to_a_complete_result():
     updates = list(cb.run_demo(*values()))
     final = dict(zip(cb.RUN_OUTPUTS, updates[-1]))
-    assert final["status"].startswith("✅") and final["replay"] == 4
+    assert final["status"].startswith("**Done in") and final["replay"]["value"] == 4
+    assert "Step 4/4" in final["replay_note"] and final["replay_label"]   # the replay is filled at the end
     assert final["purified_label"] and final["result_state"].purify_config.steps == 4
     statuses = [dict(zip(cb.RUN_OUTPUTS, u))["status"] for u in updates[:-1]]
     assert any("PGD" in str(s) for s in statuses)   # progress beside the button, during the attack
@@ -62,14 +63,61 @@ def test_run_demo_refuses_bad_input_in_one_sentence():
 def test_replay_shows_the_prediction_at_the_chosen_step():
     final = dict(zip(cb.RUN_OUTPUTS, list(cb.run_demo(*values()))[-1]))
     r = final["result_state"]
-    label, note, probs, cos = cb.on_replay(r, 2)
+    label, note, probs, cos, latent = cb.on_replay(r, 2)
     assert label == r.adv_trajectory.prediction(2, r.classnames).top(cb.TOP_K, r.classnames)
     assert "Step 2/4" in note
     assert cb.on_replay(None, 2)[0] is not None   # no run yet: nothing changes (gr.skip)
 
 
 def test_classify_api_and_target_menu():
-    out = cb.classify_api(*values(cb.COMMON))
+    out = cb.classify_api(*values(cb.COMMON + cb.PRECISION))
     assert out["classnames"] == ["cat", "dog", "car", "plane"] and out["meaningless"]
     update = cb.on_classnames("cat, dog, cat", "zebra")
     assert update["choices"] == ["cat", "dog"] and update["value"] == "dog"
+
+
+def test_every_yes_no_comes_from_the_one_outcome():
+    final = dict(zip(cb.RUN_OUTPUTS, list(cb.run_demo(*values(p_steps=5)))[-1]))
+    r = final["result_state"]
+    o = r.outcome
+    assert ("succeeded" if o.fooled_clip else "failed") in final["adv_note"]
+    assert ("succeeded" if o.fooled_clipure else "failed") in final["purified_note"]
+    assert ("changed" if o.clipure_changed_clean else "same") in final["clean_note"]
+    assert "T = 5 is odd" in final["stats"] and "2-cycle" in final["stats"]      # the odd-T note
+    import json
+    d = json.loads(open(final["json_file"]).read())
+    assert d["attack_config"]["step_size"] == 2.0 and d["attack_config"]["step_size_default"]   # eps 8 / 4
+    assert d["attack_succeeded"] == {"bare_clip": o.fooled_clip, "clipure": o.fooled_clipure}
+    from app import report
+    row = report.threat_model_row(r)
+    assert row["fooled CLIPure"].startswith("yes" if o.fooled_clipure else "no")
+
+
+def test_a_target_equal_to_the_clean_class_is_refused_in_one_sentence():
+    clean = cb.classify_api(*values(cb.COMMON + cb.PRECISION))["label"]
+    with pytest.raises(gr.Error, match="already the clean prediction"):
+        list(cb.run_demo(*values(targeted=True, target=clean, threat_model="undefended")))
+
+
+def test_a_text_file_upload_gets_one_sentence(tmp_path):
+    fake = tmp_path / "notes.png"
+    fake.write_text("not an image at all")
+    image, status = cb.on_upload(str(fake))
+    assert image is None and status.count(".") >= 1 and "image" in status.lower()
+
+
+def test_lessons_set_form_fields_and_say_two_sentences():
+    from app.presets import LESSONS
+    for k, lesson in enumerate(LESSONS):
+        assert set(lesson.settings) <= set(cb.FORM)
+        out = cb.on_lesson(k)()
+        assert len(out) == len(lesson.settings) + 1 and lesson.text in out[-1]
+    assert LESSONS[2].settings["precision"] == "fp16" and LESSONS[2].action == "compare"
+
+
+def test_gpu_duration_grows_with_the_request():
+    from app.hosting import MAX_SECONDS, request_seconds
+    short = request_seconds(*values(steps=10, threat_model="undefended"))
+    long = request_seconds(*values(steps=100, threat_model="adaptive", p_steps=10))
+    assert short < long <= MAX_SECONDS
+    assert request_seconds(*values(attack="AutoAttack", steps=100, threat_model="adaptive")) == MAX_SECONDS

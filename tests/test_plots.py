@@ -44,7 +44,28 @@ def test_latent_map_has_landmarks_and_one_arrow_per_step(noise_image, tiny):
     blank = TEXT_CACHE.blank_embedding(tiny, "single")
     fig = latent_map_figure({"adversarial input": r.adv_trajectory.embeddings[:, 0]}, classes, blank, CLASSES, "cap")
     ax = fig.axes[0]
-    texts = [t.get_text() for t in ax.texts]
-    assert all(c in texts for c in CLASSES) and any("blank" in t for t in texts)
+    legend = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert all(any(t.endswith(c) for t in legend) for c in CLASSES) and any("blank" in t for t in legend)
     (quiver,) = [c for c in ax.collections if c.__class__.__name__ == "Quiver"]
     assert quiver.N == r.adv_trajectory.steps
+
+
+def test_text_is_at_least_10_points_and_legends_sit_outside_the_axes():
+    probs = {"adversarial input": np.random.default_rng(0).dirichlet(np.ones(5), 11)}
+    fig = probability_figure(probs, CLASSES, clean_idx=2, caption="threat model: adaptive | PGD", step=3)
+    fig.canvas.draw()
+    texts = [t for t in fig.findobj(lambda a: hasattr(a, "get_fontsize") and hasattr(a, "get_text"))
+             if t.get_text().strip()]
+    assert texts and min(t.get_fontsize() for t in texts) >= 10
+    ax = fig.axes[0]
+    assert ax.get_legend().get_window_extent().x0 >= ax.get_window_extent().x1   # right of the data
+    assert any(t.get_text() == "step 3" for t in ax.texts)                        # the replay marker
+
+
+def test_latent_map_marks_the_replay_step(noise_image, tiny):
+    r = run_pipeline(noise_image, CLASSES, AttackConfig(steps=2), model="tiny-random", template_set="single")
+    classes = TEXT_CACHE.class_embeddings(tiny, CLASSES, "single")
+    blank = TEXT_CACHE.blank_embedding(tiny, "single")
+    fig = latent_map_figure({"adversarial input": r.adv_trajectory.embeddings[:, 0]}, classes, blank, CLASSES,
+                            step=4)
+    assert any("step 4" in t.get_text() for t in fig.axes[0].get_legend().get_texts())

@@ -22,7 +22,8 @@ from app.hosting import gpu, request_seconds
 from app.limits import LIMITS
 from app.models import BACKBONES, load_backbone
 from app.pipeline import classify, compare_threat_models, run, run_pipeline
-from app.presets import CLASS_PRESETS, default_classnames
+from app.images import load_image
+from app.presets import CLASS_PRESETS, LESSONS, default_classnames, examples_for, presets_for
 from app.purifiers import PAPER_DEFAULTS, PurifyConfig
 from app.server import output_dir
 from app.threat_models import THREAT_MODELS
@@ -246,18 +247,57 @@ def on_backbone(name, active):
         load_backbone(name)
     except WeightsUnavailableError as e:
         gr.Warning(str(e))
-        return (active, active) + backbone_view(active)
-    return (name, name) + backbone_view(name)
+        name = active
+    examples, classnames, note, presets = backbone_view(name)
+    return name, name, examples, classnames, note, gr.update(choices=presets, value=None)
 
 
 def backbone_view(name):
-    """(photo examples visible, toy examples visible, class names, note) for a backbone."""
+    """(example thumbnails, default class names, note, fitting presets) for a backbone."""
     spec = BACKBONES[name]
-    bundled = spec.source == "bundled"
-    note = f"**Backbone:** `{name}` — {spec.description}."
+    toy = spec.source == "bundled"
+    note = f"**Backbone:** `{name}`: {spec.description}."
     if spec.meaningless:
-        note = f"⚠️ {note} Use it for smoke tests only."
-    return (gr.update(visible=not bundled), gr.update(visible=bundled), default_classnames(name), note)
+        note = f"**Backbone:** `{name}` has random weights, so its predictions are meaningless: smoke tests only."
+    examples = [(path, Path(path).stem.removeprefix("toy-").replace("-", " ")) for path, _ in examples_for(toy)]
+    return examples, default_classnames(name), note, presets_for(name)
+
+
+def on_example(evt: gr.SelectData, active):
+    """A click on an example thumbnail: its image and the class names that fit it."""
+    path, names = examples_for(BACKBONES[active].source == "bundled")[evt.index]
+    return path, names
+
+
+def on_upload(path):
+    """Check an upload at once: a file that is not an image gets one sentence beside Run, not a broken box."""
+    if path is None:
+        return gr.skip(), gr.skip()
+    try:
+        load_image(path, LIMITS)
+    except CLIPureError as e:
+        return None, f"**Not used:** {e}"
+    return gr.skip(), "Image ready: press **Run**."
+
+
+def on_template_set(template_set, classnames, active):
+    """Say what the ensemble costs before it runs: 80 text-encoder passes per class, once."""
+    if template_set != "ensemble":
+        return ""
+    n = len(split_classnames(classnames)) + 1   # + the blank
+    where = "on this CPU that takes minutes" if load_backbone(active).device.type == "cpu" else "seconds on a GPU"
+    return (f"**Cost:** the ensemble encodes 80 prompts per class, {80 * n} text-encoder passes for these "
+            f"{n - 1} classes and the blank the first time ({where}); later runs reuse them.")
+
+
+def on_lesson(k: int):
+    """The k-th teacher's lesson: its settings (in the order of its fields) and its two sentences."""
+    lesson = LESSONS[k]
+
+    def apply():
+        return (*lesson.settings.values(), f"**{lesson.title}.** {lesson.text}")
+    apply.__name__ = f"lesson_{k + 1}"
+    return apply
 
 
 def on_classnames(text, current_target):
@@ -273,11 +313,9 @@ def on_preset(preset):
 def on_attack(name):
     spec = ATTACKS[name]
     if spec.norm == "l2":
-        eps = gr.update(label="eps (L2, pixel units)", maximum=LIMITS.max_l2_eps, step=0.05, value=0.5,
-                        interactive=True)
+        eps = gr.update(label="eps (L2, pixel units)", value=0.5, interactive=True)
     elif spec.norm == "linf":
-        eps = gr.update(label="eps (L-inf, in 1/255)", maximum=LIMITS.max_linf_eps, step=0.5, value=4,
-                        interactive=True)
+        eps = gr.update(label="eps (L-inf, in 1/255)", value=4, interactive=True)
     else:
         eps = gr.update(label="eps (not used: minimum-norm attack)", interactive=False)
     note = f"{spec.label}. " + (spec.note + ". " if spec.note else "") + \
@@ -293,6 +331,3 @@ def paper_defaults():
     d = PAPER_DEFAULTS
     return d.method, d.steps, d.step_size, d.momentum, d.norm, d.grad_scope
 
-
-def on_purify_steps(steps):
-    return gr.update(maximum=max(int(steps), 1))

@@ -14,7 +14,7 @@ from app import report, server
 from app.attacks import ATTACKS
 from app.limits import LIMITS
 from app.models import BACKBONES, PRECISIONS, load_backbone, load_default
-from app.presets import CLASS_PRESETS, default_classnames, examples_for
+from app.presets import LESSONS, default_classnames, presets_for
 from app.purifiers import GRAD_SCOPES, NORMS, PAPER_DEFAULTS, PURIFIERS
 from app.threat_models import THREAT_MODELS
 from app.ui import callbacks as cb
@@ -22,105 +22,136 @@ from app.ui.components import ImagePath
 from app.zeroshot import TEMPLATE_SETS
 
 HOW_IT_WORKS = (Path(__file__).resolve().parent.parent / "how_it_works.md").read_text()
-# Adversarial images are tiny at model resolution: show them large, without smoothing.
-CSS = ".pixelated img { image-rendering: pixelated; width: 100% !important; height: 100% !important; " \
-      "object-fit: contain; }"
+# Adversarial images are tiny at model resolution: show them large, without smoothing. The
+# figures are drawn on white; the dark theme inverts them (hue-rotated back, so colours keep).
+# On a phone the three predictions stay side by side, so they fit the screen with the status.
+CSS = """
+.pixelated img { image-rendering: pixelated; width: 100% !important; height: 100% !important; object-fit: contain; }
+.dark .figure img { filter: invert(0.88) hue-rotate(180deg); }
+#results-row { flex-wrap: nowrap !important; gap: 6px; }
+#results-row > div { min-width: 0 !important; }
+#lesson-row button { white-space: normal; }
+@media (max-width: 640px) {
+  #results-row .output-class { font-size: var(--text-md) !important; padding: 4px !important; }
+  #results-row .label-text, #results-row .confidence-set { font-size: var(--text-xs) !important; }
+  .prose pre, .prose code { white-space: pre-wrap !important; word-break: break-word; }
+  #status { font-size: var(--text-sm); }
+}
+"""
+# What each figure shows, for screen readers (Gradio's own alt text says "undefined plot ...").
+ALT = {"prob-plot": "Line chart: each class's probability at every purification step, for the attacked and "
+                    "the clean input; the clean prediction is the thick blue line.",
+       "cos-plot": "Line chart: cosine between the image embedding and the blank target at every purification "
+                   "step; a zig-zag is the 2-cycle.",
+       "map-plot": "Map: the purification path of each embedding in a 2-D projection, with numbered class "
+                   "landmarks and the blank target as a star."}
+PAGE_JS = """() => {
+  const alt = %s;
+  const fix = () => { for (const [id, text] of Object.entries(alt)) {
+      const img = document.querySelector('#' + id + ' img'); if (img && img.alt !== text) img.alt = text; } };
+  new MutationObserver(fix).observe(document.body, {subtree: true, childList: true, attributes: true,
+                                                     attributeFilter: ['src']});
+  fix();
+}""" % __import__("json").dumps(ALT)
+SCROLL_TO_STATUS = "() => { document.getElementById('status')?.scrollIntoView({block: 'start'}); }"
 
 
 def _inputs(c: dict) -> dict:
-    """The request form's widgets, by FORM name."""
-    with gr.Row():
-        with gr.Column(scale=4):
-            c["image"] = ImagePath(label="Image", type="filepath", height=260, elem_id="input-image",
+    """The request form: the essentials at the top, beside Run; details in a closed accordion."""
+    with gr.Row(equal_height=False):
+        with gr.Column(scale=3, min_width=260):
+            c["image"] = ImagePath(label="Image", type="filepath", height=190, elem_id="input-image",
                                   sources=["upload", "clipboard", "webcam"])
-            c["classnames"] = gr.Textbox(label="Class names (comma- or newline-separated)",
-                                         value=default_classnames(c["_start"]), lines=2, elem_id="classnames")
+            c["_examples"] = gr.Gallery(cb.backbone_view(c["_start"])[0], label="Examples (click one)", columns=8,
+                                        rows=1, height=90, allow_preview=False, show_label=True,
+                                        elem_id="examples", object_fit="contain")
+        with gr.Column(scale=5, min_width=300):
+            c["classnames"] = gr.Textbox(label="Class names (comma- or newline-separated)", max_lines=3,
+                                         value=default_classnames(c["_start"]), lines=1, elem_id="classnames")
             with gr.Row():
-                c["_preset"] = gr.Dropdown(list(CLASS_PRESETS), label="Class-name presets", value=None)
-                c["template_set"] = gr.Radio(list(TEMPLATE_SETS), value=c["_templates"], label="Prompt templates",
-                                             info="single: 'a photo of a {}.' · ensemble: the 80 OpenAI ones")
-            c["precision"] = gr.Radio(list(PRECISIONS), value="fp32", label="Precision of the encoders",
-                                      info="fp16 = the official evaluation's mixed precision (see How it works)")
+                c["attack"] = gr.Dropdown(list(ATTACKS), value="PGD", label="Attack", min_width=120)
+                c["threat_model"] = gr.Dropdown(list(THREAT_MODELS), value="undefended", label="Threat model",
+                                                min_width=120)
+            with gr.Row():
+                # Numbers, not sliders: a slider clamps what is typed; the engine refuses it in one sentence.
+                c["eps"] = gr.Number(4, label="eps (L-inf, in 1/255)", elem_id="eps", min_width=90)
+                c["steps"] = gr.Number(10, label="Attack steps", precision=0, elem_id="steps", min_width=90)
+                c["p_steps"] = gr.Number(PAPER_DEFAULTS.steps, label="Purify steps T", precision=0,
+                                         elem_id="p-steps", min_width=90)
+                c["p_step_size"] = gr.Number(PAPER_DEFAULTS.step_size, label="Step size η", min_width=90)
+            with gr.Row(elem_id="run-row"):
+                c["_run"] = gr.Button("Run: classify → attack → purify", variant="primary", elem_id="run",
+                                      min_width=160)
+                c["_compare"] = gr.Button("Compare threat models", elem_id="compare", min_width=140)
+            c["status"] = gr.Markdown("Pick an example or upload an image, then press **Run**.", elem_id="status")
+    return c
+
+
+def _settings(c: dict) -> dict:
+    """Everything else of the request form, in a closed accordion."""
+    with gr.Accordion("More settings: model, classes, attack and purification details", open=False):
+        with gr.Row():
             c["backbone"] = gr.Dropdown([(f"{k} — {v.description}", k) for k, v in BACKBONES.items()],
                                         value=c["_start"], label="Backbone")
-            photos, toys, _, note = cb.backbone_view(c["_start"])
-            c["_backbone_note"] = gr.Markdown(note)
-            with gr.Column(visible=photos["visible"]) as c["_photo_box"]:
-                gr.Examples([list(e) for e in examples_for(toy=False)], [c["image"], c["classnames"]],
-                            label="Examples (photos, public domain / CC0)", examples_per_page=8, cache_examples=False)
-            with gr.Column(visible=toys["visible"]) as c["_toy_box"]:
-                gr.Examples([list(e) for e in examples_for(toy=True)], [c["image"], c["classnames"]],
-                            label="Examples for the bundled model", examples_per_page=8, cache_examples=False)
-        with gr.Column(scale=4):
-            with gr.Accordion("Attack", open=True):
-                with gr.Row():
-                    c["attack"] = gr.Dropdown(list(ATTACKS), value="PGD", label="Attack")
-                    c["threat_model"] = gr.Radio(list(THREAT_MODELS), value="undefended", label="Threat model")
-                c["_threat_note"] = gr.Markdown(cb.on_threat_model("undefended"))
-                c["_attack_note"] = gr.Markdown(cb.on_attack("PGD")[1])
-                with gr.Row():
-                    c["eps"] = gr.Slider(0, LIMITS.max_linf_eps, value=4, step=0.5, label="eps (L-inf, in 1/255)")
-                    c["steps"] = gr.Slider(1, LIMITS.max_attack_steps, value=10, step=1, label="Attack steps")
-                with gr.Row():
-                    c["step_size"] = gr.Number(0, label="Step size (eps units; 0 = eps/4)", minimum=0)
-                    c["seed"] = gr.Number(0, label="Seed", precision=0, minimum=0)
-                with gr.Row():
-                    c["targeted"] = gr.Checkbox(False, label="Targeted")
-                    c["target"] = gr.Dropdown([], label="Target class", interactive=True, allow_custom_value=True)
-            with gr.Accordion("Purification", open=True):
-                with gr.Row():
-                    c["method"] = gr.Dropdown([(v.label, k) for k, v in PURIFIERS.items()],
-                                              value=PAPER_DEFAULTS.method, label="Method")
-                    c["p_steps"] = gr.Slider(0, LIMITS.max_purify_steps, value=PAPER_DEFAULTS.steps, step=1,
-                                             label="Steps T")
-                with gr.Row():
-                    c["p_step_size"] = gr.Number(PAPER_DEFAULTS.step_size, label="Step size η", minimum=0)
-                    c["momentum"] = gr.Slider(0, 0.99, value=PAPER_DEFAULTS.momentum, step=0.01, label="Momentum γ")
-                with gr.Row():
-                    c["norm"] = gr.Radio(list(NORMS), value=PAPER_DEFAULTS.norm, label="Update norm")
-                    c["grad_scope"] = gr.Radio(list(GRAD_SCOPES), value=PAPER_DEFAULTS.grad_scope,
-                                               label="Gradient norm scope", info="batch = the official code's coupling")
-                c["_defaults"] = gr.Button("Restore the paper's defaults (T=10, η=30, γ=0, L2)", size="sm")
-            with gr.Row():
-                c["_run"] = gr.Button("Run: classify → attack → purify", variant="primary", elem_id="run")
-                c["_compare"] = gr.Button("Compare threat models", elem_id="compare")
+            c["_preset"] = gr.Dropdown(presets_for(c["_start"]), label="Class-name presets", value=None)
+        with gr.Row():
+            c["template_set"] = gr.Radio(list(TEMPLATE_SETS), value=c["_templates"], label="Prompt templates",
+                                         info="single: 'a photo of a {}.' · ensemble: the 80 OpenAI ones")
+            c["precision"] = gr.Radio(list(PRECISIONS), value="fp32", label="Precision of the encoders",
+                                      info="fp16 = the official evaluation's mixed precision (see How it works)")
+        c["_template_note"] = gr.Markdown(elem_id="template-note")
+        c["_threat_note"] = gr.Markdown(cb.on_threat_model("undefended"))
+        c["_attack_note"] = gr.Markdown(cb.on_attack("PGD")[1])
+        with gr.Row():
+            c["step_size"] = gr.Number(0, label="Attack step size (eps units; 0 = eps/4)")
+            c["seed"] = gr.Number(0, label="Seed", precision=0)
+            c["targeted"] = gr.Checkbox(False, label="Targeted")
+            c["target"] = gr.Dropdown([], label="Target class", interactive=True, allow_custom_value=True)
+        with gr.Row():
+            c["method"] = gr.Dropdown([(v.label, k) for k, v in PURIFIERS.items()], value=PAPER_DEFAULTS.method,
+                                      label="Purification method")
+            c["momentum"] = gr.Number(PAPER_DEFAULTS.momentum, label="Momentum γ")
+            c["norm"] = gr.Radio(list(NORMS), value=PAPER_DEFAULTS.norm, label="Update norm")
+            c["grad_scope"] = gr.Radio(list(GRAD_SCOPES), value=PAPER_DEFAULTS.grad_scope,
+                                       label="Gradient norm scope", info="batch = the official code's coupling")
+        c["_defaults"] = gr.Button("Restore the paper's defaults (T=10, η=30, γ=0, L2)", size="sm")
     return c
 
 
 def _results(c: dict) -> dict:
-    """The widgets /run fills, by RUN_OUTPUTS name (plus the replay and compare panels)."""
-    c["status"] = gr.Markdown("", elem_id="status")
-    with gr.Row():
+    """The widgets /run fills, by RUN_OUTPUTS name (plus the compare panel): predictions first."""
+    with gr.Row(elem_id="results-row"):
         for key, label, elem in (("clean", "Clean: bare CLIP", "clean-panel"),
-                                 ("adv", "Adversarial: bare CLIP", "adv-panel"),
-                                 ("purified", "Adversarial: after CLIPure", "purified-panel")):
-            with gr.Column():
-                c[f"{key}_label"] = gr.Label(num_top_classes=cb.TOP_K, label=label, elem_id=elem)
-                c[f"{key}_note"] = gr.Markdown()
+                                 ("adv", "Attacked: bare CLIP", "adv-panel"),
+                                 ("purified", "Attacked: CLIPure", "purified-panel")):
+            with gr.Column(min_width=100):
+                c[f"{key}_label"] = gr.Label(num_top_classes=3, label=label, elem_id=elem)
+                c[f"{key}_note"] = gr.Markdown(elem_id=f"{key}-note")
+    c["_compare_caption"] = gr.Markdown(elem_id="compare-caption")
+    c["_compare_table"] = gr.Dataframe(label="Same attack, four threat models", interactive=False, wrap=True,
+                                       headers=report.COMPARE_COLUMNS, elem_id="compare-table")
     with gr.Row():
-        c["adv_image"] = gr.Image(label="Adversarial image (model resolution)", format="png", type="filepath",
-                                  interactive=False, height=240, elem_classes="pixelated")
+        c["adv_image"] = gr.Image(label="Attacked image (model resolution)", format="png", type="filepath",
+                                  interactive=False, height=200, elem_classes="pixelated", min_width=140)
         c["pert_image"] = gr.Image(label="Perturbation (amplified)", format="png", type="filepath",
-                                   interactive=False, height=240, elem_classes="pixelated")
-        with gr.Column():
+                                   interactive=False, height=200, elem_classes="pixelated", min_width=140)
+        with gr.Column(min_width=260):
             c["stats"] = gr.Markdown(elem_id="stats")
-            c["adv_download"] = gr.DownloadButton("Download the adversarial image (lossless PNG)")
+            c["adv_download"] = gr.DownloadButton("Download the attacked image (lossless PNG)", interactive=False)
     with gr.Row():
-        c["replay"] = gr.Slider(0, PAPER_DEFAULTS.steps, value=0, step=1, scale=3,
-                                label="Replay: inspect one purification step of the last run", elem_id="replay")
-        c["_replay_label"] = gr.Label(num_top_classes=3, label="Prediction at this step", scale=2)
-    c["_replay_note"] = gr.Markdown(elem_id="replay-note")
-    for key, tab, label, elem in (("prob_plot", "Class probabilities per step", "Probabilities", "prob-plot"),
-                                  ("cos_plot", "Cosine to the blank", "Cosine", "cos-plot"),
-                                  ("map_plot", "Latent map", "Latent trajectory", "map-plot")):
+        c["replay"] = gr.Slider(0, PAPER_DEFAULTS.steps, value=0, step=1, scale=3, min_width=200,
+                                label="Replay: one purification step of the last run (arrow keys move it)",
+                                elem_id="replay")
+        c["replay_label"] = gr.Label(num_top_classes=3, label="Prediction at this step", scale=2, min_width=160)
+    c["replay_note"] = gr.Markdown(elem_id="replay-note")
+    for key, tab, label, elem in (("prob_plot", "Probabilities", "Class probabilities per step", "prob-plot"),
+                                  ("cos_plot", "Cosine", "Cosine to the blank per step", "cos-plot"),
+                                  ("map_plot", "Map", "Latent trajectory", "map-plot")):
         with gr.Tab(tab):
-            c[key] = gr.Plot(label=label, format="png", elem_id=elem)
+            c[key] = gr.Plot(label=label, format="png", elem_id=elem, elem_classes="figure")
     with gr.Row():
         c["json_file"] = gr.File(label="Trajectory (JSON)")
         c["csv_file"] = gr.File(label="Trajectory (CSV)")
-    c["_compare_caption"] = gr.Markdown()
-    c["_compare_table"] = gr.Dataframe(label="Same attack, four threat models", interactive=False,
-                                       headers=report.COMPARE_COLUMNS, elem_id="compare-table")
     return c
 
 
@@ -133,15 +164,22 @@ def build_demo(backbone: str, notice: str | None = None) -> gr.Blocks:
     with gr.Blocks(title="CLIPure: seeing adversarial robustness in CLIP") as demo:
         active = gr.State(backbone)
         c["result_state"] = gr.State(None)   # the last run's PipelineResult, for the replay slider
-        gr.Markdown("# CLIPure: adversarial purification in CLIP's latent space\n"
-                    "Upload an image, name some classes, attack it, and watch CLIPure purify the image "
-                    "embedding step by step (ICLR 2025, arXiv 2502.18176). Read **How it works** before trusting "
-                    "any robustness number: only the `adaptive` and `bpda` threat models test the defence.")
+        gr.Markdown("## CLIPure: adversarial purification in CLIP's latent space\n"
+                    "Attack an image, then watch CLIPure (ICLR 2025) purify its embedding step by step. Only the "
+                    "`adaptive` and `bpda` threat models test the defence: see **How it works**.")
         if notice:
-            gr.Markdown(f"ℹ️ **Offline mode.** {notice}", elem_id="fallback-notice")
+            with gr.Accordion("Offline mode: running the bundled toy-shapes model (why?)", open=False,
+                              elem_id="fallback-notice"):
+                gr.Markdown(notice)
+        c["_backbone_note"] = gr.Markdown(cb.backbone_view(c["_start"])[2], elem_id="backbone-note")
         with gr.Tab("Demo"):
+            with gr.Row(elem_id="lesson-row", equal_height=True):
+                lessons = [gr.Button(lesson.title, size="sm", min_width=120, elem_id=f"lesson-{k}")
+                           for k, lesson in enumerate(LESSONS, 1)]
+            c["_lesson_text"] = gr.Markdown(elem_id="lesson-text")
             _inputs(c)
             _results(c)
+            _settings(c)
         with gr.Tab("How it works"):
             gr.Markdown(HOW_IT_WORKS)
         # API-only endpoints: a hidden button carries them; clients call them by api_name.
@@ -152,26 +190,48 @@ def build_demo(backbone: str, notice: str | None = None) -> gr.Blocks:
         # --- wiring -----------------------------------------------------------------------------
         form = lambda names: [c[n] for n in names]  # noqa: E731
         engine = dict(concurrency_id="engine")
-        c["_run"].click(cb.run_demo, form(cb.FORM), form(cb.RUN_OUTPUTS), api_name="run", **engine)
-        c["_compare"].click(cb.compare_demo, form(cb.FORM), [c["_compare_table"], c["_compare_caption"]],
-                            api_name="compare", **engine)
+        # Progress is the status line beside the button, so no output gets its own spinner.
+        run_args = (cb.run_demo, form(cb.FORM), form(cb.RUN_OUTPUTS))
+        compare_args = (cb.compare_demo, form(cb.FORM), [c["_compare_table"], c["_compare_caption"]])
+        quiet = dict(show_progress="hidden", **engine)
+        private = dict(api_visibility="private")
+        c["_run"].click(*run_args, api_name="run", **quiet)
+        c["_run"].click(None, js=SCROLL_TO_STATUS, **private)
+        c["_compare"].click(*compare_args, api_name="compare", show_progress_on=[c["_compare_table"]], **engine)
+        c["_compare"].click(None, js=SCROLL_TO_STATUS, **private)
         api_only.click(cb.classify_api, form(cb.COMMON + cb.PRECISION), api_json, api_name="classify", **engine)
         api_only.click(cb.attack_api, form(cb.FORM), [api_file_a, api_file_b, api_stats], api_name="attack", **engine)
-        api_only.click(cb.purify_api, form(cb.COMMON + cb.PURIFY_FIELDS + cb.PRECISION), api_json, api_name="purify", **engine)
+        api_only.click(cb.purify_api, form(cb.COMMON + cb.PURIFY_FIELDS + cb.PRECISION), api_json,
+                       api_name="purify", **engine)
 
-        private = dict(api_visibility="private")
+        for k, (button, lesson) in enumerate(zip(lessons, LESSONS)):
+            fields = list(lesson.settings)
+            step = button.click(cb.on_lesson(k), None, form(fields) + [c["_lesson_text"]], **private)
+            step = step.then(None, js=SCROLL_TO_STATUS, **private)
+            if lesson.action == "compare":
+                step.then(*compare_args, show_progress_on=[c["_compare_table"]], **engine, **private)
+            else:
+                step.then(*run_args, **quiet, **private)
+
+        c["image"].upload(cb.on_upload, c["image"], [c["image"], c["status"]], **private)
+        c["_examples"].select(cb.on_example, active, [c["image"], c["classnames"]], **private)
         c["_preset"].change(cb.on_preset, c["_preset"], c["classnames"], **private)
         c["classnames"].change(cb.on_classnames, [c["classnames"], c["target"]], c["target"], **private)
         demo.load(cb.on_classnames, [c["classnames"], c["target"]], c["target"], **private)
+        demo.load(None, js=PAGE_JS, **private)
         c["backbone"].change(cb.on_backbone, [c["backbone"], active],
-                             [c["backbone"], active, c["_photo_box"], c["_toy_box"], c["classnames"],
-                              c["_backbone_note"]], **private)
+                             [c["backbone"], active, c["_examples"], c["classnames"], c["_backbone_note"],
+                              c["_preset"]], **private)
+        c["template_set"].change(cb.on_template_set, [c["template_set"], c["classnames"], active],
+                                 c["_template_note"], **private)
         c["attack"].change(cb.on_attack, c["attack"], [c["eps"], c["_attack_note"]], **private)
         c["threat_model"].change(cb.on_threat_model, c["threat_model"], c["_threat_note"], **private)
         c["_defaults"].click(cb.paper_defaults, None, form(cb.PURIFY_FIELDS), **private)
-        c["p_steps"].change(cb.on_purify_steps, c["p_steps"], c["replay"], **private)
-        c["replay"].release(cb.on_replay, [c["result_state"], c["replay"]],
-                            [c["_replay_label"], c["_replay_note"], c["prob_plot"], c["cos_plot"]], **private)
+        replay = dict(fn=cb.on_replay, inputs=[c["result_state"], c["replay"]],
+                      outputs=[c["replay_label"], c["replay_note"], c["prob_plot"], c["cos_plot"], c["map_plot"]],
+                      trigger_mode="always_last", show_progress="hidden", **private)
+        c["replay"].release(**replay)
+        c["replay"].input(**replay)
     return demo
 
 
