@@ -87,6 +87,7 @@ def main() -> None:
     ap.add_argument("--json", action="store_true", help="end with one JSON line")
     ap.add_argument("--model", default="ViT-B-32-random")
     ap.add_argument("--repeat", type=int, default=10)
+    ap.add_argument("--diff", action="store_true", help="also time CLIPure-Diff on ViT-L-14 (app.bench.diff)")
     ap.add_argument("--no-eval", action="store_true", help="skip the batch evaluator's overhead figure")
     ap.add_argument("--diff", action="store_true", help="also time CLIPure-Diff on ViT-L-14 (app.bench.diff)")
     args = ap.parse_args()
@@ -135,6 +136,9 @@ def main() -> None:
     }
     if not args.no_eval:
         figures.update(eval_overhead_ratio())
+    if args.diff:
+        from app.bench.diff import diff_figures
+        figures.update(diff_figures())
     if args.diff:
         from app.bench.diff import diff_figures
         figures.update(diff_figures())
