@@ -111,6 +111,9 @@ def load_image(source, limits: Limits = LIMITS) -> Image.Image:
             raise InvalidImageError("The file is not an image that Pillow can read.") from None
         except Image.DecompressionBombError:
             raise InvalidImageError("The image is too large to decode safely (decompression bomb guard).") from None
+        except (OSError, SyntaxError, ValueError) as e:   # e.g. an ICC profile or text chunk over Pillow's limit
+            raise InvalidImageError(f"The image file is corrupt or its metadata is too large to read "
+                                    f"({type(e).__name__}).") from None
     w, h = img.size
     if w < 1 or h < 1:
         raise InvalidImageError("The image is empty.")

@@ -150,9 +150,12 @@ def _sweeper(limits: Limits):
 
 
 def prepare(demo, limits: Limits = LIMITS) -> None:
-    """Set the page's file expiry (outputs and uploads), unless it set its own."""
+    """Set the page's file expiry (outputs and uploads), unless it set its own; let missing
+    numbers reach the engine's one-sentence checks (app/ui/components.py)."""
+    from app.ui.components import lenient_numbers
     if demo.delete_cache is None:
         demo.delete_cache = expiry(limits)
+    lenient_numbers(demo)
 
 
 def launch_options(launch_kwargs: dict, limits: Limits = LIMITS) -> dict:
