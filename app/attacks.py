@@ -90,6 +90,18 @@ def _autoattack(norm: str):
     return build
 
 
+def _autoattack_custom(cfg, model, n_classes):
+    """The official evaluation's AutoAttack version='custom' with ['apgd-ce', 'apgd-t']: APGD-CE with
+    5 restarts, then APGD-T with 9 target classes (fewer when there are fewer classes) on the
+    images APGD-CE left correct. Its `alpha=2` (APGD's initial step, 2 eps) is APGD's default here."""
+    eps = _eps(cfg, "linf")
+    ce = torchattacks.APGD(model, norm="Linf", eps=eps, steps=cfg.steps, n_restarts=5, seed=cfg.seed, loss="ce")
+    t = torchattacks.APGDT(model, norm="Linf", eps=eps, steps=cfg.steps, n_restarts=1, seed=cfg.seed,
+                           n_classes=n_classes)
+    t.n_target_classes = min(9, n_classes - 1)
+    return torchattacks.MultiAttack([ce, t])
+
+
 ATTACKS: Registry[AttackSpec] = Registry("attack", {
     "FGSM": AttackSpec("FGSM (L-inf, one step)", "linf",
                        lambda c, m, n: torchattacks.FGSM(m, eps=_eps(c, "linf")), targeted=True),
@@ -125,6 +137,10 @@ ATTACKS: Registry[AttackSpec] = Registry("attack", {
                              forwards_per_step=None, note="APGD-CE, APGD-T, FAB-T, Square, each with `steps`"),
     "AutoAttack-L2": AttackSpec("AutoAttack standard (L2)", "l2", _autoattack("l2"), min_classes=4,
                                 forwards_per_step=None, note="APGD-CE, APGD-T, FAB-T, Square, each with `steps`"),
+    "AutoAttack-custom": AttackSpec("AutoAttack custom as the paper (APGD-CE 5 restarts, then APGD-T 9 targets; L-inf)",
+                                    "linf", _autoattack_custom, min_classes=4, forwards_per_step=None,
+                                    note="the official evaluation's attack; APGD-T's targeted DLR loss compares the "
+                                         "top four logits"),
     "DeepFool": AttackSpec("DeepFool (L2, minimum norm)", None,
                            lambda c, m, n: torchattacks.DeepFool(m, steps=c.steps, overshoot=0.02),
                            forwards_per_step=None, uses_eps=False, note="a minimum-norm attack: eps is not used"),

@@ -17,6 +17,7 @@ from typing import Iterator
 import torch
 
 from app import budget as budgets
+from app.audit import GradientDiagnostics, exact_setup, gradient_diagnostics
 from app.attacks import ATTACKS, AttackConfig, AttackResult, run_attack, validate_attack
 from app.budget import Budget
 from app.classnames import parse_classnames
@@ -50,6 +51,7 @@ class PipelineResult:
     purify_config: PurifyConfig
     warnings: list[str]
     timings: dict[str, float]        # seconds per phase
+    gradient: GradientDiagnostics | None = None   # the attacker's pixel gradient at x (app/audit.py)
 
     @property
     def x_adv(self) -> torch.Tensor | None:
@@ -178,7 +180,8 @@ class _EngineClock:
 
 def run(image, classnames, attack: AttackConfig | None = AttackConfig(), purify: PurifyConfig = PAPER_DEFAULTS,
         model: str | None = None, template_set: str = DEFAULT_TEMPLATE_SET,
-        limits: Limits = LIMITS, budget: Budget | None = None, precision: str | None = None) -> Iterator[PipelineEvent]:
+        limits: Limits = LIMITS, budget: Budget | None = None, precision: str | None = None,
+        diagnose: bool = True) -> Iterator[PipelineEvent]:
     """The whole pipeline as a stream of events; the last one carries the result.
 
     attack=None skips the attack (classification and purification of the clean image only).
@@ -189,7 +192,7 @@ def run(image, classnames, attack: AttackConfig | None = AttackConfig(), purify:
     """
     clock = _EngineClock()
     for event in budgets.activate_each(budget, _run(clock, image, classnames, attack, purify, model, template_set,
-                                                    limits, precision)):
+                                                    limits, precision, diagnose)):
         t = time.perf_counter()
         yield event
         if not clock.background:
@@ -226,7 +229,8 @@ def _attack_events(prep: Prepared, acfg: AttackConfig, pcfg: PurifyConfig, clean
 
 
 def _run(clock: _EngineClock, image, classnames, attack: AttackConfig | None, purify: PurifyConfig,
-         model: str | None, template_set: str, limits: Limits, precision: str | None) -> Iterator[PipelineEvent]:
+         model: str | None, template_set: str, limits: Limits, precision: str | None,
+         diagnose: bool = True) -> Iterator[PipelineEvent]:
     timings: dict[str, float] = {}
     t0 = clock.now()
     pcfg = purify.validate(limits)
@@ -258,9 +262,19 @@ def _run(clock: _EngineClock, image, classnames, attack: AttackConfig | None, pu
         yield from _trajectory("purify-adv", prep, pcfg, z_adv, 0.75, 0.25, steps, "adversarial")
         adv = Scored(Trajectory.from_steps(steps))
         timings["purify"] = clock.now() - t
+    gradient = None
+    if acfg is not None and diagnose:   # two more forward-backward passes: the attacker's and the exact one
+        t = clock.now()
+        yield PipelineEvent("diagnose", 1.0, "Gradient diagnostics at the clean input")
+        exact = exact_setup(prep.classifier, prep.blank, prep.backbone.name, names, template_set,
+                            prep.backbone.precision)
+        gradient = gradient_diagnostics(acfg.threat_model, prep.classifier, prep.blank, pcfg, prep.x,
+                                        reference_labels(acfg, clean, names), exact, prep.backbone.name)
+        timings["diagnose"] = clock.now() - t
     timings["total"] = clock.now() - t0
 
     result = _result(prep, template_set, pcfg, clean, attack_result, adv, timings)
+    result.gradient = gradient
     yield PipelineEvent("done", 1.0, "Done", result=result, classnames=names)
 
 
@@ -290,9 +304,10 @@ def _result(prep: Prepared, template_set: str, pcfg: PurifyConfig, clean: Scored
 def run_pipeline(image, classnames, attack: AttackConfig | None = AttackConfig(),
                  purify: PurifyConfig = PAPER_DEFAULTS, model: str | None = None,
                  template_set: str = DEFAULT_TEMPLATE_SET, limits: Limits = LIMITS,
-                 precision: str | None = None) -> PipelineResult:
+                 precision: str | None = None, diagnose: bool = True) -> PipelineResult:
     """`run` without the stream: the final PipelineResult."""
-    *_, last = run(image, classnames, attack, purify, model, template_set, limits, precision=precision)
+    *_, last = run(image, classnames, attack, purify, model, template_set, limits, precision=precision,
+                   diagnose=diagnose)
     return last.result
 
 

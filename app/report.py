@@ -124,8 +124,19 @@ def stats_markdown(result: PipelineResult, factor: float) -> str:
              f"**Attack succeeded** against bare CLIP: **{yes_no(o.fooled_clip)}** · "
              f"against CLIPure: **{yes_no(o.fooled_clipure)}** · CLIPure changed the clean answer: "
              f"**{yes_no(o.clipure_changed_clean)}** · {a.seconds:.2f} s, {a.forwards} forward passes"]
+    if result.gradient is not None:
+        lines.append(gradient_text(result))
     lines += [f"**Note:** {c}" for c in caveats(result)]
     return "  \n".join(lines) + f"  \n<sub>{caption(result)}</sub>"
+
+
+def gradient_text(result: PipelineResult) -> str:
+    """The attacker's gradient at the clean input, against the exact fp32 one."""
+    g = result.gradient
+    cos = "undefined (a zero gradient)" if g.cos_to_exact != g.cos_to_exact else f"{g.cos_to_exact:.3f}"
+    return (f"**Attacker's gradient** ({result.attack_config.threat_model}, {result.precision}): norm "
+            f"**{g.norm:.3g}** · exactly zero: **{g.zero_fraction:.0%}** of the pixels · cosine with the exact fp32 "
+            f"gradient (norm {g.exact_norm:.3g}): **{cos}**")
 
 
 def figures(result: PipelineResult, top_k: int = 5, step: int | None = None):
@@ -243,6 +254,7 @@ def to_dict(result: PipelineResult, embeddings: bool = True) -> dict:
             "attack_failed": result.outcome.failed,
             "caveats": caveats(result),
             "attack_seconds": round(a.seconds, 4),
+            "gradient": None if result.gradient is None else result.gradient.to_dict(),
         })
     if embeddings:
         out["embeddings"] = {"clean": result.clean_trajectory.embeddings[:, 0].tolist()}

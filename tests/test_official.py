@@ -135,3 +135,80 @@ def test_official_backward_is_the_official_graph_in_float64(seed, steps, eta):
         torch.testing.assert_close(grad, ref_grad, atol=1e-12, rtol=1e-7)
     else:   # masked: about (1 + 30^2)^(-5) = 1.7e-15 times an unmasked gradient, in both
         assert 0 < grad.norm() < 1e-12 and 0 < ref_grad.norm() < 1e-12
+
+
+@pytest.fixture(scope="module")
+def toy16():
+    """16 held-out toy images and the classifiers at fp16 (the official recipe) and fp32."""
+    out = {}
+    for precision in ("fp16", "fp32"):
+        bb = load_backbone("toy-shapes", precision=precision)
+        out[precision] = (build_classifier(bb, NAMES, "single"), TEXT_CACHE.blank_embedding(bb, "single"))
+    x, y = heldout(16, 32)
+    return out, x, y
+
+
+def test_fp16_official_gradient_is_exactly_zero_and_adaptive_is_not(toy16):
+    from app.audit import gradient_diagnostics
+    setups, x, y = toy16
+    clf, blank = setups["fp16"]
+    for i in range(len(y)):
+        xi, yi = x[i:i + 1], y[i:i + 1]
+        official = gradient_diagnostics("official", clf, blank, PAPER_DEFAULTS, xi, yi, setups["fp32"], "toy-shapes")
+        adaptive = gradient_diagnostics("adaptive", clf, blank, PAPER_DEFAULTS, xi, yi, setups["fp32"], "toy-shapes")
+        assert official.norm == 0 and official.zero_fraction == 1.0, (i, official)
+        assert adaptive.norm > 0 and adaptive.zero_fraction < 0.5, (i, adaptive)
+
+
+def test_pgd_under_fp16_official_leaves_clean_accuracy_and_adaptive_lowers_it(toy16):
+    from app.attacks import AttackConfig
+    from app.scoring import attack_and_score
+    setups, x, y = toy16
+    clf, blank = setups["fp16"]
+    pcfg = PAPER_DEFAULTS
+    acc = {}
+    for tm in ("official", "adaptive"):
+        a = attack_and_score(AttackConfig(attack="PGD", eps=8, steps=10, threat_model=tm), clf, blank, pcfg, x,
+                             NAMES, labels=y, backbone="toy-shapes")
+        acc["clean"] = (a.clean.purified == y).sum().item()
+        acc[tm] = (a.adversarial.purified == y).sum().item()
+    assert abs(acc["official"] - acc["clean"]) <= 1, acc      # no image leaves its random start for good
+    assert acc["adaptive"] <= acc["clean"] - 4, acc
+
+
+@pytest.mark.slow
+def test_audit_flags_fp16_official_and_not_bare_clip():
+    from app.audit import audit, exact_setup
+    from app.pipeline import prepare
+    image = TOY_DIR.parent / "examples" / "toy-red-circle.png"
+    names = "red circle, blue square, green triangle, yellow cross, red square, blue circle"
+    prep, _ = prepare(image, names, "toy-shapes", "single", precision="fp16")
+    exact = exact_setup(prep.classifier, prep.blank, "toy-shapes", prep.classnames, "single", "fp16")
+    res = audit(prep.x, prep.classifier, prep.blank, prep.classnames, "official", exact, "fp16", backbone="toy-shapes")
+    flags = {c.name: c.flagged for c in res.checks}
+    assert flags["a"] and flags["b"], res.checks
+    prep, _ = prepare(image, names, "toy-shapes", "single", precision="fp32")
+    bare = audit(prep.x, prep.classifier, prep.blank, prep.classnames, "undefended", (prep.classifier, prep.blank),
+                 "fp32", backbone="toy-shapes")
+    flags = {c.name: c.flagged for c in bare.checks}
+    assert not flags["a"] and not flags["b"], bare.checks
+
+
+def test_audit_cli_prints_one_json_line_last(tmp_path):
+    import json
+    import subprocess
+    import sys
+    image = TOY_DIR.parent / "examples" / "toy-blue-square.png"
+    out = subprocess.run([sys.executable, "-m", "app.audit", str(image), "--classes",
+                          "red circle, blue square, green triangle, yellow cross", "--model", "toy-shapes",
+                          "--precision", "fp16", "--threat-model", "official", "--steps", "3", "--json"],
+                         capture_output=True, text=True, timeout=300, env={**__import__("os").environ,
+                                                                            "HF_HUB_OFFLINE": "1"})
+    assert out.returncode == 0, out.stderr
+    data = json.loads(out.stdout.strip().splitlines()[-1])
+    assert set(data["gradient"]) >= {"norm", "zero_fraction", "cos_to_exact"}
+    assert [c["name"] for c in data["checks"]] == list("abcdef")
+    assert data["gradient"]["zero_fraction"] == 1.0 and data["checks"][0]["flagged"]
+    bad = subprocess.run([sys.executable, "-m", "app.audit", str(image), "--classes", "a, b", "--threat-model", "x"],
+                         capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "undefended, official, adaptive, bpda" in bad.stderr

@@ -64,10 +64,13 @@ def test_each_image_is_encoded_once_per_request(noise_image, tiny, monkeypatch, 
     calls = []
     encode_image = tiny.model.encode_image
     monkeypatch.setattr(tiny.model, "encode_image", lambda *a, **k: calls.append(1) or encode_image(*a, **k))
-    res = run_pipeline(noise_image, CLASSES, AttackConfig(attack=attack, eps=8, steps=own, threat_model="adaptive"),
-                       model="tiny-random", template_set="single")
+    cfg = AttackConfig(attack=attack, eps=8, steps=own, threat_model="adaptive")
+    res = run_pipeline(noise_image, CLASSES, cfg, model="tiny-random", template_set="single", diagnose=False)
     assert res.attack.forwards == own
     assert len(calls) == own + 2
+    calls.clear()   # gradient diagnostics: two more passes, the attacker's gradient and the exact one
+    res = run_pipeline(noise_image, CLASSES, cfg, model="tiny-random", template_set="single")
+    assert len(calls) == own + 2 + 2 and res.gradient.norm > 0
 
 
 def test_compare_encodes_the_clean_image_once(noise_image, tiny, monkeypatch):
