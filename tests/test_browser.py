@@ -1,4 +1,5 @@
-"""A real browser (Debian's chromium, driven by playwright) uses the page like a person would."""
+"""A real browser (Debian's chromium, driven by playwright) uses the page like a person would,
+on a desktop (1440x1000) and a phone (390x844). Screenshots go to the git-ignored artifacts/."""
 import os
 import re
 import shutil
@@ -8,61 +9,160 @@ import pytest
 
 CHROMIUM = os.environ.get("CLIPURE_CHROMIUM", "/usr/bin/chromium")
 SHOTS = Path(__file__).resolve().parent.parent / "artifacts"   # git-ignored
+DESKTOP, PHONE = {"width": 1440, "height": 1000}, {"width": 390, "height": 844}
 
 pytestmark = pytest.mark.skipif(not (Path(CHROMIUM).exists() or shutil.which("chromium")),
                                 reason=f"no chromium at {CHROMIUM}; install Debian's chromium package to run this")
 
 
 @pytest.fixture(scope="module")
-def page():
+def browser():
     sync_api = pytest.importorskip("playwright.sync_api")
     with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(
+        b = p.chromium.launch(
             executable_path=CHROMIUM, headless=True,
             args=["--no-sandbox", "--disable-gpu", "--disable-background-networking",
                   "--disable-component-update", "--disable-sync", "--no-first-run"])
-        pg = browser.new_page(viewport={"width": 1400, "height": 1800})
-        yield pg
-        browser.close()
+        yield b
+        b.close()
 
 
-def test_upload_run_and_see_the_panels_and_plots(server, page):
-    from app.presets import EXAMPLES_DIR
+def open_page(browser, server, viewport=DESKTOP):
+    page = browser.new_page(viewport=viewport, is_mobile=viewport is PHONE, has_touch=viewport is PHONE)
     page.goto(server, wait_until="domcontentloaded")
     page.locator("#run").wait_for(timeout=60_000)
-    assert "CLIPure" in page.title()
-    assert page.get_by_text("meaningless").first.is_visible()          # tiny-random is labelled
+    return page
+
+
+def expect():
+    return pytest.importorskip("playwright.sync_api").expect
+
+
+def shot(page, name):
+    SHOTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(SHOTS / name))
+
+
+def in_viewport(page, selector) -> bool:
+    box, view = page.locator(selector).bounding_box(), page.viewport_size
+    return box is not None and box["y"] >= -2 and box["y"] + min(box["height"], 120) <= view["height"] \
+        and box["x"] >= 0 and box["x"] + box["width"] <= view["width"] + 1
+
+
+def upload_and_run(page):
+    from app.presets import EXAMPLES_DIR
     page.locator("#input-image input[type=file]").set_input_files(str(EXAMPLES_DIR / "cat.png"))
     page.locator("#input-image img").first.wait_for(timeout=20_000)
-    box = page.locator("#classnames textarea")
-    box.fill("cat, dog, car, plane")
+    page.locator("#classnames textarea").fill("cat, dog, car, plane")
     page.locator("#run").click()
-    expect = pytest.importorskip("playwright.sync_api").expect
-    expect(page.locator("#status")).to_contain_text("Done in", timeout=90_000)
-    for panel, title in (("#clean-panel", "Clean: bare CLIP"), ("#adv-panel", "Adversarial: bare CLIP"),
-                         ("#purified-panel", "after CLIPure")):
-        expect(page.locator(panel)).to_contain_text(re.compile(r"\b(cat|dog|car|plane)\b"), timeout=30_000)
-        text = page.locator(panel).inner_text()
-        assert title in text and "%" in text, text            # top-k bars with percentages
-    stats = page.locator("#stats").inner_text()
-    assert "L-inf" in stats and "PSNR" in stats and "threat model: undefended" in stats
-    notes = page.get_by_text(re.compile("(agrees with|differs from) the clean prediction"))
-    assert notes.count() == 3
-    plot = page.locator("#prob-plot img")
-    plot.wait_for(timeout=20_000)
-    assert plot.bounding_box()["width"] > 200
-    # Replay: step 1 of the 10 purification steps.
-    page.locator("#replay input[type=range]").fill("1")
-    page.locator("#replay input[type=range]").dispatch_event("pointerup")
-    expect(page.locator("#replay-note")).to_contain_text("Step 1/10", timeout=30_000)
-    SHOTS.mkdir(exist_ok=True)
-    page.screenshot(path=str(SHOTS / "browser-run.png"), full_page=True)
+    expect()(page.locator("#status")).to_contain_text("Done in", timeout=90_000)
 
 
-def test_bad_input_shows_an_error_and_the_page_keeps_working(server, page):
-    page.goto(server, wait_until="domcontentloaded")
-    page.locator("#run").wait_for(timeout=60_000)
+@pytest.mark.parametrize("viewport", [DESKTOP, PHONE], ids=["desktop", "phone"])
+def test_after_run_the_predictions_and_status_are_in_view(browser, server, viewport):
+    page = open_page(browser, server, viewport)
+    assert "CLIPure" in page.title()
+    upload_and_run(page)
+    for panel in ("#clean-panel", "#adv-panel", "#purified-panel"):
+        expect()(page.locator(panel)).to_contain_text(re.compile(r"\b(cat|dog|car|plane)\b"), timeout=30_000)
+    page.wait_for_timeout(300)
+    for sel in ("#status", "#clean-panel", "#adv-panel", "#purified-panel"):
+        assert in_viewport(page, sel), (sel, page.locator(sel).bounding_box())
+    assert "meaningless" in page.locator("#status").inner_text().lower()      # tiny-random is labelled
+    assert page.evaluate("document.documentElement.scrollWidth") <= viewport["width"] + 1   # no sideways scroll
+    shot(page, f"browser-run-{viewport['width']}.png")
+    if viewport is DESKTOP:
+        for note in ("#adv-note", "#purified-note"):
+            assert re.search(r"Attack on .* (succeeded|failed)", page.locator(note).inner_text())
+        stats = page.locator("#stats").inner_text()
+        assert "L-inf" in stats and "PSNR" in stats and "threat model: undefended" in stats
+        assert page.locator("#prob-plot img").get_attribute("alt").startswith("Line chart")
+        # The replay slider is filled at the end of the run and moves with the arrow keys.
+        expect()(page.locator("#replay-note")).to_contain_text("Step 10/10")
+        slider = page.locator("#replay input[type=range]")
+        slider.focus()
+        page.keyboard.press("ArrowLeft")
+        page.keyboard.press("ArrowLeft")
+        expect()(page.locator("#replay-note")).to_contain_text("Step 8/10", timeout=30_000)
+        shot(page, "browser-replay.png")
+    page.close()
+
+
+def test_a_text_file_named_png_gets_one_sentence(browser, server, tmp_path):
+    page = open_page(browser, server)
+    fake = tmp_path / "holiday.png"
+    fake.write_text("this is a text file, not a picture")
+    page.locator("#input-image input[type=file]").set_input_files(str(fake))
+    expect()(page.locator("#status")).to_contain_text("Not used:", timeout=30_000)
+    text = page.locator("#status").inner_text()
+    assert len(re.findall(r"[.;]\s", text + " ")) <= 2, text       # one sentence
+    assert page.get_by_text("Error", exact=True).count() == 0
+    shot(page, "browser-not-an-image.png")
+    page.close()
+
+
+def test_eps_50_is_refused_in_one_sentence_and_nothing_runs(browser, server):
+    page = open_page(browser, server)
+    before = page.locator("#status").inner_text()
+    upload = page.locator("#input-image input[type=file]")
+    from app.presets import EXAMPLES_DIR
+    upload.set_input_files(str(EXAMPLES_DIR / "cat.png"))
+    page.locator("#input-image img").first.wait_for(timeout=20_000)
+    page.locator("#eps input").fill("50")
+    page.locator("#eps input").press("Tab")
+    assert page.locator("#eps input").input_value() == "50"          # what was typed stays: no clamping
+    page.locator("#run").click()
+    toast = page.get_by_text(re.compile(r"L-inf eps must be between 0 and 32"))
+    toast.first.wait_for(timeout=30_000)
+    page.wait_for_timeout(500)
+    status = page.locator("#status").inner_text()
+    assert "Done" not in status and "%" not in status, status          # the run did not start
+    assert page.locator("#clean-panel").inner_text().count("%") == 0
+    shot(page, "browser-eps-50.png")
+    page.close()
+    assert before
+
+
+def test_lesson_one_ends_with_clip_fooled_in_view(browser, server):
+    page = open_page(browser, server)
+    page.locator("#lesson-1").click()
+    expect()(page.locator("#lesson-text")).to_contain_text("4/255", timeout=30_000)
+    expect()(page.locator("#status")).to_contain_text("Done in", timeout=120_000)
+    expect()(page.locator("#adv-note")).to_contain_text("Attack on bare CLIP succeeded", timeout=30_000)
+    assert in_viewport(page, "#adv-panel")
+    shot(page, "browser-lesson-1.png")
+    page.close()
+
+
+@pytest.mark.slow
+def test_lesson_two_ends_with_clipure_fooled_too(browser, server):
+    page = open_page(browser, server)
+    page.locator("#lesson-2").click()
+    expect()(page.locator("#status")).to_contain_text("Done in", timeout=120_000)
+    expect()(page.locator("#purified-note")).to_contain_text("Attack on CLIPure succeeded", timeout=30_000)
+    assert in_viewport(page, "#purified-panel")
+    shot(page, "browser-lesson-2.png")
+    page.close()
+
+
+@pytest.mark.slow
+def test_lesson_three_ends_with_official_robust_and_adaptive_fooled(browser, server):
+    page = open_page(browser, server)
+    page.locator("#lesson-3").click()
+    table = page.locator("#compare-table")
+    expect()(table).to_contain_text("Adaptive", timeout=180_000)
+    cells = [line.strip() for line in table.inner_text().splitlines() if line.strip()]   # one cell a line
+    fooled = {name: cells[cells.index(name) + 4] for name in ("Official pipeline", "Adaptive (exact)")}
+    assert fooled["Official pipeline"].startswith("no") and fooled["Adaptive (exact)"].startswith("yes"), cells
+    table.scroll_into_view_if_needed()
+    shot(page, "browser-lesson-3.png")
+    page.close()
+
+
+def test_bad_input_shows_an_error_and_the_page_keeps_working(browser, server):
+    page = open_page(browser, server)
     page.locator("#classnames textarea").fill("cat")
     page.locator("#run").click()
     page.get_by_text("No image was given").first.wait_for(timeout=30_000)
-    page.screenshot(path=str(SHOTS / "browser-error.png"))
+    shot(page, "browser-error.png")
+    page.close()

@@ -48,7 +48,7 @@ def test_user_errors_turns_engine_errors_into_one_gr_error_also_in_generators():
 def test_run_demo_streams_to_a_complete_result():
     updates = list(cb.run_demo(*values()))
     final = dict(zip(cb.RUN_OUTPUTS, updates[-1]))
-    assert final["status"].startswith("**Done in") and final["replay"]["value"] == 4
+    assert final["status"].startswith("**Done in") and final["replay"] == 4
     assert "Step 4/4" in final["replay_note"] and final["replay_label"]   # the replay is filled at the end
     assert final["purified_label"] and final["result_state"].purify_config.steps == 4
     statuses = [dict(zip(cb.RUN_OUTPUTS, u))["status"] for u in updates[:-1]]

@@ -168,7 +168,7 @@ def final_outputs(r, wall_s: float | None = None) -> tuple:
         prob_plot=f_probs, cos_plot=f_cos, map_plot=f_map,
         json_file=str(files["json"]), csv_file=str(files["csv"]),
         status=done_status(r, wall_s),
-        result_state=r, replay=gr.update(value=r.purify_config.steps, maximum=max(r.purify_config.steps, 1)),
+        result_state=r, replay=r.purify_config.steps,
         replay_label=r.trajectory.prediction(-1, r.classnames).top(TOP_K, r.classnames),
         replay_note=report.step_markdown(r, r.purify_config.steps),
     )
@@ -331,3 +331,11 @@ def paper_defaults():
     d = PAPER_DEFAULTS
     return d.method, d.steps, d.step_size, d.momentum, d.norm, d.grad_scope
 
+
+
+def on_purify_steps(steps):
+    """The replay slider spans the purification steps (a bad T is the engine's to refuse)."""
+    try:
+        return gr.update(maximum=max(int(steps), 1))
+    except (TypeError, ValueError):
+        return gr.skip()

@@ -53,7 +53,7 @@ PAGE_JS = """() => {
                                                      attributeFilter: ['src']});
   fix();
 }""" % __import__("json").dumps(ALT)
-SCROLL_TO_STATUS = "() => { document.getElementById('status')?.scrollIntoView({block: 'start'}); }"
+SCROLL_TO_STATUS = "() => { document.getElementById('run-row')?.scrollIntoView({block: 'start'}); }"
 
 
 def _inputs(c: dict) -> dict:
@@ -190,12 +190,13 @@ def build_demo(backbone: str, notice: str | None = None) -> gr.Blocks:
         # --- wiring -----------------------------------------------------------------------------
         form = lambda names: [c[n] for n in names]  # noqa: E731
         engine = dict(concurrency_id="engine")
+        private = dict(api_visibility="private")
         # Progress is the status line beside the button, so no output gets its own spinner.
         run_args = (cb.run_demo, form(cb.FORM), form(cb.RUN_OUTPUTS))
         compare_args = (cb.compare_demo, form(cb.FORM), [c["_compare_table"], c["_compare_caption"]])
         quiet = dict(show_progress="hidden", **engine)
-        private = dict(api_visibility="private")
-        c["_run"].click(*run_args, api_name="run", **quiet)
+        c["_run"].click(*run_args, api_name="run", **quiet).then(
+            lambda: gr.update(interactive=True), None, c["adv_download"], **private)
         c["_run"].click(None, js=SCROLL_TO_STATUS, **private)
         c["_compare"].click(*compare_args, api_name="compare", show_progress_on=[c["_compare_table"]], **engine)
         c["_compare"].click(None, js=SCROLL_TO_STATUS, **private)
@@ -226,6 +227,7 @@ def build_demo(backbone: str, notice: str | None = None) -> gr.Blocks:
                                  c["_template_note"], **private)
         c["attack"].change(cb.on_attack, c["attack"], [c["eps"], c["_attack_note"]], **private)
         c["threat_model"].change(cb.on_threat_model, c["threat_model"], c["_threat_note"], **private)
+        c["p_steps"].change(cb.on_purify_steps, c["p_steps"], c["replay"], **private)
         c["_defaults"].click(cb.paper_defaults, None, form(cb.PURIFY_FIELDS), **private)
         replay = dict(fn=cb.on_replay, inputs=[c["result_state"], c["replay"]],
                       outputs=[c["replay_label"], c["replay_note"], c["prob_plot"], c["cos_plot"], c["map_plot"]],
