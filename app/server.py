@@ -61,6 +61,9 @@ def bind_address(environ=os.environ) -> str:
     return "0.0.0.0" if environ.get("SPACE_ID") else "127.0.0.1"
 
 
+DRAIN_BYTES = 100 * 2**20   # an over-limit body up to this size is read (and dropped) before the 413
+
+
 class BodyLimit:
     """ASGI middleware: a request body over its limit gets 413 and one sentence, before any
     handler reads it. Uploads (a path ending in /upload) may carry max_file_mb plus 1 MB of
@@ -85,6 +88,9 @@ class BodyLimit:
         limit = self.upload_bytes if upload else self.json_bytes
         length = dict(scope.get("headers") or ()).get(b"content-length")
         if length is not None and length.isdigit() and int(length) > limit:
+            if int(length) <= DRAIN_BYTES:   # read and drop it, so that the client gets to read the answer
+                while (await receive()).get("more_body", False):
+                    pass
             return await self._send_413(send, self._refusal(upload))
         received = 0
 
