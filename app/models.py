@@ -6,6 +6,7 @@ resolution, values in [0,1]) and its normalisation constants, which live only he
 from __future__ import annotations
 
 import os
+import socket
 import threading
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -271,6 +272,19 @@ def load_backbone(name: str | None = None, device: str | None = None, precision:
         return backbone
 
 
+def _hub_reachable(timeout: float = 2.0) -> bool:
+    """Whether the Hugging Face hub answers a TCP connection within `timeout` seconds (skipped,
+    and True, when HF_HUB_OFFLINE is already set: the cache decides then)."""
+    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes"):
+        return True
+    host = os.environ.get("HF_ENDPOINT", "https://huggingface.co").split("//")[-1].split("/")[0]
+    try:
+        socket.create_connection((host, 443), timeout=timeout).close()
+        return True
+    except OSError:
+        return False
+
+
 def load_default(name: str | None = None) -> tuple[Backbone, str | None]:
     """Load the default backbone, or fall back to the bundled toy-shapes model.
 
@@ -278,6 +292,11 @@ def load_default(name: str | None = None) -> tuple[Backbone, str | None]:
     why and how to get the full model.
     """
     name = name or DEFAULT_BACKBONE
+    if get_spec(name).needs_download and not _hub_reachable():
+        # huggingface_hub retries for about 23 s before it gives up; a classroom should not wait.
+        os.environ["HF_HUB_OFFLINE"] = "1"
+        import huggingface_hub.constants   # read at call time; the variable only at import time
+        huggingface_hub.constants.HF_HUB_OFFLINE = True
     try:
         return load_backbone(name), None
     except WeightsUnavailableError as e:
