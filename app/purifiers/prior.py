@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import threading
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -293,14 +294,21 @@ def _load_laion(cfg: PriorConfig) -> DiffusionPrior:
         from huggingface_hub import hf_hub_download
         path = hf_hub_download(HUB_REPO, HUB_FILE)
     except Exception as e:   # offline, hub unreachable, file gone: one typed error
-        from app.models import _reason
-        raise WeightsUnavailableError(LAION_LABEL, _reason(e)) from e
+        raise WeightsUnavailableError(LAION_LABEL, _hub_reason(e)) from e
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
         state = checkpoint["ema_model"]
     except Exception as e:
         raise WeightsUnavailableError(LAION_LABEL, f"the checkpoint could not be read ({type(e).__name__})") from e
     return load_state(DiffusionPrior(cfg), state, LAION_LABEL)
+
+
+def _hub_reason(e: Exception) -> str:
+    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes"):
+        return "it is not in the local cache and HF_HUB_OFFLINE is set"
+    if isinstance(e, (OSError, ConnectionError)) or "LocalEntryNotFound" in type(e).__name__:
+        return "it is not in the local cache and the Hugging Face hub could not be reached"
+    return f"{type(e).__name__}: {(str(e).splitlines() or [''])[0][:160]}"
 
 
 def _load_bundled(cfg: PriorConfig) -> DiffusionPrior:
