@@ -23,10 +23,11 @@ from app.server import BodyLimit, bind_address, sweep  # noqa: E402
 
 CLASSES = "cat, dog, car, plane"
 GENERIC = "upstream Gradio app has raised an exception"
-FIELDS = ("image", "classnames", "backbone", "template_set", "attack", "threat_model", "eps", "steps", "step_size",
-          "seed", "targeted", "target", "method", "p_steps", "p_step_size", "momentum", "norm", "grad_scope")
-DEFAULTS = (None, CLASSES, "tiny-random", "single", "PGD", "undefended", 8, 3, 0, 0, False, None,
-            "clipure-cos", 4, 30.0, 0.0, "l2", "sample")
+# A light request, by FORM name; the positional API follows app/ui/callbacks.FORM.
+DEFAULTS = dict(image=None, classnames=CLASSES, backbone="tiny-random", template_set="single", attack="PGD",
+                threat_model="undefended", eps=8, steps=3, step_size=0, seed=0, targeted=False, target=None,
+                method="clipure-cos", p_steps=4, p_step_size=30.0, momentum=0.0, norm="l2", grad_scope="sample",
+                precision="fp32")
 
 
 @pytest.fixture(scope="module")
@@ -40,9 +41,9 @@ def good():
 
 
 def form(image, **over) -> list:
-    values = dict(zip(FIELDS, DEFAULTS), image=image)
-    values.update(over)
-    return [values[f] for f in FIELDS]
+    from app.ui.callbacks import FORM
+    values = dict(DEFAULTS, image=image, **over)
+    return [values[f] for f in FORM]
 
 
 def one_sentence(text: str) -> None:
