@@ -63,8 +63,9 @@ def test_adaptive_gradient_is_alive_where_official_vanishes(tiny_setup, x):
         torch.nn.functional.cross_entropy(logits, logits.argmax(-1)).backward()
         grads[tm] = xx.grad.norm().item()
     assert grads["adaptive"] > 1e-6 and grads["bpda"] > 1e-6 and grads["undefended"] > 1e-6
-    # Ten detached steps of eta = 30 shrink the gradient by about (1 + 30^2)^-5 ~ 2e-15.
-    assert grads["official"] / grads["adaptive"] < 1e-9, grads
+    # Ten steps of eta = 30 through the official graph shrink the gradient by about (1 + 30^2)^-5 ~ 2e-15;
+    # in float32 what is left is rounding noise of about 1e-8 of the exact gradient.
+    assert grads["official"] / grads["adaptive"] < 1e-6, grads
 
 
 def test_purified_classifier_forward_is_the_same_in_every_mode(tiny_setup, x):
