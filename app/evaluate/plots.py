@@ -12,7 +12,7 @@ from matplotlib.figure import Figure
 
 def _err(r: dict) -> tuple[float, float]:
     acc, (lo, hi) = r["robust_accuracy"], r["robust_ci95"]
-    return 100 * (acc - lo), 100 * (hi - acc)
+    return max(100 * (acc - lo), 0.0), max(100 * (hi - acc), 0.0)   # float error at 0% and 100%
 
 
 def accuracy_vs_eps(summary: dict) -> Figure:
