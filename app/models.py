@@ -19,6 +19,7 @@ from PIL import Image
 from torchvision.transforms import Compose, Normalize
 
 from app.errors import UnsupportedError, WeightsUnavailableError
+from app import limits
 from app.registry import Registry
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -189,11 +190,12 @@ _CACHE_LOCK = threading.Lock()
 def _remember(key: tuple, backbone: Backbone) -> None:
     """Put backbone at the most recently used end; drop the least recently used beyond the limit.
     Call with _CACHE_LOCK held."""
-    from app.limits import LIMITS
     _CACHE.pop(key, None)
     _CACHE[key] = backbone
-    while len(_CACHE) > max(1, LIMITS.max_loaded_backbones):
+    while len(_CACHE) > max(1, limits.LIMITS.max_loaded_backbones):
         del _CACHE[next(iter(_CACHE))]
+
+
 _LOAD_LOCKS: dict[tuple, threading.Lock] = {}
 
 

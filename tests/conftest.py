@@ -3,6 +3,8 @@ import os
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ.setdefault("CLIPURE_DEVICE", "cpu")
+# The suite loads several small backbones; the public default (2) is tested on its own.
+os.environ.setdefault("CLIPURE_MAX_LOADED_BACKBONES", "8")
 
 import socket  # noqa: E402
 

@@ -53,10 +53,26 @@ def test_offline_download_raises_a_typed_error_naming_model_and_fix():
     assert "ViT-B-32-quickgelu/openai" in str(e.value) and "toy-shapes" in str(e.value)
 
 
-def test_precision_other_than_fp32_needs_cuda():
+def test_fp16_is_the_official_recipe_on_cpu_and_bad_precisions_get_one_sentence(monkeypatch):
+    import torch
+
     from app.errors import UnsupportedError
-    with pytest.raises(UnsupportedError, match="CUDA"):
-        load_backbone("tiny-random", precision="fp16")
+    bb = load_backbone("tiny-random", precision="fp16")
+    dtypes = {n: p.dtype for n, p in bb.model.named_parameters()}
+    assert dtypes["visual.conv1.weight"] == torch.float16 and dtypes["visual.ln_pre.weight"] == torch.float32
+    assert dtypes["visual.positional_embedding"] == torch.float32 and dtypes["logit_scale"] == torch.float32
+    assert bb is not load_backbone("tiny-random") and bb.precision == "fp16"   # precision is part of the key
+    with pytest.raises(UnknownNameError, match="fp32, fp16, bf16"):
+        load_backbone("tiny-random", precision="fp8")
+    real_ones = torch.ones
+
+    def no_half(*a, dtype=None, **k):
+        if dtype in (torch.float16, torch.bfloat16):
+            raise RuntimeError("not implemented for 'Half'")
+        return real_ones(*a, dtype=dtype, **k)
+    monkeypatch.setattr(torch, "ones", no_half)
+    with pytest.raises(UnsupportedError, match="cannot compute in bf16; use fp32"):
+        load_backbone("toy-shapes", precision="bf16")
 
 
 @pytest.mark.weights
@@ -73,3 +89,20 @@ def test_real_weights_classify_a_drawn_image():
     ImageDraw.Draw(img).ellipse((40, 40, 184, 184), fill="red")
     res = run_pipeline(img, "a red circle, a blue square, a green triangle", attack=None, model=DEFAULT_BACKBONE)
     assert res.clean.label == "a red circle"
+
+
+def test_least_recently_used_backbones_are_dropped_beyond_the_limit(monkeypatch):
+    from dataclasses import replace
+
+    import app.limits
+    import app.models as models
+    monkeypatch.setattr(models, "_CACHE", {})
+    monkeypatch.setattr(app.limits, "LIMITS", replace(app.limits.LIMITS, max_loaded_backbones=2))
+    a = load_backbone("tiny-random")
+    toy = load_backbone("toy-shapes")
+    assert load_backbone("tiny-random") is a               # a hit moves it to the recent end
+    held = load_backbone("toy-shapes", precision="fp16")   # third: the least recently used (toy fp32) goes
+    assert len(models._CACHE) == 2
+    assert load_backbone("tiny-random") is a and load_backbone("toy-shapes", precision="fp16") is held
+    assert load_backbone("toy-shapes") is not toy           # it was dropped and loads anew
+    assert toy.model.logit_scale is not None                 # a caller still holding it keeps a working model

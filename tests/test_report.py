@@ -64,4 +64,8 @@ def test_compare_table_has_a_row_per_threat_model(noise_image):
                                     template_set="single")
     table = report.compare_table(results)
     assert table["headers"] == report.COMPARE_COLUMNS
-    assert [row[0] for row in table["data"]] == ["undefended", "official", "adaptive", "bpda"]
+    from app.threat_models import THREAT_MODELS
+    assert [row[0] for row in table["data"]] == [tm.label for tm in THREAT_MODELS.values()]
+    for row, r in zip(table["data"], results):    # the yes/no columns are the scorer's Outcome
+        assert row[3] == ("yes" if r.outcome.fooled_clip else "no")
+        assert row[4] == ("yes" if r.outcome.fooled_clipure else "no")
