@@ -36,6 +36,7 @@ class AttackConfig:
     target: str | None = None      # a class name; required when targeted
     threat_model: str = "undefended"
     label: str | None = None       # true class; None = the attacked model's clean prediction
+    eot: int = 1                   # gradients averaged per step (EOT) against randomised defences
     validated: bool = field(default=False, compare=False, repr=False)   # set by validate_attack only
 
     def to_dict(self) -> dict:
@@ -54,6 +55,7 @@ class AttackSpec:
     forwards_per_step: int | None = 1   # for per-step progress; None = unknown (per phase)
     uses_eps: bool = True
     note: str = ""
+    eot: bool = False         # averages `eot` gradients per step (torchattacks' EOTPGD, or eot_iter)
 
 
 def _eps(cfg: AttackConfig, norm: str | None) -> float:
@@ -66,9 +68,17 @@ def _alpha(cfg: AttackConfig, norm: str | None) -> float:
     return _eps(cfg, norm) / 4 if norm == "linf" else 2.5 * _eps(cfg, norm) / max(cfg.steps, 1)
 
 
+def _pgd(cfg, model, n_classes):
+    if cfg.eot > 1:
+        return torchattacks.EOTPGD(model, eps=_eps(cfg, "linf"), alpha=_alpha(cfg, "linf"), steps=cfg.steps,
+                                   eot_iter=cfg.eot, random_start=cfg.random_start)
+    return torchattacks.PGD(model, eps=_eps(cfg, "linf"), alpha=_alpha(cfg, "linf"), steps=cfg.steps,
+                            random_start=cfg.random_start)
+
+
 def _apgdt(cfg, model, n_classes):
     atk = torchattacks.APGDT(model, norm="Linf", eps=_eps(cfg, "linf"), steps=cfg.steps, n_restarts=1,
-                             seed=cfg.seed, n_classes=n_classes)
+                             seed=cfg.seed, n_classes=n_classes, eot_iter=cfg.eot)
     atk.n_target_classes = min(9, n_classes - 1)   # AutoAttack's standard: the top 9 other classes
     return atk
 
@@ -95,9 +105,10 @@ def _autoattack_custom(cfg, model, n_classes):
     5 restarts, then APGD-T with 9 target classes (fewer when there are fewer classes) on the
     images APGD-CE left correct. Its `alpha=2` (APGD's initial step, 2 eps) is APGD's default here."""
     eps = _eps(cfg, "linf")
-    ce = torchattacks.APGD(model, norm="Linf", eps=eps, steps=cfg.steps, n_restarts=5, seed=cfg.seed, loss="ce")
+    ce = torchattacks.APGD(model, norm="Linf", eps=eps, steps=cfg.steps, n_restarts=5, seed=cfg.seed, loss="ce",
+                           eot_iter=cfg.eot)
     t = torchattacks.APGDT(model, norm="Linf", eps=eps, steps=cfg.steps, n_restarts=1, seed=cfg.seed,
-                           n_classes=n_classes)
+                           n_classes=n_classes, eot_iter=cfg.eot)
     t.n_target_classes = min(9, n_classes - 1)
     return torchattacks.MultiAttack([ce, t])
 
@@ -105,10 +116,7 @@ def _autoattack_custom(cfg, model, n_classes):
 ATTACKS: Registry[AttackSpec] = Registry("attack", {
     "FGSM": AttackSpec("FGSM (L-inf, one step)", "linf",
                        lambda c, m, n: torchattacks.FGSM(m, eps=_eps(c, "linf")), targeted=True),
-    "PGD": AttackSpec("PGD (L-inf)", "linf",
-                      lambda c, m, n: torchattacks.PGD(m, eps=_eps(c, "linf"), alpha=_alpha(c, "linf"),
-                                                       steps=c.steps, random_start=c.random_start),
-                      targeted=True),
+    "PGD": AttackSpec("PGD (L-inf)", "linf", _pgd, targeted=True, eot=True),
     "PGD-L2": AttackSpec("PGD (L2)", "l2",
                          lambda c, m, n: torchattacks.PGDL2(m, eps=_eps(c, "l2"), alpha=_alpha(c, "l2"),
                                                             steps=c.steps, random_start=c.random_start),
@@ -119,12 +127,13 @@ ATTACKS: Registry[AttackSpec] = Registry("attack", {
                           targeted=True),
     "APGD-CE": AttackSpec("APGD-CE (L-inf)", "linf",
                           lambda c, m, n: torchattacks.APGD(m, norm="Linf", eps=_eps(c, "linf"), steps=c.steps,
-                                                            n_restarts=1, seed=c.seed, loss="ce")),
+                                                            n_restarts=1, seed=c.seed, loss="ce", eot_iter=c.eot),
+                          eot=True),
     "APGD-DLR": AttackSpec("APGD-DLR (L-inf)", "linf",
                            lambda c, m, n: torchattacks.APGD(m, norm="Linf", eps=_eps(c, "linf"), steps=c.steps,
-                                                             n_restarts=1, seed=c.seed, loss="dlr"),
-                           min_classes=3, note="its DLR loss compares the top three logits"),
-    "APGD-T": AttackSpec("APGD-T (L-inf, targeted DLR over the top classes)", "linf", _apgdt, min_classes=4,
+                                                             n_restarts=1, seed=c.seed, loss="dlr", eot_iter=c.eot),
+                           min_classes=3, eot=True, note="its DLR loss compares the top three logits"),
+    "APGD-T": AttackSpec("APGD-T (L-inf, targeted DLR over the top classes)", "linf", _apgdt, min_classes=4, eot=True,
                          forwards_per_step=None, note="its targeted DLR loss compares the top four logits"),
     "CW-L2": AttackSpec("Carlini-Wagner (L2, minimum norm)", None,
                         lambda c, m, n: torchattacks.CW(m, c=1.0, kappa=0.0, steps=c.steps, lr=0.01),
@@ -138,7 +147,7 @@ ATTACKS: Registry[AttackSpec] = Registry("attack", {
     "AutoAttack-L2": AttackSpec("AutoAttack standard (L2)", "l2", _autoattack("l2"), min_classes=4,
                                 forwards_per_step=None, note="APGD-CE, APGD-T, FAB-T, Square, each with `steps`"),
     "AutoAttack-custom": AttackSpec("AutoAttack custom as the paper (APGD-CE 5 restarts, then APGD-T 9 targets; L-inf)",
-                                    "linf", _autoattack_custom, min_classes=4, forwards_per_step=None,
+                                    "linf", _autoattack_custom, min_classes=4, forwards_per_step=None, eot=True,
                                     note="the official evaluation's attack; APGD-T's targeted DLR loss compares the "
                                          "top four logits"),
     "DeepFool": AttackSpec("DeepFool (L2, minimum norm)", None,
@@ -168,6 +177,10 @@ def validate_attack(cfg: AttackConfig, classnames: Sequence[str], limits: Limits
         if step_size == 0:
             raise OutOfRangeError("Attack step size must be greater than 0.")
     seed = check_int("Seed", cfg.seed, 0, 2**31 - 1)
+    eot = check_int("The EOT count (gradients averaged per attack step)", cfg.eot, 1, limits.max_eot)
+    if eot > 1 and not spec.eot:
+        ok = [k for k, v in ATTACKS.items() if v.eot]
+        raise UnsupportedError(f"{cfg.attack} cannot average gradients (EOT); use one of: {', '.join(ok)}.")
     names = list(classnames)
     for field_name, value in (("target", cfg.target), ("label", cfg.label)):
         if value is not None and value not in names:
@@ -178,7 +191,7 @@ def validate_attack(cfg: AttackConfig, classnames: Sequence[str], limits: Limits
         if not spec.targeted:
             ok = [k for k, v in ATTACKS.items() if v.targeted]
             raise UnsupportedError(f"{cfg.attack} has no targeted mode; use one of: {', '.join(ok)}.")
-    return replace(cfg, eps=eps, steps=steps, step_size=step_size, seed=seed, validated=True)
+    return replace(cfg, eps=eps, steps=steps, step_size=step_size, seed=seed, eot=eot, validated=True)
 
 
 # --- running --------------------------------------------------------------------------------

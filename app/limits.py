@@ -22,6 +22,7 @@ class Limits:
     max_l2_eps: float = 10.0           # in pixel units ([0,1] scale, whole image)
     max_attack_steps: int = 200        # iterations (queries for Square)
     max_purify_steps: int = 200
+    max_eot: int = 32                  # gradients averaged per attack step (EOT): each costs a forward-backward
     max_step_size: float = 1000.0      # purification step size eta
     # The server (app/server.py, app/budget.py):
     max_request_seconds: float = 120.0  # one request's engine time; ZeroGPU gives a call about 60-300 s

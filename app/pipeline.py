@@ -25,7 +25,7 @@ from app.errors import InvalidClassNamesError
 from app.images import load_image
 from app.limits import LIMITS, Limits
 from app.models import Backbone, load_backbone
-from app.purifiers import PAPER_DEFAULTS, Prediction, PurifyConfig, Trajectory, TrajectoryStep
+from app.purifiers import PAPER_DEFAULTS, PURIFIERS, Prediction, PurifyConfig, Trajectory, TrajectoryStep
 from app.scoring import Outcome, Scored, attack_and_score, encode, outcomes, reference_labels, score_steps
 from app.threat_models import THREAT_MODELS, attacked_model
 from app.zeroshot import DEFAULT_TEMPLATE_SET, TEXT_CACHE, ZeroShotClassifier, build_classifier, get_templates
@@ -212,7 +212,7 @@ def _trajectory(phase: str, prep: Prepared, pcfg: PurifyConfig, z: torch.Tensor,
 def _attack_events(prep: Prepared, acfg: AttackConfig, pcfg: PurifyConfig, clean: Scored, out: list):
     """The attack as events (progress 0.05-0.75); appends the AttackResult to `out`."""
     spec = ATTACKS[acfg.attack]
-    expected = acfg.steps * spec.forwards_per_step if spec.forwards_per_step else None
+    expected = acfg.steps * spec.forwards_per_step * acfg.eot if spec.forwards_per_step else None
     yield PipelineEvent("attack", 0.05, f"Running {acfg.attack} ({THREAT_MODELS[acfg.threat_model].label})")
     last, last_yield, now = -1, time.monotonic(), (0.05, f"Running {acfg.attack}")
     for kind, value in _attack_in_thread(prep, acfg, pcfg, reference_labels(acfg, clean, prep.classnames)):
@@ -236,6 +236,7 @@ def _run(clock: _EngineClock, image, classnames, attack: AttackConfig | None, pu
     pcfg = purify.validate(limits)
     yield PipelineEvent("prepare", 0.0, "Loading the model and encoding the class names")
     prep, acfg = prepare(image, classnames, model, template_set, limits, attack, precision)
+    PURIFIERS[pcfg.method].check_backbone(prep.backbone.name)   # CLIPure-Diff: a prior for this backbone
     timings["prepare"] = clock.now() - t0
     names = prep.classnames
 
@@ -321,6 +322,7 @@ def compare_threat_models(image, classnames, attack: AttackConfig, purify: Purif
     """
     pcfg = purify.validate(limits)
     prep, acfg = prepare(image, classnames, model, template_set, limits, attack, precision)
+    PURIFIERS[pcfg.method].check_backbone(prep.backbone.name)
     clean = _score(prep, pcfg, prep.x)
     _check_target(acfg, clean, prep.classnames)
     results = []

@@ -243,3 +243,42 @@ def test_training_script_few_steps(tmp_path):
     prior = frozen(load_state(DiffusionPrior(PriorConfig.from_json(tmp_path / "prior.json")),
                               load_file(str(tmp_path / "prior.safetensors")), "smoke prior"))
     assert prior.cfg.dim == 64
+
+
+def test_eot_is_wired_into_the_attacks_that_can_average(tiny_setup):
+    """K > 1 builds torchattacks' EOT variants; attacks without one refuse K > 1 in one sentence."""
+    import torchattacks
+
+    from app.attacks import ATTACKS, AttackConfig, validate_attack
+    from app.errors import OutOfRangeError, UnsupportedError
+    from tests.conftest import CLASSES
+    clf, _ = tiny_setup
+    cfg = validate_attack(AttackConfig(attack="PGD", eot=4), CLASSES)
+    assert isinstance(ATTACKS["PGD"].build(cfg, clf, len(CLASSES)), torchattacks.EOTPGD)
+    cfg = validate_attack(AttackConfig(attack="APGD-CE", eot=4), CLASSES)
+    assert ATTACKS["APGD-CE"].build(cfg, clf, len(CLASSES)).eot_iter == 4
+    with pytest.raises(UnsupportedError, match="FGSM cannot average gradients.*PGD"):
+        validate_attack(AttackConfig(attack="FGSM", eot=2), CLASSES)
+    with pytest.raises(OutOfRangeError, match="EOT count"):
+        validate_attack(AttackConfig(attack="PGD", eot=0), CLASSES)
+
+
+def test_clipure_diff_through_the_pipeline_and_its_bad_input():
+    from app.attacks import AttackConfig
+    from app.errors import OutOfRangeError, UnsupportedError
+    from app.pipeline import run_pipeline
+    from app.presets import EXAMPLES_DIR
+    image = EXAMPLES_DIR / "toy-red-circle.png"
+    names = "red circle, blue square, green triangle, yellow cross"
+    pcfg = PurifyConfig(method="clipure-diff", steps=3, step_size=0.5, seed=3)
+    r = run_pipeline(image, names, AttackConfig(attack="PGD", eps=8, steps=2, threat_model="adaptive", eot=2),
+                     pcfg, model="toy-shapes", template_set="single")
+    assert r.adv_trajectory.prior_loss.shape == (4, 1) and r.attack.forwards == 2 * 2
+    again = run_pipeline(image, names, AttackConfig(attack="PGD", eps=8, steps=2, threat_model="adaptive", eot=2),
+                         pcfg, model="toy-shapes", template_set="single")
+    assert torch.equal(r.adv_trajectory.embeddings, again.adv_trajectory.embeddings)   # the seed fixes the draws
+    with pytest.raises(UnsupportedError, match="toy-shapes"):
+        run_pipeline(image, names, None, pcfg, model="tiny-random", template_set="single")
+    with pytest.raises(OutOfRangeError, match="diffusion timestep"):
+        run_pipeline(image, names, None, PurifyConfig(method="clipure-diff", diffusion_timesteps=(900, 1200)),
+                     model="toy-shapes", template_set="single")

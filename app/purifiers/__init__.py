@@ -14,10 +14,11 @@ from typing import Callable, Iterator
 import torch
 import torch.nn.functional as F
 
-from app.errors import check_int, check_range
+from app.errors import OutOfRangeError, check_int, check_range
 from app.limits import LIMITS, Limits
 from app.purifiers.cos import BACKWARDS, GRAD_SCOPES, NORMS, clipure_cos, clipure_cos_iter, rotation_per_step
 from app.purifiers.diff import diff_iterate
+from app.purifiers.prior import has_prior, load_prior
 from app.purifiers.trajectory import Prediction, Trajectory, TrajectoryStep
 from app.registry import Registry
 
@@ -35,6 +36,7 @@ class PurifyConfig:
     norm: str = "l2"              # update norm, official default
     grad_scope: str = "sample"    # "batch" reproduces the official batch coupling
     seed: int = 0                 # randomised purifiers (CLIPure-Diff): timesteps and noise
+    diffusion_timesteps: tuple[int, int] = (900, 999)   # CLIPure-Diff's random timestep range, both ends in
 
     def validate(self, limits: Limits = LIMITS) -> "PurifyConfig":
         PURIFIERS.check(self.method)
@@ -44,10 +46,21 @@ class PurifyConfig:
             self, steps=check_int("Purification steps", self.steps, 0, limits.max_purify_steps),
             step_size=check_range("Purification step size", self.step_size, 0, limits.max_step_size),
             momentum=check_range("Momentum", self.momentum, 0, 0.999),
-            seed=check_int("Purification seed", self.seed, 0, 2**31 - 1))
+            seed=check_int("Purification seed", self.seed, 0, 2**31 - 1),
+            diffusion_timesteps=_check_timesteps(self.diffusion_timesteps))
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def _check_timesteps(value) -> tuple[int, int]:
+    """A (low, high) pair of whole timesteps in [0, 999]; the prior's own schedule is checked when it runs."""
+    try:
+        low, high = value
+    except (TypeError, ValueError):
+        raise OutOfRangeError(f"The diffusion timestep range must be two whole numbers, got {value!r}.") from None
+    low = check_int("The lowest diffusion timestep", low, 0, 999)
+    return low, check_int("The highest diffusion timestep", high, low, 999)
 
 
 PAPER_DEFAULTS = PurifyConfig()
@@ -63,6 +76,8 @@ class PurifierSpec:
     label: str
     iterate: Iterate
     randomised: bool = False      # draws randomness each step (the attacker should average: EOT)
+    supports: Callable[[str | None], bool] = lambda backbone: True   # backbones it can purify for
+    check_backbone: Callable[[str | None], object] = lambda backbone: None   # raises one sentence if not
 
 
 def _cos_iterate(z, blank, cfg: PurifyConfig, backward: str = "none", backbone: str | None = None,
@@ -74,7 +89,8 @@ def _cos_iterate(z, blank, cfg: PurifyConfig, backward: str = "none", backbone: 
 
 PURIFIERS: Registry[PurifierSpec] = Registry("purification method", {
     "clipure-cos": PurifierSpec("CLIPure-Cos", _cos_iterate),
-    "clipure-diff": PurifierSpec("CLIPure-Diff", diff_iterate, randomised=True),
+    "clipure-diff": PurifierSpec("CLIPure-Diff", diff_iterate, randomised=True, supports=has_prior,
+                                 check_backbone=load_prior),
 })
 
 

@@ -86,6 +86,6 @@ def diff_iterate(z, blank, cfg, backward: str = "none", backbone: str | None = N
     """The registry's iterate for "clipure-diff" (the blank target is not used)."""
     generator = generator if generator is not None else torch.Generator(device=z.device).manual_seed(cfg.seed)
     prior = load_prior(backbone, z.device)
-    timesteps = getattr(cfg, "diffusion_timesteps", DEFAULT_TIMESTEPS)
+    timesteps = cfg.diffusion_timesteps
     yield from clipure_diff_iter(z, prior, cfg.steps, cfg.step_size, cfg.momentum, cfg.norm, cfg.grad_scope,
                                  backward, generator, timesteps)

@@ -10,14 +10,14 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
+from app import limits
 from app.errors import check_int
-
-EOT_RANGE = (1, 32)      # K: 1 in the UI by default, 10 in evaluations
 
 
 def check_eot(k) -> int:
-    """K as a whole number in EOT_RANGE, else one sentence."""
-    return check_int("The EOT count (gradients averaged per attack step)", k, *EOT_RANGE)
+    """K (1 in the UI by default, 10 in evaluations) as a whole number from 1 to LIMITS.max_eot,
+    else one sentence; AttackConfig.eot is checked the same way."""
+    return check_int("The EOT count (gradients averaged per attack step)", k, 1, limits.LIMITS.max_eot)
 
 
 def eot_gradient(model: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, labels: torch.Tensor, k: int,
