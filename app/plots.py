@@ -101,17 +101,31 @@ def probability_figure(traces: dict[str, np.ndarray], classnames: Sequence[str],
     return fig
 
 
-def cosine_figure(cosines: dict[str, Sequence[float]], caption: str = "", step: int | None = None) -> Figure:
-    """cos(z_t, b) per step for each trajectory."""
-    fig, (ax,) = _figure(7.0, 3.6, right=0.7)
-    for (name, cos), colour in zip(cosines.items(), ["#d62728", "#1f77b4", "#2ca02c", "#9467bd"]):
+def cosine_figure(cosines: dict[str, Sequence[float]], caption: str = "", step: int | None = None,
+                  prior_losses: dict[str, Sequence[float]] | None = None) -> Figure:
+    """cos(z_t, b) per step for each trajectory; with `prior_losses` (CLIPure-Diff), a second
+    panel shows the diffusion prior's loss per step, in the same colours."""
+    colours = ["#d62728", "#1f77b4", "#2ca02c", "#9467bd"]
+    if prior_losses:
+        fig, axes = _figure(10.0, 3.6, 2, right=0.8)
+        fig.subplots_adjust(wspace=0.3)
+    else:
+        fig, axes = _figure(7.0, 3.6, right=0.7)
+    ax = axes[0]
+    for (name, cos), colour in zip(cosines.items(), colours):
         ax.plot(np.arange(len(cos)), cos, marker="o", ms=4, color=colour, label=name)
-    ax.set_xlabel("purification step", fontsize=FONT)
     ax.set_ylabel("cos(z, blank)", fontsize=FONT)
     ax.set_title("Cosine to the blank target per step", fontsize=FONT)
-    ax.grid(alpha=0.3)
-    _legend_outside(ax)
-    _mark_step([ax], step)
+    if prior_losses:
+        for (name, loss), colour in zip(prior_losses.items(), colours):
+            axes[1].plot(np.arange(len(loss)), loss, marker="s", ms=4, color=colour, label=name)
+        axes[1].set_ylabel("prior loss", fontsize=FONT)
+        axes[1].set_title("Diffusion prior's loss per step", fontsize=FONT)
+    for a in axes:
+        a.set_xlabel("purification step", fontsize=FONT)
+        a.grid(alpha=0.3)
+    _legend_outside(axes[-1])
+    _mark_step(axes, step)
     _caption(fig, caption)
     return fig
 
@@ -171,6 +185,25 @@ def latent_map_figure(trajectories: dict[str, torch.Tensor], class_embeddings: t
     ax.set_title("Latent trajectory (2-D PCA of unit embeddings)", fontsize=FONT)
     ax.set_xlabel("PC 1", fontsize=FONT)
     ax.set_ylabel("PC 2", fontsize=FONT)
+    ax.grid(alpha=0.3)
+    _legend_outside(ax)
+    _caption(fig, caption)
+    return fig
+
+
+def sweep_figure(eps: Sequence[float], sweep: dict[str, Sequence[float]], reference: str,
+                 caption: str = "") -> Figure:
+    """The masking audit's eps sweep: CLIPure's probability of the reference class after PGD at
+    each eps, one line per threat model. A defence that is really robust still falls as eps grows."""
+    fig, (ax,) = _figure(7.0, 3.6, right=0.7)
+    for (name, probs), colour in zip(sweep.items(), ["#d62728", "#1f77b4", "#2ca02c", "#9467bd"]):
+        ax.plot(list(eps), list(probs), marker="o", ms=5, color=colour, label=name)
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(list(eps), [f"{e:g}" for e in eps])
+    ax.set(ylim=(-0.02, 1.02), yticks=[0, 0.5, 1])
+    ax.set_xlabel("eps (L-inf, in 1/255)", fontsize=FONT)
+    ax.set_ylabel(f"p({textwrap.shorten(reference, 18)})", fontsize=FONT)
+    ax.set_title("Eps sweep: the reference class after PGD", fontsize=FONT)
     ax.grid(alpha=0.3)
     _legend_outside(ax)
     _caption(fig, caption)

@@ -150,7 +150,8 @@ def figures(result: PipelineResult, top_k: int = 5, step: int | None = None):
         traces = {"adversarial input": result.adv_trajectory, **traces}
     return (probability_figure({k: t.probs[:, 0].numpy() for k, t in traces.items()}, result.classnames,
                                result.clean.index, target, cap, top_k, step),
-            cosine_figure({k: t.cos_to_blank[:, 0].tolist() for k, t in traces.items()}, cap, step),
+            cosine_figure({k: t.cos_to_blank[:, 0].tolist() for k, t in traces.items()}, cap, step,
+                          {k: t.prior_loss[:, 0].tolist() for k, t in traces.items() if t.prior_loss is not None}),
             latent_map_figure({k: t.embeddings[:, 0] for k, t in traces.items()}, result.class_embeddings,
                               result.blank, result.classnames, cap, step=step))
 

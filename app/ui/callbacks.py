@@ -6,25 +6,32 @@ the page never drift: `Form.of(names, values)` is the one adapter from widget va
 from __future__ import annotations
 
 import inspect
+import queue
+import threading
 import time
 from dataclasses import dataclass
 from functools import wraps
 from pathlib import Path
 
 import gradio as gr
+import pandas as pd
 
+from app import budget as budgets
 from app import report
 from app.attacks import ATTACKS, AttackConfig
+from app.audit import CHECKS, SWEEP_EPS, Audit, audit, exact_setup
 from app.budget import Budget, activate_each, active
 from app.classnames import split_classnames
 from app.errors import CLIPureError, WeightsUnavailableError
 from app.hosting import gpu, request_seconds
 from app.limits import LIMITS
 from app.models import BACKBONES, load_backbone
-from app.pipeline import classify, compare_threat_models, run, run_pipeline
+from app.evaluate.protocols import PROTOCOLS
+from app.pipeline import classify, compare_threat_models, prepare, run, run_pipeline
+from app.plots import sweep_figure
 from app.images import load_image
 from app.presets import CLASS_PRESETS, LESSONS, default_classnames, examples_for, presets_for
-from app.purifiers import PAPER_DEFAULTS, PurifyConfig
+from app.purifiers import PAPER_DEFAULTS, PURIFIERS, PurifyConfig
 from app.server import output_dir
 from app.threat_models import THREAT_MODELS
 
@@ -38,7 +45,18 @@ ATTACK_FIELDS = ("attack", "threat_model", "eps", "steps", "step_size", "seed", 
 PURIFY_FIELDS = ("method", "p_steps", "p_step_size", "momentum", "norm", "grad_scope")
 # Appended last, so API calls written before it existed still work (it defaults to fp32).
 PRECISION = ("precision",)
-FORM = COMMON + ATTACK_FIELDS + PURIFY_FIELDS + PRECISION
+# For randomised purifiers (CLIPure-Diff): the purification seed and the attacker's EOT count K.
+# Appended after PRECISION for the same reason (they default to 0 and 1).
+RANDOMISED = ("p_seed", "eot")
+FORM = COMMON + ATTACK_FIELDS + PURIFY_FIELDS + PRECISION + RANDOMISED
+
+# /purify's inputs: no attack; the purification seed appended last.
+PURIFY_API = COMMON + PURIFY_FIELDS + PRECISION + ("p_seed",)
+# The masking audit's outputs on the page: progress, the checks, the gradient, the eps sweep.
+AUDIT_OUTPUTS = ("_audit_status", "_audit_table", "_audit_gradient", "_audit_plot")
+AUDIT_COLUMNS = ["check", "what it looks for", "result", "detail"]
+# The audit runs about 13 PGD attacks and a Square attack of 10x the steps (app/audit.py).
+AUDIT_ATTACKS = 14
 
 # What /run fills, in order; callbacks return {name: value} and `run_outputs` orders them.
 RUN_OUTPUTS = ("clean_label", "adv_label", "purified_label", "clean_note", "adv_note", "purified_note",
@@ -66,12 +84,13 @@ class Form:
         v = self.values
         return AttackConfig(attack=v["attack"], threat_model=v["threat_model"], eps=v["eps"], steps=v["steps"],
                             step_size=v["step_size"] or None, seed=v["seed"], targeted=bool(v["targeted"]),
-                            target=(v["target"] or None) if v["targeted"] else None)
+                            target=(v["target"] or None) if v["targeted"] else None, eot=v.get("eot", 1))
 
     def purify_config(self) -> PurifyConfig:
         v = self.values
         return PurifyConfig(method=v["method"], steps=v["p_steps"], step_size=v["p_step_size"],
-                            momentum=v["momentum"], norm=v["norm"], grad_scope=v["grad_scope"])
+                            momentum=v["momentum"], norm=v["norm"], grad_scope=v["grad_scope"],
+                            seed=v.get("p_seed", 0))
 
     def engine_args(self) -> dict:
         return dict(model=self.backbone, template_set=self.template_set, precision=self.values.get("precision"))
@@ -221,12 +240,118 @@ def attack_api(*values):
 
 
 @user_errors
-@gpu(duration=lambda *values: request_seconds(*values, names=COMMON + PURIFY_FIELDS))
+@gpu(duration=lambda *values: request_seconds(*values, names=PURIFY_API))
 def purify_api(*values) -> dict:
     """Purify the clean image's embedding: the whole trajectory with per-step probabilities."""
-    form = Form.of(COMMON + PURIFY_FIELDS + PRECISION, values)
+    form = Form.of(PURIFY_API, values)
     r = run_pipeline(form.image, form.classnames, None, form.purify_config(), **form.engine_args())
     return report.to_dict(r, embeddings=False)
+
+
+def _audit(form: Form, on_progress=None) -> Audit:
+    """The masking audit of the form's image: PGD (L-inf) at the form's eps, steps and seed, under
+    its threat model, with its backbone, templates, precision and purification."""
+    acfg = AttackConfig(attack="PGD", threat_model=form.threat_model, eps=form.eps, steps=form.steps,
+                        seed=form.seed)
+    prep, acfg = prepare(form.image, form.classnames, attack=acfg, **form.engine_args())
+    pcfg = form.purify_config().validate()
+    PURIFIERS[pcfg.method].check_backbone(prep.backbone.name)
+    exact = exact_setup(prep.classifier, prep.blank, prep.backbone.name, prep.classnames, form.template_set,
+                        prep.backbone.precision)
+    return audit(prep.x, prep.classifier, prep.blank, prep.classnames, acfg.threat_model, exact,
+                 prep.backbone.precision, pcfg, acfg.eps, acfg.steps, acfg.seed, prep.backbone.name, on_progress)
+
+
+def audit_view(result: Audit, wall_s: float) -> tuple:
+    """The audit panel's (status, checks table, gradient line, eps-sweep figure)."""
+    rows = [[f"({c.name})", CHECKS[c.name], "FLAGGED" if c.flagged else "ok", c.detail] for c in result.checks]
+    flagged = [c.name for c in result.checks if c.flagged]
+    verdict = (f"checks {', '.join(f'({n})' for n in flagged)} flagged: signs of gradient masking" if flagged
+               else "no check flagged")
+    g = result.gradient
+    cos = "undefined (a zero gradient)" if g.cos_to_exact != g.cos_to_exact else f"{g.cos_to_exact:.3f}"
+    gradient = (f"**Attacker's gradient** ({result.threat_model}, {result.precision}): norm **{g.norm:.3g}** · "
+                f"exactly zero: **{g.zero_fraction:.0%}** of the pixels · cosine with the exact fp32 gradient "
+                f"(norm {g.exact_norm:.3g}): **{cos}**")
+    status = f"**Audit done in {wall_s:.1f} s:** {verdict} (reference class: {result.image_label})."
+    fig = sweep_figure(SWEEP_EPS, result.sweep, result.image_label,
+                       f"PGD (L-inf) | threat model: {result.threat_model} | {result.precision}")
+    return status, pd.DataFrame(rows, columns=AUDIT_COLUMNS), gradient, fig
+
+
+@user_errors
+@gpu(duration=lambda *values: request_seconds(*values, threat_models=AUDIT_ATTACKS))
+def audit_demo(*values):
+    """The audit panel: progress beside the button while the audit runs in a worker, then the result."""
+    form = Form.of(FORM, values)
+    started = time.monotonic()
+    q: queue.Queue = queue.Queue()
+    stop = budgets.Budget(parent=budgets.current())
+
+    def work():
+        try:
+            with budgets.active(stop):
+                q.put(("done", _audit(form, lambda f, m: q.put(("progress", (f, m))))))
+        except BaseException as e:   # re-raised in the caller's thread
+            q.put(("error", e))
+
+    yield progress_text(None, "Audit: loading the model and the class names"), gr.skip(), gr.skip(), gr.skip()
+    threading.Thread(target=work, name="clipure-audit", daemon=True).start()
+    try:
+        while True:
+            kind, value = q.get()
+            if kind == "error":
+                raise value
+            if kind == "done":
+                yield audit_view(value, time.monotonic() - started)
+                return
+            yield progress_text(value[0], f"Audit: {value[1]}"), gr.skip(), gr.skip(), gr.skip()
+    finally:
+        stop.stop()
+
+
+@user_errors
+@gpu(duration=lambda *values: request_seconds(*values, threat_models=AUDIT_ATTACKS))
+def audit_api(*values) -> dict:
+    """The masking audit (checks a-f, the attacker's gradient, the eps sweep) as one JSON object."""
+    return _audit(Form.of(FORM, values)).to_dict()
+
+
+def paper_preset() -> dict:
+    """The paper's protocol (PROTOCOLS["paper"]) as widget values by FORM name."""
+    p = PROTOCOLS["paper"].values
+    return dict(attack=p["attacks"][0], threat_model=p["threat_models"][0], eps=p["eps"][0], steps=p["steps"],
+                precision=p["precision"], template_set=p["templates"], method=p["defences"][0],
+                p_steps=p["purify_steps"], p_step_size=p["etas"][0], momentum=p["momentum"], norm=p["update_norm"],
+                grad_scope=p["grad_scope"], step_size=0, targeted=False)
+
+
+def paper_preset_note() -> str:
+    """What the preset cannot match, and what the public demo scales down."""
+    p = PROTOCOLS["paper"]
+    unmatched = "".join(f"\n- {u}" for u in p.unmatched)
+    return (f"**The paper's protocol** ({p.description}): AutoAttack custom, L-inf 4/255, 100 steps, the official "
+            f"threat model, fp16, the 80-template ensemble, T=10 η=30 γ=0 L2 with the batch-coupled norm. The paper "
+            f"used `{p.values['model']}`; pick it under More settings if this machine has it.\n\n"
+            f"**What torchattacks cannot match:**{unmatched}\n\n"
+            f"**What this demo scales down:** one image instead of batches of 2 (so the batch norm couples "
+            f"nothing), and one request may run at most {LIMITS.max_request_seconds:.0f} s: if it is cut off, "
+            f"lower **Attack steps**.")
+
+
+def on_paper_preset():
+    """The preset button: the widgets in PAPER_PRESET_FIELDS order, then the note."""
+    values = paper_preset()
+    return (*(values[k] for k in PAPER_PRESET_FIELDS), paper_preset_note())
+
+
+PAPER_PRESET_FIELDS = tuple(paper_preset())
+
+
+def paper_preset_api() -> dict:
+    """The paper's protocol: the values to send to /run (by FORM name) and what the demo can't match."""
+    return {"values": paper_preset(), "form": list(FORM), "unmatched": list(PROTOCOLS["paper"].unmatched),
+            "note": paper_preset_note()}
 
 
 # --- page events ----------------------------------------------------------------------------
@@ -239,6 +364,28 @@ def on_replay(result, step):
     f_probs, f_cos, f_map = report.figures(result, TOP_K, step)
     label = result.trajectory.prediction(step, result.classnames).top(TOP_K, result.classnames)
     return label, report.step_markdown(result, step), f_probs, f_cos, f_map
+
+
+def methods_for(backbone: str) -> list[tuple[str, str]]:
+    """The purification menu for a backbone: (label, key) of the purifiers that support it."""
+    return [(spec.label, k) for k, spec in PURIFIERS.items() if spec.supports(backbone)]
+
+
+def on_method_menu(backbone, method):
+    """Refresh the method menu for a backbone; a method it cannot run falls back to the paper's default."""
+    choices = methods_for(backbone)
+    keep = method if method in [k for _, k in choices] else PAPER_DEFAULTS.method
+    return gr.update(choices=choices, value=keep)
+
+
+def on_method(method):
+    """A randomised purifier (CLIPure-Diff) says so and shows its seed and the attacker's EOT count."""
+    spec = PURIFIERS.get(method) if isinstance(method, str) else None
+    randomised = bool(spec and spec.randomised)
+    note = (f"**{spec.label} is a randomised defence:** each purification step draws a random diffusion "
+            f"timestep, so the purification seed fixes one draw, and an adaptive attacker should average "
+            f"its gradient over K draws (EOT, attacks PGD and APGD*)." if randomised else "")
+    return note, gr.update(visible=randomised), gr.update(visible=randomised)
 
 
 def on_backbone(name, active):

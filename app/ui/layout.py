@@ -15,7 +15,7 @@ from app.attacks import ATTACKS
 from app.limits import LIMITS
 from app.models import BACKBONES, PRECISIONS, load_backbone, load_default
 from app.presets import LESSONS, default_classnames, presets_for
-from app.purifiers import GRAD_SCOPES, NORMS, PAPER_DEFAULTS, PURIFIERS
+from app.purifiers import GRAD_SCOPES, NORMS, PAPER_DEFAULTS
 from app.threat_models import THREAT_MODELS
 from app.ui import callbacks as cb
 from app.ui.components import ImagePath
@@ -54,6 +54,7 @@ PAGE_JS = """() => {
   fix();
 }""" % __import__("json").dumps(ALT)
 SCROLL_TO_STATUS = "() => { document.getElementById('run-row')?.scrollIntoView({block: 'start'}); }"
+SCROLL_TO_AUDIT = "() => { document.getElementById('audit-panel')?.scrollIntoView({block: 'start'}); }"
 
 
 def _inputs(c: dict) -> dict:
@@ -83,7 +84,20 @@ def _inputs(c: dict) -> dict:
                 c["_run"] = gr.Button("Run: classify → attack → purify", variant="primary", elem_id="run",
                                       min_width=160)
                 c["_compare"] = gr.Button("Compare threat models", elem_id="compare", min_width=140)
+                c["_audit"] = gr.Button("Audit gradient masking", elem_id="audit", min_width=140)
             c["status"] = gr.Markdown("Pick an example or upload an image, then press **Run**.", elem_id="status")
+            _audit_panel(c)
+    return c
+
+
+def _audit_panel(c: dict) -> dict:
+    """The masking audit's own panel, hidden until its button is pressed: progress, then the checks."""
+    with gr.Column(visible=False, elem_id="audit-panel") as c["_audit_panel"]:
+        c["_audit_status"] = gr.Markdown(elem_id="audit-status")
+        c["_audit_table"] = gr.Dataframe(headers=cb.AUDIT_COLUMNS, label="Masking audit: checks (a)-(f)",
+                                         interactive=False, wrap=True, elem_id="audit-table")
+        c["_audit_gradient"] = gr.Markdown(elem_id="audit-gradient")
+        c["_audit_plot"] = gr.Plot(label="Eps sweep", format="png", elem_id="audit-plot", elem_classes="figure")
     return c
 
 
@@ -108,12 +122,20 @@ def _settings(c: dict) -> dict:
             c["targeted"] = gr.Checkbox(False, label="Targeted")
             c["target"] = gr.Dropdown([], label="Target class", interactive=True, allow_custom_value=True)
         with gr.Row():
-            c["method"] = gr.Dropdown([(v.label, k) for k, v in PURIFIERS.items()], value=PAPER_DEFAULTS.method,
-                                      label="Purification method")
+            c["method"] = gr.Dropdown(cb.methods_for(c["_start"]), value=PAPER_DEFAULTS.method,
+                                      label="Purification method", elem_id="method")
             c["momentum"] = gr.Number(PAPER_DEFAULTS.momentum, label="Momentum γ")
             c["norm"] = gr.Radio(list(NORMS), value=PAPER_DEFAULTS.norm, label="Update norm")
             c["grad_scope"] = gr.Radio(list(GRAD_SCOPES), value=PAPER_DEFAULTS.grad_scope,
                                        label="Gradient norm scope", info="batch = the official code's coupling")
+        c["_method_note"] = gr.Markdown(elem_id="method-note")
+        with gr.Row():
+            # Shown for randomised purifiers only (CLIPure-Diff); hidden widgets still send their values.
+            c["p_seed"] = gr.Number(PAPER_DEFAULTS.seed, label="Purification seed", precision=0, visible=False,
+                                    elem_id="p-seed", min_width=90)
+            c["eot"] = gr.Number(1, label=f"EOT K: gradients the attacker averages per step (1-{LIMITS.max_eot})",
+                                 precision=0, minimum=1, maximum=LIMITS.max_eot, visible=False, elem_id="eot",
+                                 min_width=90)
         c["_defaults"] = gr.Button("Restore the paper's defaults (T=10, η=30, γ=0, L2)", size="sm")
     return c
 
@@ -176,6 +198,8 @@ def build_demo(backbone: str, notice: str | None = None) -> gr.Blocks:
             with gr.Row(elem_id="lesson-row", equal_height=True):
                 lessons = [gr.Button(lesson.title, size="sm", min_width=120, elem_id=f"lesson-{k}")
                            for k, lesson in enumerate(LESSONS, 1)]
+                paper = gr.Button("The paper's protocol (AutoAttack, 4/255, fp16)", size="sm", min_width=120,
+                                  elem_id="paper-preset")
             c["_lesson_text"] = gr.Markdown(elem_id="lesson-text")
             _inputs(c)
             _results(c)
@@ -202,8 +226,14 @@ def build_demo(backbone: str, notice: str | None = None) -> gr.Blocks:
         c["_compare"].click(None, js=SCROLL_TO_STATUS, **private)
         api_only.click(cb.classify_api, form(cb.COMMON + cb.PRECISION), api_json, api_name="classify", **engine)
         api_only.click(cb.attack_api, form(cb.FORM), [api_file_a, api_file_b, api_stats], api_name="attack", **engine)
-        api_only.click(cb.purify_api, form(cb.COMMON + cb.PURIFY_FIELDS + cb.PRECISION), api_json,
-                       api_name="purify", **engine)
+        api_only.click(cb.purify_api, form(cb.PURIFY_API), api_json, api_name="purify", **engine)
+        api_only.click(cb.audit_api, form(cb.FORM), api_json, api_name="audit", **engine)
+        # The paper's protocol: the values /run takes for it, and what the demo cannot match.
+        api_only.click(cb.paper_preset_api, None, api_json, api_name="paper_preset")
+        c["_audit"].click(lambda: gr.update(visible=True), None, c["_audit_panel"], **private).then(
+            None, js=SCROLL_TO_AUDIT, **private).then(
+            cb.audit_demo, form(cb.FORM), form(cb.AUDIT_OUTPUTS), show_progress="hidden", **engine, **private)
+        paper.click(cb.on_paper_preset, None, form(cb.PAPER_PRESET_FIELDS) + [c["_lesson_text"]], **private)
 
         for k, (button, lesson) in enumerate(zip(lessons, LESSONS)):
             fields = list(lesson.settings)
@@ -222,7 +252,9 @@ def build_demo(backbone: str, notice: str | None = None) -> gr.Blocks:
         demo.load(None, js=PAGE_JS, **private)
         c["backbone"].change(cb.on_backbone, [c["backbone"], active],
                              [c["backbone"], active, c["_examples"], c["classnames"], c["_backbone_note"],
-                              c["_preset"]], **private)
+                              c["_preset"]], **private).then(
+            cb.on_method_menu, [active, c["method"]], c["method"], **private)
+        c["method"].change(cb.on_method, c["method"], [c["_method_note"], c["p_seed"], c["eot"]], **private)
         c["template_set"].change(cb.on_template_set, [c["template_set"], c["classnames"], active],
                                  c["_template_note"], **private)
         c["attack"].change(cb.on_attack, c["attack"], [c["eps"], c["_attack_note"]], **private)
