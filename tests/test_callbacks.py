@@ -9,7 +9,7 @@ IMAGE = str(EXAMPLES_DIR / "cat.png")
 VALUES = dict(image=IMAGE, classnames="cat, dog, car, plane", backbone="tiny-random", template_set="single",
               attack="PGD", threat_model="adaptive", eps=8, steps=2, step_size=0, seed=1, targeted=False,
               target="dog", method="clipure-cos", p_steps=4, p_step_size=30.0, momentum=0.0, norm="l2",
-              grad_scope="sample", precision="fp32")
+              grad_scope="sample", precision="fp32", p_seed=0, eot=1)
 
 
 def values(names=cb.FORM, **changes):
@@ -121,3 +121,70 @@ def test_gpu_duration_grows_with_the_request():
     long = request_seconds(*values(steps=100, threat_model="adaptive", p_steps=10))
     assert short < long <= MAX_SECONDS
     assert request_seconds(*values(attack="AutoAttack", steps=100, threat_model="adaptive")) == MAX_SECONDS
+
+
+def test_clipure_diff_is_offered_only_where_a_prior_exists_and_says_it_is_randomised():
+    assert [k for _, k in cb.methods_for("tiny-random")] == ["clipure-cos"]
+    assert "clipure-diff" in [k for _, k in cb.methods_for("toy-shapes")]
+    assert "clipure-diff" in [k for _, k in cb.methods_for("ViT-L-14-quickgelu/openai")]
+    assert cb.on_method_menu("tiny-random", "clipure-diff")["value"] == "clipure-cos"   # falls back
+    assert cb.on_method_menu("toy-shapes", "clipure-diff")["value"] == "clipure-diff"
+    note, seed, eot = cb.on_method("clipure-diff")
+    assert "randomised" in note and seed["visible"] and eot["visible"]
+    note, seed, eot = cb.on_method("clipure-cos")
+    assert note == "" and not seed["visible"] and not eot["visible"]
+
+
+def test_purification_seed_and_eot_reach_the_configs_and_sit_last_in_the_form():
+    assert cb.FORM[-2:] == ("p_seed", "eot") and cb.FORM.index("precision") == len(cb.FORM) - 3
+    form = cb.Form.of(cb.FORM, values(p_seed=7, eot=3))
+    assert form.purify_config().seed == 7 and form.attack_config().eot == 3
+
+
+def test_clipure_diff_run_plots_the_prior_loss_per_step():
+    from app.presets import examples_for
+    path, names = examples_for(True)[0]
+    final = dict(zip(cb.RUN_OUTPUTS, list(cb.run_demo(*values(
+        image=path, classnames=names, backbone="toy-shapes", method="clipure-diff", p_steps=2, steps=1,
+        threat_model="undefended", p_seed=3)))[-1]))
+    r = final["result_state"]
+    assert r.purify_config.seed == 3 and r.trajectory.prior_loss is not None
+    fig = final["cos_plot"]
+    assert len(fig.axes) == 2 and "prior" in fig.axes[1].get_title()
+    assert len(fig.axes[1].get_lines()[0].get_ydata()) == 3   # T + 1 points
+
+
+def test_audit_streams_progress_then_the_checks_table_and_the_sweep():
+    updates = list(cb.audit_demo(*values(threat_model="official", steps=2)))
+    assert all(u[0].startswith("⏳") for u in updates[:-1]) and len(updates) >= 3
+    status, table, gradient, fig = updates[-1]
+    assert status.startswith("**Audit done in")
+    assert list(table["check"]) == [f"({k})" for k in "abcdef"]
+    assert set(table["result"]) <= {"FLAGGED", "ok"}
+    assert "norm" in gradient and "exactly zero" in gradient
+    assert len(fig.axes[0].get_lines()) == 2   # the threat model and adaptive
+
+
+def test_audit_api_returns_the_audit_as_json_and_refuses_bad_input():
+    import json
+    out = cb.audit_api(*values(threat_model="official", steps=2))
+    json.dumps(out)
+    assert {c["name"] for c in out["checks"]} == set("abcdef")
+    assert set(out["gradient"]) >= {"norm", "zero_fraction", "cos_to_exact"} and "official" in out["sweep"]
+    with pytest.raises(gr.Error, match="L-inf eps must be between 0 and 32"):
+        cb.audit_api(*values(eps=50))
+
+
+def test_paper_preset_sets_the_protocol_and_says_what_is_scaled_down():
+    from app.evaluate.protocols import PROTOCOLS
+    from app.limits import LIMITS
+    out = cb.on_paper_preset()
+    v = dict(zip(cb.PAPER_PRESET_FIELDS, out))
+    assert set(v) <= set(cb.FORM)
+    assert (v["attack"], v["eps"], v["steps"], v["threat_model"], v["precision"], v["template_set"]) == \
+        ("AutoAttack-custom", 4.0, 100, "official", "fp16", "ensemble")
+    assert (v["p_steps"], v["p_step_size"], v["momentum"], v["norm"], v["grad_scope"]) == (10, 30.0, 0.0, "l2", "batch")
+    note = out[-1]
+    assert all(u in note for u in PROTOCOLS["paper"].unmatched)
+    assert "batches of 2" in note and f"{LIMITS.max_request_seconds:.0f} s" in note and "Attack steps" in note
+    assert cb.paper_preset_api()["values"] == cb.paper_preset()

@@ -279,12 +279,9 @@ def audit_view(result: Audit, wall_s: float) -> tuple:
     return status, pd.DataFrame(rows, columns=AUDIT_COLUMNS), gradient, fig
 
 
-@user_errors
-@gpu(duration=lambda *values: request_seconds(*values, threat_models=AUDIT_ATTACKS))
-def audit_demo(*values):
-    """The audit panel: progress beside the button while the audit runs in a worker, then the result."""
-    form = Form.of(FORM, values)
-    started = time.monotonic()
+def _audit_in_thread(form: Form):
+    """Run the audit in a worker under a child of the request's budget (stopped when this generator
+    ends: a cancel or disconnect); yield ("progress", (fraction, message)) and then ("done", Audit)."""
     q: queue.Queue = queue.Queue()
     stop = budgets.Budget(parent=budgets.current())
 
@@ -295,26 +292,38 @@ def audit_demo(*values):
         except BaseException as e:   # re-raised in the caller's thread
             q.put(("error", e))
 
-    yield progress_text(None, "Audit: loading the model and the class names"), gr.skip(), gr.skip(), gr.skip()
     threading.Thread(target=work, name="clipure-audit", daemon=True).start()
     try:
         while True:
             kind, value = q.get()
             if kind == "error":
                 raise value
+            yield kind, value
             if kind == "done":
-                yield audit_view(value, time.monotonic() - started)
                 return
-            yield progress_text(value[0], f"Audit: {value[1]}"), gr.skip(), gr.skip(), gr.skip()
     finally:
         stop.stop()
 
 
 @user_errors
 @gpu(duration=lambda *values: request_seconds(*values, threat_models=AUDIT_ATTACKS))
+def audit_demo(*values):
+    """The audit panel: progress beside the button while the audit runs, then the result."""
+    started = time.monotonic()
+    yield progress_text(None, "Audit: loading the model and the class names"), gr.skip(), gr.skip(), gr.skip()
+    for kind, value in _audit_in_thread(Form.of(FORM, values)):
+        if kind == "done":
+            yield audit_view(value, time.monotonic() - started)
+        else:
+            yield progress_text(value[0], f"Audit: {value[1]}"), gr.skip(), gr.skip(), gr.skip()
+
+
+@user_errors
+@gpu(duration=lambda *values: request_seconds(*values, threat_models=AUDIT_ATTACKS))
 def audit_api(*values) -> dict:
     """The masking audit (checks a-f, the attacker's gradient, the eps sweep) as one JSON object."""
-    return _audit(Form.of(FORM, values)).to_dict()
+    *_, (_, result) = _audit_in_thread(Form.of(FORM, values))
+    return result.to_dict()
 
 
 def paper_preset() -> dict:
