@@ -39,7 +39,17 @@ def image():
 
 def test_named_endpoints(client):
     names = set(client.view_api(print_info=False, return_format="dict")["named_endpoints"])
-    assert {"/classify", "/attack", "/purify", "/run", "/compare"} <= names
+    assert {"/classify", "/attack", "/purify", "/run", "/compare", "/audit", "/paper_preset"} <= names
+
+
+def test_audit_returns_the_checks_and_the_paper_preset_its_values(client, image):
+    out = client.predict(image, CLASSES, "tiny-random", "single", "PGD", "official", 8, 2, 0, 0, False, None,
+                         *PURIFY, api_name="/audit")
+    assert [c["name"] for c in out["checks"]] == list("abcdef") and out["threat_model"] == "official"
+    assert set(out["sweep"]) == {"official", "adaptive"} and "norm" in out["gradient"]
+    preset = client.predict(api_name="/paper_preset")
+    assert preset["values"]["attack"] == "AutoAttack-custom" and preset["values"]["precision"] == "fp16"
+    assert preset["unmatched"] and "batches of 2" in preset["note"]
 
 
 def test_classify(client, image):

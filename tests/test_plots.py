@@ -5,7 +5,7 @@ from matplotlib.figure import Figure
 
 from app.attacks import AttackConfig
 from app.pipeline import run_pipeline
-from app.plots import cosine_figure, latent_map_figure, probability_figure
+from app.plots import cosine_figure, latent_map_figure, probability_figure, sweep_figure
 from app.purify import clipure_cos
 from app.zeroshot import TEXT_CACHE
 from tests.conftest import CLASSES
@@ -69,3 +69,20 @@ def test_latent_map_marks_the_replay_step(noise_image, tiny):
     fig = latent_map_figure({"adversarial input": r.adv_trajectory.embeddings[:, 0]}, classes, blank, CLASSES,
                             step=4)
     assert any("step 4" in t.get_text() for t in fig.axes[0].get_legend().get_texts())
+
+
+def test_prior_loss_panel_and_eps_sweep_keep_10_point_text_and_outside_legends():
+    cos, loss = {"adversarial input": [0.2, 0.3, 0.4]}, {"adversarial input": [1.5, 1.2, 1.0]}
+    sweep = {"official": [0.9, 0.9, 0.8, 0.8], "adaptive": [0.6, 0.3, 0.1, 0.0]}
+    for fig in (cosine_figure(cos, "cap", 1, loss), sweep_figure([2, 8, 16, 32], sweep, "cat", "cap")):
+        fig.canvas.draw()
+        texts = [t for t in fig.findobj(lambda a: hasattr(a, "get_fontsize") and hasattr(a, "get_text"))
+                 if t.get_text().strip()]
+        assert min(t.get_fontsize() for t in texts) >= 10
+        ax = fig.axes[-1]
+        assert ax.get_legend().get_window_extent().x0 >= ax.get_window_extent().x1
+    fig = cosine_figure(cos, prior_losses=loss)
+    assert len(fig.axes) == 2 and list(fig.axes[1].get_lines()[0].get_ydata()) == loss["adversarial input"]
+    assert len(cosine_figure(cos).axes) == 1   # no prior, no panel
+    fig = sweep_figure([2, 8, 16, 32], sweep, "cat")
+    assert [ln.get_label() for ln in fig.axes[0].get_lines()] == ["official", "adaptive"]
