@@ -166,3 +166,19 @@ def test_bad_input_shows_an_error_and_the_page_keeps_working(browser, server):
     page.get_by_text("No image was given").first.wait_for(timeout=30_000)
     shot(page, "browser-error.png")
     page.close()
+
+
+def test_the_audit_button_shows_its_checks_table_in_view(browser, server):
+    from app.presets import EXAMPLES_DIR
+    page = open_page(browser, server)
+    page.locator("#input-image input[type=file]").set_input_files(str(EXAMPLES_DIR / "cat.png"))
+    page.locator("#input-image img").first.wait_for(timeout=20_000)
+    page.locator("#classnames textarea").fill("cat, dog, car, plane")
+    page.locator("#steps input").fill("2")
+    page.locator("#audit").click()
+    expect()(page.locator("#audit-status")).to_contain_text("Audit done in", timeout=60_000)
+    table = page.locator("#audit-table")
+    expect()(table).to_contain_text("(f)")
+    assert table.get_by_text("FLAGGED").count() + table.get_by_text("ok", exact=True).count() >= 6
+    assert in_viewport(page, "#audit-panel")
+    shot(page, "audit-desktop.png")

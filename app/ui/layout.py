@@ -95,7 +95,8 @@ def _audit_panel(c: dict) -> dict:
     with gr.Column(visible=False, elem_id="audit-panel") as c["_audit_panel"]:
         c["_audit_status"] = gr.Markdown(elem_id="audit-status")
         c["_audit_table"] = gr.Dataframe(headers=cb.AUDIT_COLUMNS, label="Masking audit: checks (a)-(f)",
-                                         interactive=False, wrap=True, elem_id="audit-table")
+                                         interactive=False, wrap=True, elem_id="audit-table",
+                                         column_widths=["9%", "33%", "12%", "46%"])
         c["_audit_gradient"] = gr.Markdown(elem_id="audit-gradient")
         c["_audit_plot"] = gr.Plot(label="Eps sweep", format="png", elem_id="audit-plot", elem_classes="figure")
     return c
