@@ -232,3 +232,29 @@ def test_image_folder_with_a_classnames_file(tmp_path):
     assert all(ds.labels[i] == (0 if ds.ids[i].startswith("a_cat") else 1) for i in range(3))
     with pytest.raises(CLIPureError, match="1,000 synset folders"):
         open_dataset(str(tmp_path / "data"), classnames="imagenet")
+
+
+def test_fp16_official_is_flagged_from_the_diagnostics_and_randomised_defences_get_eot(tmp_path):
+    """--diagnostics: each line carries the attacker's gradient; fp16 `official` gets exactly-zero
+    gradients, so the summary's masking check (a) flags it. CLIPure-Diff is attacked with EOT 10."""
+    cfg = EvalConfig(data="toy", n=4, model="toy-shapes", precision="fp16", templates="single", batch_size=2,
+                     defences=("clipure-cos",), attacks=("PGD",), eps=(8.0,), steps=2,
+                     threat_models=("official", "adaptive"), diagnostics=True)
+    run_evaluation(cfg, tmp_path / "a", progress=False)
+    lines = [json.loads(x) for x in (tmp_path / "a" / "results.jsonl").read_text().splitlines()]
+    official = [ln for ln in lines if ln["threat_model"] == "official"]
+    assert official and all(ln["diagnostics"]["zero_fraction"] == 1.0 for ln in official)
+    assert all(ln["diagnostics"]["norm"] > 0 for ln in lines if ln["threat_model"] == "adaptive")
+    summary = json.loads((tmp_path / "a" / "summary.json").read_text())
+    assert {"check": "a", "setting": "clipure-cos(eta=30)|PGD|8|official"} in [
+        {k: f[k] for k in ("check", "setting")} for f in summary["audit_flags"]]
+    assert "masking check (a)" in (tmp_path / "a" / "table.md").read_text()
+
+    from app.evaluate.data import open_dataset
+    from app.evaluate.runner import Evaluator
+    diff = EvalConfig(data="toy", n=2, model="toy-shapes", templates="single", batch_size=2,
+                      defences=("clipure-diff",), attacks=("PGD",), eps=(8.0,), steps=1,
+                      threat_models=("undefended", "adaptive"))
+    ev = Evaluator(diff, open_dataset("toy", 2, None, None))
+    eots = {s.threat_model: ev._attack_config(s, 0).eot for s in diff.settings()}
+    assert eots == {"undefended": 1, "adaptive": 10}

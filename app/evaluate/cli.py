@@ -57,6 +57,10 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--steps", type=int, help="attack iterations")
     ap.add_argument("--step-size", type=float)
     ap.add_argument("--threat-models", nargs="+")
+    ap.add_argument("--eot", type=int, help="gradients averaged per attack step (default: 10 against randomised "
+                                            "defences where the attack can average, else 1)")
+    ap.add_argument("--diagnostics", action="store_true", default=None,
+                    help="record each image's gradient diagnostics (two more forward-backward passes per image)")
     ap.add_argument("--protocol", help="a preset: paper")
     ap.add_argument("--out", help="output folder (resumed if it holds results of the same configuration)")
     ap.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: the best available)")

@@ -11,7 +11,7 @@ import json
 from dataclasses import asdict, dataclass, field, fields, replace
 
 from app.attacks import ATTACKS
-from app.errors import CLIPureError, check_int, check_range
+from app.errors import CLIPureError, UnknownNameError, check_int, check_range
 from app.models import BACKBONES, PRECISIONS
 from app.purifiers import GRAD_SCOPES, PURIFIERS, PurifyConfig
 from app.threat_models import THREAT_MODELS
@@ -50,6 +50,9 @@ class EvalConfig:
     steps: int = 10                   # attack iterations
     step_size: float | None = None    # None: the attack registry's default
     threat_models: tuple[str, ...] = (UNDEFENDED,)
+    eot: int | None = None            # gradients averaged per attack step; None: 10 against randomised
+                                      # defences (CLIPure-Diff) where the attack can average, else 1
+    diagnostics: bool = False         # per image: the attacker's gradient at x (app.audit), +2 passes
     protocol: str | None = None       # the preset the run started from, if any (recorded only)
 
     def to_dict(self) -> dict:
@@ -69,18 +72,18 @@ class EvalConfig:
     def validate(self) -> "EvalConfig":
         """Check every name against its registry and every number against its range; one
         CLIPureError sentence otherwise."""
-        from app.evaluate.protocols import attack_spec   # registry attacks plus the protocol's own
         BACKBONES.check(self.model)
         PRECISIONS.check(self.precision)
         TEMPLATE_SETS.check(self.templates)
         GRAD_SCOPES.check(self.grad_scope)
         for d in self.defences:
             if d not in defence_names():
-                from app.errors import UnknownNameError
                 raise UnknownNameError("defence", d, defence_names())
         for a in self.attacks:
-            if a != NO_ATTACK:
-                attack_spec(a)
+            if a != NO_ATTACK and a not in ATTACKS:
+                raise UnknownNameError("attack", a, [NO_ATTACK, *ATTACKS])
+        if self.eot is not None:
+            check_int("--eot", self.eot, 1, 10_000)
         for t in self.threat_models:
             THREAT_MODELS.check(t)
         for name, values in (("--defences", self.defences), ("--attacks", self.attacks),

@@ -17,14 +17,15 @@ from typing import Callable
 
 import torch
 
+from app.audit import exact_setup, gradient_diagnostics
 from app.attacks import ATTACKS, AttackConfig, run_attack, validate_attack
 from app.errors import CLIPureError
 from app.evaluate.config import NO_ATTACK, NO_DEFENCE, EvalConfig, Setting
 from app.evaluate.data import Dataset, open_dataset
 from app.evaluate.distributed import World, init_world
-from app.evaluate.protocols import attack_spec, run_protocol_attack
 from app.models import load_backbone
-from app.purifiers import PurifyConfig, Trajectory
+from app.limits import LIMITS
+from app.purifiers import PURIFIERS, PurifyConfig, Trajectory
 from app.scoring import Scored, encode, outcomes, score_steps
 from app.threat_models import THREAT_MODELS, attacked_model
 from app.zeroshot import TEXT_CACHE, build_classifier
@@ -33,7 +34,7 @@ RESULTS, CONFIG = "results.jsonl", "config.json"
 BARE = PurifyConfig(steps=0)   # scoring bare CLIP: the trajectory is its input alone
 
 # Optional: (setting, attacked model, x, x_adv, labels) -> one dict per image, stored in each
-# line's "diagnostics" (gradient diagnostics of the precision work go here).
+# line's "diagnostics"; --diagnostics fills it with the attacker's gradient (Evaluator.gradient_diagnostics).
 DiagnosticsHook = Callable[[Setting, torch.nn.Module, torch.Tensor, torch.Tensor, torch.Tensor], list[dict]]
 
 
@@ -102,7 +103,8 @@ class Evaluator:
 
     def __init__(self, cfg: EvalConfig, dataset: Dataset, device: str | None = None,
                  diagnostics: DiagnosticsHook | None = None):
-        self.cfg, self.data, self.diagnostics = cfg, dataset, diagnostics
+        self.cfg, self.data = cfg, dataset
+        self.diagnostics = diagnostics or (self.gradient_diagnostics if cfg.diagnostics else None)
         self.backbone = load_backbone(cfg.model, device, cfg.precision)
         self.classnames = dataset.classnames
         self.classifier = build_classifier(self.backbone, self.classnames, cfg.templates)
@@ -113,14 +115,26 @@ class Evaluator:
                 self._attack_config(s, cfg.seed)
 
     def _attack_config(self, s: Setting, seed: int) -> AttackConfig:
+        eot = self.cfg.eot
+        if eot is None:   # the issue's default: 10 draws against a randomised defence, where the attack can
+            randomised = s.purify is not None and PURIFIERS[s.purify.method].randomised
+            eot = 10 if randomised and ATTACKS[s.attack].eot and THREAT_MODELS[s.threat_model].backward in (
+                "official", "adaptive") else 1
         a = AttackConfig(attack=s.attack, eps=s.eps, steps=self.cfg.steps, step_size=self.cfg.step_size, seed=seed,
-                         threat_model=s.threat_model)
-        if s.attack in ATTACKS:
-            return validate_attack(a, self.classnames)
-        spec = attack_spec(s.attack)
-        if len(self.classnames) < spec.min_classes:
-            raise CLIPureError(f"{s.attack} needs at least {spec.min_classes} classes ({spec.note}).")
-        return a
+                         threat_model=s.threat_model, eot=eot)
+        return validate_attack(a, self.classnames, replace(LIMITS, max_eot=max(LIMITS.max_eot, eot)))
+
+    def gradient_diagnostics(self, s: Setting, model, x: torch.Tensor, x_adv: torch.Tensor,
+                             y: torch.Tensor) -> list[dict | None]:
+        """The default hook (--diagnostics): per image, the attacker's pixel gradient at x under the
+        setting's threat model against the exact fp32 one (app.audit); None for bare CLIP."""
+        if s.purify is None:
+            return [None] * len(y)
+        if not hasattr(self, "_exact"):
+            self._exact = exact_setup(self.classifier, self.blank, self.backbone.name, self.classnames,
+                                      self.cfg.templates, self.backbone.precision)
+        return [gradient_diagnostics(s.threat_model, self.classifier, self.blank, s.purify, x[i:i + 1], y[i:i + 1],
+                                     self._exact, self.backbone.name).to_dict() for i in range(len(y))]
 
     def _scored(self, purify: PurifyConfig | None, z: torch.Tensor) -> Scored:
         steps = score_steps(self.classifier, self.blank, purify or BARE, z, self.backbone.name)
@@ -146,8 +160,7 @@ class Evaluator:
                 pcfg = replace(purify or members[0].purify or BARE, seed=seed)
                 model = attacked_model(tm, self.classifier, self.blank, pcfg, self.backbone.name)
                 acfg = self._attack_config(members[0], seed)
-                run = run_attack if attack in ATTACKS else run_protocol_attack
-                result = run(acfg, model, x, self.classnames, y)
+                result = run_attack(acfg, model, x, self.classnames, y)
                 x_adv = result.x_adv
             z_adv = z if attack == NO_ATTACK else encode(self.classifier, x_adv)
             lines = []
@@ -161,7 +174,7 @@ class Evaluator:
                 clean_pred = c.bare if bare else c.purified
                 pred = adv.bare if bare else adv.purified
                 clean_ok = (clean_pred == y).tolist()
-                if result is not None and attack in ATTACKS:
+                if result is not None:
                     outs = outcomes(result, c, adv, labels=y)
                     over = [o.exceeds_eps for o in outs]
                     ok = [clean_ok[i] if over[i] else not (o.fooled_clip if bare else o.fooled_clipure)

@@ -41,8 +41,34 @@ def summarise(cfg: EvalConfig, lines: list[dict]) -> dict:
             "robust_accuracy": robust / n if n else None, "robust_ci95": list(wilson(robust, n)),
             "exceeds_eps": sum(ln["exceeds_eps"] for ln in got),
             "mean_linf_255": sum(ln["linf_255"] for ln in got) / n if n else None,
+            "zero_gradient_share": _share([ln["diagnostics"] for ln in got if ln.get("diagnostics")]),
         })
-    return {"config": cfg.to_dict(), "fingerprint": cfg.fingerprint(), "rows": rows}
+    return {"config": cfg.to_dict(), "fingerprint": cfg.fingerprint(), "rows": rows, "audit_flags": audit_flags(rows)}
+
+
+def _share(diags: list[dict]) -> float | None:
+    """The share of images whose attacker's gradient is exactly zero everywhere (--diagnostics)."""
+    return sum(d["zero_fraction"] == 1.0 for d in diags) / len(diags) if diags else None
+
+
+def audit_flags(rows: list[dict]) -> list[dict]:
+    """The masking audit's batch checks (app/audit.py) on the table: (a) settings where most
+    attacker gradients are exactly zero; (b) a threat model whose robust accuracy lies above the
+    adaptive or BPDA one by more than both 95% intervals allow (the intervals do not overlap)."""
+    flags = []
+    for r in rows:
+        if r["zero_gradient_share"] is not None and r["zero_gradient_share"] >= 0.5:
+            flags.append({"check": "a", "setting": r["setting"],
+                          "detail": f"{100 * r['zero_gradient_share']:.0f}% of the images get an exactly-zero gradient"})
+    cells = {(r["defence"], r["eta"], r["attack"], r["eps"], r["threat_model"]): r for r in rows if r["n"]}
+    for (d, eta, a, e, tm), r in cells.items():
+        for exact in ("adaptive", "bpda"):
+            other = cells.get((d, eta, a, e, exact))
+            if tm != exact and other is not None and r["robust_ci95"][0] > other["robust_ci95"][1]:
+                flags.append({"check": "b", "setting": r["setting"],
+                              "detail": f"robust accuracy {pct(r['robust_accuracy'])} under {tm} against "
+                                        f"{pct(other['robust_accuracy'])} under {exact}"})
+    return flags
 
 
 def pct(v: float | None) -> str:
@@ -63,7 +89,9 @@ def markdown(summary: dict) -> str:
     for r in summary["rows"]:
         out.append(f"| {r['setting'].split('|')[0]} | {r['attack']} | {r['eps']:g} | {r['threat_model']} | {r['n']} | "
                    f"{cell(r['clean_accuracy'], r['clean_ci95'])} | {cell(r['robust_accuracy'], r['robust_ci95'])} |")
-    return head + "\n".join(out) + "\n"
+    flags = summary.get("audit_flags") or []
+    tail = "".join(f"\n- masking check ({f['check']}) flagged for `{f['setting']}`: {f['detail']}" for f in flags)
+    return head + "\n".join(out) + "\n" + (f"\nMasking audit on the table:{tail}\n" if flags else "")
 
 
 def pivot(summary: dict, attack: str, eps: float, threat_models: list[str]) -> str:

@@ -3,9 +3,10 @@
     python -m app.eval_toy            # the README's figures (writes assets/toy-shapes/eval.json)
     python -m app.eval_toy --n 200 --attack-n 100 --no-write
 
-The robustness table is one run of the batch evaluator (app.evaluate), the same as
-    python -m app.evaluate --data toy --n 500 --model toy-shapes --templates ensemble --batch-size 100 \\
-        --defences none,clipure-cos --eta 30,0.5 --attacks PGD --eps 8 --steps 10 \\
+The robustness tables are two runs of the batch evaluator (app.evaluate): fp32 with CLIPure-Cos
+and CLIPure-Diff, and fp16 (the official recipe) with CLIPure-Cos. The fp32 run is the same as
+    python -m app.evaluate --data toy --n 300 --model toy-shapes --templates ensemble --batch-size 100 \\
+        --defences none,clipure-cos,clipure-diff --eta 30,0.5 --attacks PGD --eps 8 --steps 10 \\
         --threat-models undefended,official,adaptive,bpda --out artifacts/toy-eval
 The held-out images are freshly generated from seeds the training run never used
 (HELDOUT_SEED). Every number names its threat model, attack, eps, steps and backbone.
@@ -33,7 +34,7 @@ TARGET = "blue cross"
 BARE = PurifyConfig(steps=0)
 OUT = ROOT / "artifacts" / "toy-eval"
 COMMAND = ("python -m app.evaluate --data toy --n {n} --model toy-shapes --templates {templates} --batch-size 100 "
-           "--defences none,clipure-cos --eta 30,0.5 --attacks PGD --eps 8 --steps 10 "
+           "--defences none,clipure-cos,clipure-diff --eta 30,0.5 --attacks PGD --eps 8 --steps 10 "
            "--threat-models undefended,official,adaptive,bpda --out {out}")
 
 
@@ -43,14 +44,33 @@ def heldout(n: int, size: int):
     return x, batch.labels
 
 
-def table_config(attack_n: int, template_set: str = "ensemble"):
+def table_config(attack_n: int, template_set: str = "ensemble", precision: str = "fp32"):
+    """fp32: bare CLIP, CLIPure-Cos and CLIPure-Diff (EOT 10 where the attack differentiates the random
+    purification); fp16, the official recipe: bare CLIP and CLIPure-Cos."""
     from app.evaluate import EvalConfig
+    defences = ("none", "clipure-cos", "clipure-diff") if precision == "fp32" else ("none", "clipure-cos")
     return EvalConfig(data="toy", n=attack_n, seed=ATTACK.seed, model="toy-shapes", templates=template_set,
-                      batch_size=100, defences=("none", "clipure-cos"), etas=STEP_SIZES, attacks=(ATTACK.attack,),
-                      eps=(ATTACK.eps,), steps=ATTACK.steps, threat_models=tuple(THREAT_MODELS))
+                      precision=precision, batch_size=100, defences=defences, etas=STEP_SIZES,
+                      attacks=(ATTACK.attack,), eps=(ATTACK.eps,), steps=ATTACK.steps,
+                      threat_models=tuple(THREAT_MODELS))
 
 
-def evaluate(n: int = 1000, attack_n: int = 500, template_set: str = "ensemble", out=OUT) -> dict:
+def _rows(cfg, summary: dict, defence: str, label: str) -> dict:
+    """{eta: {clean, threat model: robust accuracy, ... with 95% intervals}} for one defence."""
+    rows = {r["setting"]: r for r in summary["rows"]}
+    out = {}
+    for eta in STEP_SIZES:
+        cells = {tm: rows[f"{defence}(eta={eta:g})|PGD|{ATTACK.eps:g}|{tm}"] for tm in THREAT_MODELS}
+        row = {"purify": f"{label} T=10 eta={eta:g} gamma=0 L2 per-sample", "precision": cfg.precision,
+               "clean": cells["undefended"]["clean_accuracy"], "clean_ci95": cells["undefended"]["clean_ci95"]}
+        for tm, r in cells.items():
+            row[tm] = r["robust_accuracy"]
+            row[f"{tm}_ci95"] = r["robust_ci95"]
+        out[f"eta={eta:g}"] = row
+    return out
+
+
+def evaluate(n: int = 1000, attack_n: int = 300, template_set: str = "ensemble", out=OUT) -> dict:
     from app.evaluate import run_evaluation
     from app.evaluate.tables import pivot
     backbone = load_backbone("toy-shapes")
@@ -68,6 +88,9 @@ def evaluate(n: int = 1000, attack_n: int = 500, template_set: str = "ensemble",
     stats = run_evaluation(cfg, out)
     summary = json.loads((out / "summary.json").read_text())
     rows = {r["setting"]: r for r in summary["rows"]}
+    cfg16 = table_config(attack_n, template_set, "fp16")
+    stats16 = run_evaluation(cfg16, out.with_name(out.name + "-fp16"))
+    summary16 = json.loads((out.with_name(out.name + "-fp16") / "summary.json").read_text())
     step = cfg.step_size if cfg.step_size is not None else ATTACK.eps / 4
     res["attack"] = {"threat": f"PGD L-inf eps {ATTACK.eps:g}/255, {ATTACK.steps} steps, step size {step:g}/255, "
                                f"random start, seed {ATTACK.seed} (per batch of 100: from seed and image ids), "
@@ -77,16 +100,15 @@ def evaluate(n: int = 1000, attack_n: int = 500, template_set: str = "ensemble",
     bare_row = rows[f"none|PGD|{ATTACK.eps:g}|undefended"]
     res["attack"]["bare_clip"] = {"clean": bare_row["clean_accuracy"], "adversarial": bare_row["robust_accuracy"],
                                   "clean_ci95": bare_row["clean_ci95"], "adversarial_ci95": bare_row["robust_ci95"]}
-    res["attack"]["clipure"] = {}
-    for eta in STEP_SIZES:
-        cells = {tm: rows[f"clipure-cos(eta={eta:g})|PGD|{ATTACK.eps:g}|{tm}"] for tm in THREAT_MODELS}
-        row = {"purify": f"CLIPure-Cos T=10 eta={eta:g} gamma=0 L2 per-sample",
-               "clean": cells["undefended"]["clean_accuracy"], "clean_ci95": cells["undefended"]["clean_ci95"]}
-        for tm, r in cells.items():
-            row[tm] = r["robust_accuracy"]
-            row[f"{tm}_ci95"] = r["robust_ci95"]
-        res["attack"]["clipure"][f"eta={eta:g}"] = row
+    res["attack"]["clipure"] = _rows(cfg, summary, "clipure-cos", "CLIPure-Cos")
+    res["attack"]["clipure_diff"] = _rows(cfg, summary, "clipure-diff", "CLIPure-Diff (EOT 10: official, adaptive)")
+    bare16 = {r["setting"]: r for r in summary16["rows"]}[f"none|PGD|{ATTACK.eps:g}|undefended"]
+    res["attack"]["fp16"] = {"bare_clip": {"clean": bare16["clean_accuracy"], "adversarial": bare16["robust_accuracy"]},
+                             "clipure": _rows(cfg16, summary16, "clipure-cos", "CLIPure-Cos"),
+                             "stats": stats16, "audit_flags": summary16["audit_flags"]}
+    res["attack"]["audit_flags"] = summary["audit_flags"]
     res["attack"]["table_md"] = pivot(summary, ATTACK.attack, ATTACK.eps, list(THREAT_MODELS))
+    res["attack"]["table_md_fp16"] = pivot(summary16, ATTACK.attack, ATTACK.eps, list(THREAT_MODELS))
 
     # Targeted: every image not already of the target class, pushed towards TARGET (bare CLIP).
     clf = build_classifier(backbone, names, template_set)
@@ -105,7 +127,7 @@ def evaluate(n: int = 1000, attack_n: int = 500, template_set: str = "ensemble",
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n", type=int, default=1000)
-    ap.add_argument("--attack-n", type=int, default=500)
+    ap.add_argument("--attack-n", type=int, default=300)
     ap.add_argument("--template-set", default="ensemble")
     ap.add_argument("--out", default=str(OUT), help="the evaluator's folder (resumed when it holds this run)")
     ap.add_argument("--no-write", action="store_true")
