@@ -8,11 +8,12 @@ adversarial one after it (app/scoring.py).
 """
 from __future__ import annotations
 
+import contextvars
 import queue
 import threading
 import time
 from dataclasses import dataclass, replace
-from typing import Iterator
+from typing import Callable, Iterator
 
 import torch
 
@@ -28,7 +29,8 @@ from app.models import Backbone, load_backbone
 from app.purifiers import PAPER_DEFAULTS, PURIFIERS, Prediction, PurifyConfig, Trajectory, TrajectoryStep
 from app.scoring import Outcome, Scored, attack_and_score, encode, outcomes, reference_labels, score_steps
 from app.threat_models import THREAT_MODELS, attacked_model
-from app.zeroshot import DEFAULT_TEMPLATE_SET, TEXT_CACHE, ZeroShotClassifier, build_classifier, get_templates
+from app.zeroshot import (DEFAULT_TEMPLATE_SET, TEXT_CACHE, TEXT_PROGRESS, ZeroShotClassifier, build_classifier,
+                          get_templates)
 
 # --- results --------------------------------------------------------------------------------
 
@@ -129,27 +131,27 @@ def prepare(image, classnames, model: str | None = None, template_set: str = DEF
 HEARTBEAT_S = 0.25   # the attack stream yields at least this often, so a cancel can close it
 
 
-def _attack_in_thread(prep: Prepared, cfg: AttackConfig, pcfg: PurifyConfig, labels: torch.Tensor):
-    """Run the attack in a worker thread; yield ("progress", forwards), ("tick", None) when
-    HEARTBEAT_S passes without one, then ("done", result).
+def _in_thread(work: Callable[[Callable[[object], None]], object], name: str):
+    """Run work(report) in a worker thread; yield ("progress", value) for each report, ("tick", None)
+    when HEARTBEAT_S passes without one, then ("done", result).
 
     The worker runs under a child of the request's budget, stopped when this generator ends for
-    any reason (closed by a cancel, or abandoned): its next forward pass then raises Cancelled.
+    any reason (closed by a cancel, or abandoned): its next check then raises Cancelled. The
+    stream keeps yielding meanwhile, so Gradio can close it.
     """
     q: queue.Queue = queue.Queue()
-    model = attacked_model(cfg.threat_model, prep.classifier, prep.blank, pcfg, prep.backbone.name)
     stop = Budget(parent=budgets.current())
+    context = contextvars.copy_context()
 
-    def work():
+    def run():
         try:
             with budgets.active(stop):
-                res = run_attack(cfg, model, prep.x, prep.classnames, labels,
-                                 on_forward=lambda n: q.put(("progress", n)))
+                res = work(lambda value: q.put(("progress", value)))
             q.put(("done", res))
         except BaseException as e:  # re-raised in the caller's thread
             q.put(("error", e))
 
-    worker = threading.Thread(target=work, name="clipure-attack", daemon=True)
+    worker = threading.Thread(target=context.run, args=(run,), name=name, daemon=True)
     worker.start()
     try:
         while True:
@@ -164,6 +166,25 @@ def _attack_in_thread(prep: Prepared, cfg: AttackConfig, pcfg: PurifyConfig, lab
                 return
     finally:
         stop.stop()
+
+
+def _attack_in_thread(prep: Prepared, cfg: AttackConfig, pcfg: PurifyConfig, labels: torch.Tensor):
+    """The attack in a worker thread (see _in_thread); progress values are forward passes."""
+    model = attacked_model(cfg.threat_model, prep.classifier, prep.blank, pcfg, prep.backbone.name)
+    return _in_thread(lambda report: run_attack(cfg, model, prep.x, prep.classnames, labels, on_forward=report),
+                      "clipure-attack")
+
+
+def _prepare_in_thread(image, classnames, model, template_set, limits, attack, precision):
+    """prepare() in a worker thread, so a cancel can close the stream during a cold text encoding;
+    progress values are (class names encoded, class names)."""
+    def work(report):
+        token = TEXT_PROGRESS.set(lambda done, total: report((done, total)))
+        try:
+            return prepare(image, classnames, model, template_set, limits, attack, precision)
+        finally:
+            TEXT_PROGRESS.reset(token)
+    return _in_thread(work, "clipure-prepare")
 
 
 class _EngineClock:
@@ -235,7 +256,15 @@ def _run(clock: _EngineClock, image, classnames, attack: AttackConfig | None, pu
     t0 = clock.now()
     pcfg = purify.validate(limits)
     yield PipelineEvent("prepare", 0.0, "Loading the model and encoding the class names")
-    prep, acfg = prepare(image, classnames, model, template_set, limits, attack, precision)
+    clock.background = True
+    for kind, value in _prepare_in_thread(image, classnames, model, template_set, limits, attack, precision):
+        if kind == "progress":
+            yield PipelineEvent("heartbeat", 0.0, f"Encoding the class names: {value[0]}/{value[1]}")
+        elif kind == "tick":
+            yield PipelineEvent("heartbeat", 0.0, "Loading the model and encoding the class names")
+        else:
+            prep, acfg = value
+    clock.background = False
     PURIFIERS[pcfg.method].check_backbone(prep.backbone.name)   # CLIPure-Diff: a prior for this backbone
     timings["prepare"] = clock.now() - t0
     names = prep.classnames

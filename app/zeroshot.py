@@ -6,6 +6,7 @@
 """
 from __future__ import annotations
 
+import contextvars
 import threading
 from collections import OrderedDict
 from typing import Callable, Sequence
@@ -30,6 +31,12 @@ def get_templates(template_set: str) -> tuple[Callable[[str], str], ...]:
     return TEMPLATE_SETS[template_set]
 
 
+# Who hears about text-encoding progress: (names encoded, names) after each chunk. The pipeline
+# sets it around a request's preparation, so a cold ensemble shows per-class progress.
+TEXT_PROGRESS: contextvars.ContextVar[Callable[[int, int], None] | None] = contextvars.ContextVar(
+    "clipure_text_progress", default=None)
+
+
 @torch.no_grad()
 def _encode_prompts(backbone: Backbone, names: Sequence[str], templates, full_precision: bool) -> torch.Tensor:
     """(len(names), D): per name, the mean over templates of the normalised text embeddings.
@@ -38,10 +45,13 @@ def _encode_prompts(backbone: Backbone, names: Sequence[str], templates, full_pr
     prompts = [t(n) for n in names for t in templates]
     tokens = backbone.tokenizer(prompts).to(backbone.device)
     out = []
+    report = TEXT_PROGRESS.get() if full_precision else None   # class names only (the blank is one prompt set)
     with backbone.text_tower(full_precision) as model:
         for chunk in tokens.split(256):  # bounded memory for 100 names x 80 templates
             budget.check()   # a cancelled or overdue request stops between chunks
             out.append(model.encode_text(chunk).float())
+            if report is not None:
+                report(sum(len(c) for c in out) // len(templates), len(names))
     emb = F.normalize(torch.cat(out), dim=-1)
     return emb.view(len(names), len(templates), -1).mean(dim=1)
 

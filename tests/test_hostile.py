@@ -27,7 +27,7 @@ GENERIC = "upstream Gradio app has raised an exception"
 DEFAULTS = dict(image=None, classnames=CLASSES, backbone="tiny-random", template_set="single", attack="PGD",
                 threat_model="undefended", eps=8, steps=3, step_size=0, seed=0, targeted=False, target=None,
                 method="clipure-cos", p_steps=4, p_step_size=30.0, momentum=0.0, norm="l2", grad_scope="sample",
-                precision="fp32")
+                precision="fp32", p_seed=0, eot=1)
 
 
 @pytest.fixture(scope="module")

@@ -85,3 +85,26 @@ def test_compare_encodes_the_clean_image_once(noise_image, tiny, monkeypatch):
     assert [r.attack_config.threat_model for r in results] == list(THREAT_MODELS)
     assert len(calls) == 1 + len(THREAT_MODELS) * (1 + 1)    # clean once; per threat model: FGSM + x_adv
     assert all(r.clean_trajectory is results[0].clean_trajectory for r in results)
+
+
+def test_cold_text_encoding_reports_progress_and_a_closed_stream_stops_it(noise_image, tiny, monkeypatch):
+    import threading
+    import time
+
+    from app.budget import Budget
+    names = ["alpha", "beta", "gamma", "delta", "epsilon"]       # 5 x 80 templates: two chunks of prompts
+    events = list(run(noise_image, names, None, model="tiny-random", template_set="ensemble"))
+    progress = [e.message for e in events if e.message.startswith("Encoding the class names")]
+    assert progress and progress[-1] == "Encoding the class names: 5/5"
+
+    encode_text = tiny.model.encode_text
+    monkeypatch.setattr(tiny.model, "encode_text", lambda *a, **k: time.sleep(0.4) or encode_text(*a, **k))
+    stream = run(noise_image, ["one", "two", "three", "four"], None, model="tiny-random", template_set="ensemble",
+                 budget=Budget(60))
+    while next(stream).phase != "heartbeat":   # the encoding has started in its worker
+        pass
+    stream.close()                              # what Gradio does on a cancel or a disconnect
+    deadline = time.monotonic() + 2.0
+    while any(t.name == "clipure-prepare" for t in threading.enumerate()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not any(t.name == "clipure-prepare" for t in threading.enumerate())

@@ -57,7 +57,7 @@ def one_request(client: Client, model: str) -> dict:
     form = dict(image=handle_file(str(IMAGE)), classnames=CLASSES, backbone=model, template_set="single",
                 attack="PGD", threat_model="undefended", eps=4, steps=10, step_size=0, seed=0, targeted=False,
                 target=None, method="clipure-cos", p_steps=10, p_step_size=30.0, momentum=0.0, norm="l2",
-                grad_scope="sample", precision="fp32")
+                grad_scope="sample", precision="fp32", p_seed=0, eot=1)
     args = [form[name] for name in FORM]
     t0 = time.perf_counter()
     job = client.submit(*args, api_name="/run")
