@@ -24,3 +24,15 @@ def test_readme_has_the_two_commands_and_ci_runs_the_test_one():
     test_cmd = next(line for line in README.splitlines() if line.endswith("python -m pytest -q"))
     assert test_cmd.replace(" -q", "") in ci.replace(" -q", "")
     assert any(line.endswith("python app.py") for line in README.splitlines())
+
+
+def test_limits_table_matches_the_code():
+    """Every field of app/limits.py is in the README's table, with its default."""
+    from dataclasses import fields
+
+    from app.limits import Limits
+    table = README[README.index("## Limits for a public Space"):README.index("**Where it listens.**")]
+    for f in fields(Limits):
+        row = next((line for line in table.splitlines() if f"`{f.name}`" in line), None)
+        assert row is not None, f.name
+        assert f"{f.default:,g}".replace(",", "") in row.replace(",", ""), (f.name, f.default, row)
