@@ -22,7 +22,7 @@ def request_seconds(*values, names=None, threat_models: int = 1) -> int:
     setup, the prompts to encode, the attack's forward passes (each through T purification
     steps unless the threat model is undefended) and the purification itself; capped at MAX_SECONDS."""
     from app.attacks import ATTACKS
-    from app.ui.callbacks import FORM
+    from app.ui.form import FORM
     v = dict(zip(names or FORM, values))
     number = lambda key, default: float(v[key]) if isinstance(v.get(key), (int, float)) else default  # noqa: E731
     classes = max(len(str(v.get("classnames") or "").replace("\n", ",").split(",")), 2)

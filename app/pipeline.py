@@ -8,29 +8,48 @@ adversarial one after it (app/scoring.py).
 """
 from __future__ import annotations
 
-import contextvars
-import queue
-import threading
 import time
 from dataclasses import dataclass, replace
-from typing import Callable, Iterator
+from typing import Iterator
 
 import torch
 
 from app import budget as budgets
-from app.audit import GradientDiagnostics, exact_setup, gradient_diagnostics
 from app.attacks import ATTACKS, AttackConfig, AttackResult, run_attack, validate_attack
+from app.audit import GradientDiagnostics, exact_setup, gradient_diagnostics
 from app.budget import Budget
 from app.classnames import parse_classnames
 from app.errors import InvalidClassNamesError
 from app.images import load_image
 from app.limits import LIMITS, Limits
 from app.models import Backbone, load_backbone
-from app.purifiers import PAPER_DEFAULTS, PURIFIERS, Prediction, PurifyConfig, Trajectory, TrajectoryStep
-from app.scoring import Outcome, Scored, attack_and_score, encode, outcomes, reference_labels, score_steps
+from app.purifiers import (
+    PAPER_DEFAULTS,
+    PURIFIERS,
+    Prediction,
+    PurifyConfig,
+    Trajectory,
+    TrajectoryStep,
+)
+from app.scoring import (
+    Outcome,
+    Scored,
+    attack_and_score,
+    encode,
+    outcomes,
+    reference_labels,
+    score_steps,
+)
+from app.streaming import HEARTBEAT_S, EngineClock, in_thread
 from app.threat_models import THREAT_MODELS, attacked_model
-from app.zeroshot import (DEFAULT_TEMPLATE_SET, TEXT_CACHE, TEXT_PROGRESS, ZeroShotClassifier, build_classifier,
-                          get_templates)
+from app.zeroshot import (
+    DEFAULT_TEMPLATE_SET,
+    TEXT_CACHE,
+    TEXT_PROGRESS,
+    ZeroShotClassifier,
+    build_classifier,
+    get_templates,
+)
 
 # --- results --------------------------------------------------------------------------------
 
@@ -128,50 +147,10 @@ def prepare(image, classnames, model: str | None = None, template_set: str = DEF
     return Prepared(backbone, classifier, blank, x, names, warnings), attack
 
 
-HEARTBEAT_S = 0.25   # the attack stream yields at least this often, so a cancel can close it
-
-
-def _in_thread(work: Callable[[Callable[[object], None]], object], name: str):
-    """Run work(report) in a worker thread; yield ("progress", value) for each report, ("tick", None)
-    when HEARTBEAT_S passes without one, then ("done", result).
-
-    The worker runs under a child of the request's budget, stopped when this generator ends for
-    any reason (closed by a cancel, or abandoned): its next check then raises Cancelled. The
-    stream keeps yielding meanwhile, so Gradio can close it.
-    """
-    q: queue.Queue = queue.Queue()
-    stop = Budget(parent=budgets.current())
-    context = contextvars.copy_context()
-
-    def run():
-        try:
-            with budgets.active(stop):
-                res = work(lambda value: q.put(("progress", value)))
-            q.put(("done", res))
-        except BaseException as e:  # re-raised in the caller's thread
-            q.put(("error", e))
-
-    worker = threading.Thread(target=context.run, args=(run,), name=name, daemon=True)
-    worker.start()
-    try:
-        while True:
-            try:
-                kind, value = q.get(timeout=HEARTBEAT_S)
-            except queue.Empty:
-                kind, value = "tick", None
-            if kind == "error":
-                raise value
-            yield kind, value
-            if kind == "done":
-                return
-    finally:
-        stop.stop()
-
-
 def _attack_in_thread(prep: Prepared, cfg: AttackConfig, pcfg: PurifyConfig, labels: torch.Tensor):
-    """The attack in a worker thread (see _in_thread); progress values are forward passes."""
+    """The attack in a worker thread (see app.streaming.in_thread); progress values are forward passes."""
     model = attacked_model(cfg.threat_model, prep.classifier, prep.blank, pcfg, prep.backbone.name)
-    return _in_thread(lambda report: run_attack(cfg, model, prep.x, prep.classnames, labels, on_forward=report),
+    return in_thread(lambda report: run_attack(cfg, model, prep.x, prep.classnames, labels, on_forward=report),
                       "clipure-attack")
 
 
@@ -184,19 +163,7 @@ def _prepare_in_thread(image, classnames, model, template_set, limits, attack, p
             return prepare(image, classnames, model, template_set, limits, attack, precision)
         finally:
             TEXT_PROGRESS.reset(token)
-    return _in_thread(work, "clipure-prepare")
-
-
-class _EngineClock:
-    """Engine time: wall time minus the time the generator spends suspended at its yields,
-    so that work a consumer does per event (plots, transport) is not counted as engine time."""
-
-    def __init__(self):
-        self.suspended = 0.0
-        self.background = False   # True while the attack runs in its thread: suspension is not idle time
-
-    def now(self) -> float:
-        return time.perf_counter() - self.suspended
+    return in_thread(work, "clipure-prepare")
 
 
 def run(image, classnames, attack: AttackConfig | None = AttackConfig(), purify: PurifyConfig = PAPER_DEFAULTS,
@@ -211,7 +178,7 @@ def run(image, classnames, attack: AttackConfig | None = AttackConfig(), purify:
     budget: the request's stop flag and deadline (app/budget.py), active while the engine works
     and stopped when the stream is closed early; None keeps whichever budget the caller made active.
     """
-    clock = _EngineClock()
+    clock = EngineClock()
     for event in budgets.activate_each(budget, _run(clock, image, classnames, attack, purify, model, template_set,
                                                     limits, precision, diagnose)):
         t = time.perf_counter()
@@ -249,7 +216,7 @@ def _attack_events(prep: Prepared, acfg: AttackConfig, pcfg: PurifyConfig, clean
     yield PipelineEvent("attack", 0.75, f"{acfg.attack} finished in {out[-1].seconds:.1f} s")
 
 
-def _run(clock: _EngineClock, image, classnames, attack: AttackConfig | None, purify: PurifyConfig,
+def _run(clock: EngineClock, image, classnames, attack: AttackConfig | None, purify: PurifyConfig,
          model: str | None, template_set: str, limits: Limits, precision: str | None,
          diagnose: bool = True) -> Iterator[PipelineEvent]:
     timings: dict[str, float] = {}

@@ -11,7 +11,7 @@ gradio_client = pytest.importorskip("gradio_client")
 from gradio_client import Client, handle_file  # noqa: E402
 
 from app.presets import EXAMPLES_DIR  # noqa: E402
-from app.ui.callbacks import RUN_OUTPUTS  # noqa: E402
+from app.ui.form import RUN_OUTPUTS  # noqa: E402
 from tests.conftest import launched  # noqa: E402
 
 CLASSES = "cat, dog, car, plane"

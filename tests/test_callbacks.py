@@ -3,7 +3,10 @@ import gradio as gr
 import pytest
 
 from app.presets import EXAMPLES_DIR
+from app.ui import audit_panel as ap
 from app.ui import callbacks as cb
+from app.ui import events as ev
+from app.ui import form as fm
 
 IMAGE = str(EXAMPLES_DIR / "cat.png")
 VALUES = dict(image=IMAGE, classnames="cat, dog, car, plane", backbone="tiny-random", template_set="single",
@@ -12,30 +15,30 @@ VALUES = dict(image=IMAGE, classnames="cat, dog, car, plane", backbone="tiny-ran
               grad_scope="sample", precision="fp32", p_seed=0, eot=1)
 
 
-def values(names=cb.FORM, **changes):
+def values(names=fm.FORM, **changes):
     return [{**VALUES, **changes}[n] for n in names]
 
 
 def test_form_builds_the_configs_from_widget_values():
-    form = cb.Form.of(cb.FORM, values())
+    form = fm.Form.of(fm.FORM, values())
     a, p = form.attack_config(), form.purify_config()
     assert a.step_size is None and a.target is None and not a.targeted   # 0 = eps/4; target only when targeted
-    assert cb.Form.of(cb.FORM, values(targeted=True)).attack_config().target == "dog"
+    assert fm.Form.of(fm.FORM, values(targeted=True)).attack_config().target == "dog"
     assert (p.steps, p.step_size, p.grad_scope) == (4, 30.0, "sample")
 
 
 def test_run_outputs_are_ordered_by_name_and_unknown_names_are_refused():
-    out = cb.run_outputs(status="x", replay=3)
-    assert out[cb.RUN_OUTPUTS.index("status")] == "x" and out[cb.RUN_OUTPUTS.index("replay")] == 3
-    assert len(out) == len(cb.RUN_OUTPUTS)
+    out = fm.run_outputs(status="x", replay=3)
+    assert out[fm.RUN_OUTPUTS.index("status")] == "x" and out[fm.RUN_OUTPUTS.index("replay")] == 3
+    assert len(out) == len(fm.RUN_OUTPUTS)
     with pytest.raises(AssertionError):
-        cb.run_outputs(no_such_output=1)
+        fm.run_outputs(no_such_output=1)
 
 
 def test_user_errors_turns_engine_errors_into_one_gr_error_also_in_generators():
     from app.errors import OutOfRangeError
 
-    @cb.user_errors
+    @fm.user_errors
     def stream():
         yield 1
         raise OutOfRangeError("Steps must be between 1 and 200, got 500.")
@@ -47,11 +50,11 @@ def test_user_errors_turns_engine_errors_into_one_gr_error_also_in_generators():
 
 def test_run_demo_streams_to_a_complete_result():
     updates = list(cb.run_demo(*values()))
-    final = dict(zip(cb.RUN_OUTPUTS, updates[-1]))
+    final = dict(zip(fm.RUN_OUTPUTS, updates[-1]))
     assert final["status"].startswith("**Done in") and final["replay"] == 4
     assert "Step 4/4" in final["replay_note"] and final["replay_label"]   # the replay is filled at the end
     assert final["purified_label"] and final["result_state"].purify_config.steps == 4
-    statuses = [dict(zip(cb.RUN_OUTPUTS, u))["status"] for u in updates[:-1]]
+    statuses = [dict(zip(fm.RUN_OUTPUTS, u))["status"] for u in updates[:-1]]
     assert any("PGD" in str(s) for s in statuses)   # progress beside the button, during the attack
 
 
@@ -61,23 +64,23 @@ def test_run_demo_refuses_bad_input_in_one_sentence():
 
 
 def test_replay_shows_the_prediction_at_the_chosen_step():
-    final = dict(zip(cb.RUN_OUTPUTS, list(cb.run_demo(*values()))[-1]))
+    final = dict(zip(fm.RUN_OUTPUTS, list(cb.run_demo(*values()))[-1]))
     r = final["result_state"]
-    label, note, probs, cos, latent = cb.on_replay(r, 2)
+    label, note, probs, cos, latent = ev.on_replay(r, 2)
     assert label == r.adv_trajectory.prediction(2, r.classnames).top(cb.TOP_K, r.classnames)
     assert "Step 2/4" in note
-    assert cb.on_replay(None, 2)[0] is not None   # no run yet: nothing changes (gr.skip)
+    assert ev.on_replay(None, 2)[0] is not None   # no run yet: nothing changes (gr.skip)
 
 
 def test_classify_api_and_target_menu():
-    out = cb.classify_api(*values(cb.COMMON + cb.PRECISION))
+    out = cb.classify_api(*values(fm.COMMON + fm.PRECISION))
     assert out["classnames"] == ["cat", "dog", "car", "plane"] and out["meaningless"]
-    update = cb.on_classnames("cat, dog, cat", "zebra")
+    update = ev.on_classnames("cat, dog, cat", "zebra")
     assert update["choices"] == ["cat", "dog"] and update["value"] == "dog"
 
 
 def test_every_yes_no_comes_from_the_one_outcome():
-    final = dict(zip(cb.RUN_OUTPUTS, list(cb.run_demo(*values(p_steps=5)))[-1]))
+    final = dict(zip(fm.RUN_OUTPUTS, list(cb.run_demo(*values(p_steps=5)))[-1]))
     r = final["result_state"]
     o = r.outcome
     assert ("succeeded" if o.fooled_clip else "failed") in final["adv_note"]
@@ -94,7 +97,7 @@ def test_every_yes_no_comes_from_the_one_outcome():
 
 
 def test_a_target_equal_to_the_clean_class_is_refused_in_one_sentence():
-    clean = cb.classify_api(*values(cb.COMMON + cb.PRECISION))["label"]
+    clean = cb.classify_api(*values(fm.COMMON + fm.PRECISION))["label"]
     with pytest.raises(gr.Error, match="already the clean prediction"):
         list(cb.run_demo(*values(targeted=True, target=clean, threat_model="undefended")))
 
@@ -102,15 +105,15 @@ def test_a_target_equal_to_the_clean_class_is_refused_in_one_sentence():
 def test_a_text_file_upload_gets_one_sentence(tmp_path):
     fake = tmp_path / "notes.png"
     fake.write_text("not an image at all")
-    image, status = cb.on_upload(str(fake))
+    image, status = ev.on_upload(str(fake))
     assert image is None and status.count(".") >= 1 and "image" in status.lower()
 
 
 def test_lessons_set_form_fields_and_say_two_sentences():
     from app.presets import LESSONS
     for k, lesson in enumerate(LESSONS):
-        assert set(lesson.settings) <= set(cb.FORM)
-        out = cb.on_lesson(k)()
+        assert set(lesson.settings) <= set(fm.FORM)
+        out = ev.on_lesson(k)()
         assert len(out) == len(lesson.settings) + 1 and lesson.text in out[-1]
     assert LESSONS[2].settings["precision"] == "fp16" and LESSONS[2].action == "compare"
 
@@ -124,27 +127,27 @@ def test_gpu_duration_grows_with_the_request():
 
 
 def test_clipure_diff_is_offered_only_where_a_prior_exists_and_says_it_is_randomised():
-    assert [k for _, k in cb.methods_for("tiny-random")] == ["clipure-cos"]
-    assert "clipure-diff" in [k for _, k in cb.methods_for("toy-shapes")]
-    assert "clipure-diff" in [k for _, k in cb.methods_for("ViT-L-14-quickgelu/openai")]
-    assert cb.on_method_menu("tiny-random", "clipure-diff")["value"] == "clipure-cos"   # falls back
-    assert cb.on_method_menu("toy-shapes", "clipure-diff")["value"] == "clipure-diff"
-    note, seed, eot = cb.on_method("clipure-diff")
+    assert [k for _, k in ev.methods_for("tiny-random")] == ["clipure-cos"]
+    assert "clipure-diff" in [k for _, k in ev.methods_for("toy-shapes")]
+    assert "clipure-diff" in [k for _, k in ev.methods_for("ViT-L-14-quickgelu/openai")]
+    assert ev.on_method_menu("tiny-random", "clipure-diff")["value"] == "clipure-cos"   # falls back
+    assert ev.on_method_menu("toy-shapes", "clipure-diff")["value"] == "clipure-diff"
+    note, seed, eot = ev.on_method("clipure-diff")
     assert "randomised" in note and seed["visible"] and eot["visible"]
-    note, seed, eot = cb.on_method("clipure-cos")
+    note, seed, eot = ev.on_method("clipure-cos")
     assert note == "" and not seed["visible"] and not eot["visible"]
 
 
 def test_purification_seed_and_eot_reach_the_configs_and_sit_last_in_the_form():
-    assert cb.FORM[-2:] == ("p_seed", "eot") and cb.FORM.index("precision") == len(cb.FORM) - 3
-    form = cb.Form.of(cb.FORM, values(p_seed=7, eot=3))
+    assert fm.FORM[-2:] == ("p_seed", "eot") and fm.FORM.index("precision") == len(fm.FORM) - 3
+    form = fm.Form.of(fm.FORM, values(p_seed=7, eot=3))
     assert form.purify_config().seed == 7 and form.attack_config().eot == 3
 
 
 def test_clipure_diff_run_plots_the_prior_loss_per_step():
     from app.presets import examples_for
     path, names = examples_for(True)[0]
-    final = dict(zip(cb.RUN_OUTPUTS, list(cb.run_demo(*values(
+    final = dict(zip(fm.RUN_OUTPUTS, list(cb.run_demo(*values(
         image=path, classnames=names, backbone="toy-shapes", method="clipure-diff", p_steps=2, steps=1,
         threat_model="undefended", p_seed=3)))[-1]))
     r = final["result_state"]
@@ -155,7 +158,7 @@ def test_clipure_diff_run_plots_the_prior_loss_per_step():
 
 
 def test_audit_streams_progress_then_the_checks_table_and_the_sweep():
-    updates = list(cb.audit_demo(*values(threat_model="official", steps=2)))
+    updates = list(ap.audit_demo(*values(threat_model="official", steps=2)))
     assert all(u[0].startswith("⏳") for u in updates[:-1]) and len(updates) >= 3
     status, table, gradient, fig = updates[-1]
     assert status.startswith("**Audit done in")
@@ -167,24 +170,24 @@ def test_audit_streams_progress_then_the_checks_table_and_the_sweep():
 
 def test_audit_api_returns_the_audit_as_json_and_refuses_bad_input():
     import json
-    out = cb.audit_api(*values(threat_model="official", steps=2))
+    out = ap.audit_api(*values(threat_model="official", steps=2))
     json.dumps(out)
     assert {c["name"] for c in out["checks"]} == set("abcdef")
     assert set(out["gradient"]) >= {"norm", "zero_fraction", "cos_to_exact"} and "official" in out["sweep"]
     with pytest.raises(gr.Error, match="L-inf eps must be between 0 and 32"):
-        cb.audit_api(*values(eps=50))
+        ap.audit_api(*values(eps=50))
 
 
 def test_paper_preset_sets_the_protocol_and_says_what_is_scaled_down():
     from app.evaluate.protocols import PROTOCOLS
     from app.limits import LIMITS
-    out = cb.on_paper_preset()
-    v = dict(zip(cb.PAPER_PRESET_FIELDS, out))
-    assert set(v) <= set(cb.FORM)
+    out = ap.on_paper_preset()
+    v = dict(zip(ap.PAPER_PRESET_FIELDS, out))
+    assert set(v) <= set(fm.FORM)
     assert (v["attack"], v["eps"], v["steps"], v["threat_model"], v["precision"], v["template_set"]) == \
         ("AutoAttack-custom", 4.0, 100, "official", "fp16", "ensemble")
     assert (v["p_steps"], v["p_step_size"], v["momentum"], v["norm"], v["grad_scope"]) == (10, 30.0, 0.0, "l2", "batch")
     note = out[-1]
     assert all(u in note for u in PROTOCOLS["paper"].unmatched)
     assert "batches of 2" in note and f"{LIMITS.max_request_seconds:.0f} s" in note and "Attack steps" in note
-    assert cb.paper_preset_api()["values"] == cb.paper_preset()
+    assert ap.paper_preset_api()["values"] == ap.paper_preset()

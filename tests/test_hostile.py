@@ -23,7 +23,7 @@ from app.server import BodyLimit, bind_address, sweep  # noqa: E402
 
 CLASSES = "cat, dog, car, plane"
 GENERIC = "upstream Gradio app has raised an exception"
-# A light request, by FORM name; the positional API follows app/ui/callbacks.FORM.
+# A light request, by FORM name; the positional API follows app/ui/form.FORM.
 DEFAULTS = dict(image=None, classnames=CLASSES, backbone="tiny-random", template_set="single", attack="PGD",
                 threat_model="undefended", eps=8, steps=3, step_size=0, seed=0, targeted=False, target=None,
                 method="clipure-cos", p_steps=4, p_step_size=30.0, momentum=0.0, norm="l2", grad_scope="sample",
@@ -41,7 +41,7 @@ def good():
 
 
 def form(image, **over) -> list:
-    from app.ui.callbacks import FORM
+    from app.ui.form import FORM
     values = dict(DEFAULTS, image=image, **over)
     return [values[f] for f in FORM]
 
@@ -223,8 +223,9 @@ def test_eight_clients_at_once_get_their_own_answers(server, good):
 def test_a_request_over_its_time_budget_says_what_to_lower(server, good, monkeypatch):
     import dataclasses
 
-    import app.ui.callbacks as cb
-    monkeypatch.setattr(cb, "LIMITS", dataclasses.replace(cb.LIMITS, max_request_seconds=0.5))
+    import app.ui.form as fm
+
+    monkeypatch.setattr(fm, "LIMITS", dataclasses.replace(fm.LIMITS, max_request_seconds=0.5))
     t = time.perf_counter()
     text = refused(Client(server, verbose=False), form(good, threat_model="adaptive", steps=200, p_steps=200), "/run")
     assert "time limit" in text and "lower the attack steps" in text

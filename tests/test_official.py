@@ -11,7 +11,6 @@ import open_clip
 import pytest
 import torch
 import torch.nn.functional as F
-from open_clip.zero_shot_metadata import OPENAI_IMAGENET_TEMPLATES
 
 from app.models import TOY_CLASSNAMES, TOY_DIR, load_backbone
 from app.purifiers import PAPER_DEFAULTS

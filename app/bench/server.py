@@ -24,7 +24,7 @@ from pathlib import Path
 
 from gradio_client import Client, handle_file
 
-from app.ui.callbacks import FORM, RUN_OUTPUTS
+from app.ui.form import FORM, RUN_OUTPUTS
 
 ROOT = Path(__file__).resolve().parents[2]
 IMAGE = ROOT / "assets" / "examples" / "cat.png"

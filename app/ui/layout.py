@@ -17,7 +17,10 @@ from app.models import BACKBONES, PRECISIONS, load_backbone, load_default
 from app.presets import LESSONS, default_classnames, presets_for
 from app.purifiers import GRAD_SCOPES, NORMS, PAPER_DEFAULTS
 from app.threat_models import THREAT_MODELS
+from app.ui import audit_panel as ap
 from app.ui import callbacks as cb
+from app.ui import events as ev
+from app.ui import form as fm
 from app.ui.components import ImagePath
 from app.zeroshot import TEMPLATE_SETS
 
@@ -63,7 +66,7 @@ def _inputs(c: dict) -> dict:
         with gr.Column(scale=3, min_width=260):
             c["image"] = ImagePath(label="Image", type="filepath", height=190, elem_id="input-image",
                                   sources=["upload", "clipboard", "webcam"])
-            c["_examples"] = gr.Gallery(cb.backbone_view(c["_start"])[0], label="Examples (click one)", columns=8,
+            c["_examples"] = gr.Gallery(ev.backbone_view(c["_start"])[0], label="Examples (click one)", columns=8,
                                         rows=1, height=90, allow_preview=False, show_label=True,
                                         elem_id="examples", object_fit="contain")
         with gr.Column(scale=5, min_width=300):
@@ -94,7 +97,7 @@ def _audit_panel(c: dict) -> dict:
     """The masking audit's own panel, hidden until its button is pressed: progress, then the checks."""
     with gr.Column(visible=False, elem_id="audit-panel") as c["_audit_panel"]:
         c["_audit_status"] = gr.Markdown(elem_id="audit-status")
-        c["_audit_table"] = gr.Dataframe(headers=cb.AUDIT_COLUMNS, label="Masking audit: checks (a)-(f)",
+        c["_audit_table"] = gr.Dataframe(headers=fm.AUDIT_COLUMNS, label="Masking audit: checks (a)-(f)",
                                          interactive=False, wrap=True, elem_id="audit-table",
                                          column_widths=["9%", "33%", "12%", "46%"])
         c["_audit_gradient"] = gr.Markdown(elem_id="audit-gradient")
@@ -115,15 +118,15 @@ def _settings(c: dict) -> dict:
             c["precision"] = gr.Radio(list(PRECISIONS), value="fp32", label="Precision of the encoders",
                                       info="fp16 = the official evaluation's mixed precision (see How it works)")
         c["_template_note"] = gr.Markdown(elem_id="template-note")
-        c["_threat_note"] = gr.Markdown(cb.on_threat_model("undefended"))
-        c["_attack_note"] = gr.Markdown(cb.on_attack("PGD")[1])
+        c["_threat_note"] = gr.Markdown(ev.on_threat_model("undefended"))
+        c["_attack_note"] = gr.Markdown(ev.on_attack("PGD")[1])
         with gr.Row():
             c["step_size"] = gr.Number(0, label="Attack step size (eps units; 0 = eps/4)")
             c["seed"] = gr.Number(0, label="Seed", precision=0)
             c["targeted"] = gr.Checkbox(False, label="Targeted")
             c["target"] = gr.Dropdown([], label="Target class", interactive=True, allow_custom_value=True)
         with gr.Row():
-            c["method"] = gr.Dropdown(cb.methods_for(c["_start"]), value=PAPER_DEFAULTS.method,
+            c["method"] = gr.Dropdown(ev.methods_for(c["_start"]), value=PAPER_DEFAULTS.method,
                                       label="Purification method", elem_id="method")
             c["momentum"] = gr.Number(PAPER_DEFAULTS.momentum, label="Momentum γ")
             c["norm"] = gr.Radio(list(NORMS), value=PAPER_DEFAULTS.norm, label="Update norm")
@@ -194,7 +197,7 @@ def build_demo(backbone: str, notice: str | None = None) -> gr.Blocks:
             with gr.Accordion("Offline mode: running the bundled toy-shapes model (why?)", open=False,
                               elem_id="fallback-notice"):
                 gr.Markdown(notice)
-        c["_backbone_note"] = gr.Markdown(cb.backbone_view(c["_start"])[2], elem_id="backbone-note")
+        c["_backbone_note"] = gr.Markdown(ev.backbone_view(c["_start"])[2], elem_id="backbone-note")
         with gr.Tab("Demo"):
             with gr.Row(elem_id="lesson-row", equal_height=True):
                 lessons = [gr.Button(lesson.title, size="sm", min_width=120, elem_id=f"lesson-{k}")
@@ -217,52 +220,52 @@ def build_demo(backbone: str, notice: str | None = None) -> gr.Blocks:
         engine = dict(concurrency_id="engine")
         private = dict(api_visibility="private")
         # Progress is the status line beside the button, so no output gets its own spinner.
-        run_args = (cb.run_demo, form(cb.FORM), form(cb.RUN_OUTPUTS))
-        compare_args = (cb.compare_demo, form(cb.FORM), [c["_compare_table"], c["_compare_caption"]])
+        run_args = (cb.run_demo, form(fm.FORM), form(fm.RUN_OUTPUTS))
+        compare_args = (cb.compare_demo, form(fm.FORM), [c["_compare_table"], c["_compare_caption"]])
         quiet = dict(show_progress="hidden", **engine)
         c["_run"].click(*run_args, api_name="run", **quiet).then(
             lambda: gr.update(interactive=True), None, c["adv_download"], **private)
         c["_run"].click(None, js=SCROLL_TO_STATUS, **private)
         c["_compare"].click(*compare_args, api_name="compare", show_progress_on=[c["_compare_table"]], **engine)
         c["_compare"].click(None, js=SCROLL_TO_STATUS, **private)
-        api_only.click(cb.classify_api, form(cb.COMMON + cb.PRECISION), api_json, api_name="classify", **engine)
-        api_only.click(cb.attack_api, form(cb.FORM), [api_file_a, api_file_b, api_stats], api_name="attack", **engine)
-        api_only.click(cb.purify_api, form(cb.PURIFY_API), api_json, api_name="purify", **engine)
-        api_only.click(cb.audit_api, form(cb.FORM), api_json, api_name="audit", **engine)
+        api_only.click(cb.classify_api, form(fm.COMMON + fm.PRECISION), api_json, api_name="classify", **engine)
+        api_only.click(cb.attack_api, form(fm.FORM), [api_file_a, api_file_b, api_stats], api_name="attack", **engine)
+        api_only.click(cb.purify_api, form(fm.PURIFY_API), api_json, api_name="purify", **engine)
+        api_only.click(ap.audit_api, form(fm.FORM), api_json, api_name="audit", **engine)
         # The paper's protocol: the values /run takes for it, and what the demo cannot match.
-        api_only.click(cb.paper_preset_api, None, api_json, api_name="paper_preset")
+        api_only.click(ap.paper_preset_api, None, api_json, api_name="paper_preset")
         c["_audit"].click(lambda: gr.update(visible=True), None, c["_audit_panel"], **private).then(
             None, js=SCROLL_TO_AUDIT, **private).then(
-            cb.audit_demo, form(cb.FORM), form(cb.AUDIT_OUTPUTS), show_progress="hidden", **engine, **private)
-        paper.click(cb.on_paper_preset, None, form(cb.PAPER_PRESET_FIELDS) + [c["_lesson_text"]], **private)
+            ap.audit_demo, form(fm.FORM), form(fm.AUDIT_OUTPUTS), show_progress="hidden", **engine, **private)
+        paper.click(ap.on_paper_preset, None, form(ap.PAPER_PRESET_FIELDS) + [c["_lesson_text"]], **private)
 
         for k, (button, lesson) in enumerate(zip(lessons, LESSONS)):
             fields = list(lesson.settings)
-            step = button.click(cb.on_lesson(k), None, form(fields) + [c["_lesson_text"]], **private)
+            step = button.click(ev.on_lesson(k), None, form(fields) + [c["_lesson_text"]], **private)
             step = step.then(None, js=SCROLL_TO_STATUS, **private)
             if lesson.action == "compare":
                 step.then(*compare_args, show_progress_on=[c["_compare_table"]], **engine, **private)
             else:
                 step.then(*run_args, **quiet, **private)
 
-        c["image"].upload(cb.on_upload, c["image"], [c["image"], c["status"]], **private)
-        c["_examples"].select(cb.on_example, active, [c["image"], c["classnames"]], **private)
-        c["_preset"].change(cb.on_preset, c["_preset"], c["classnames"], **private)
-        c["classnames"].change(cb.on_classnames, [c["classnames"], c["target"]], c["target"], **private)
-        demo.load(cb.on_classnames, [c["classnames"], c["target"]], c["target"], **private)
+        c["image"].upload(ev.on_upload, c["image"], [c["image"], c["status"]], **private)
+        c["_examples"].select(ev.on_example, active, [c["image"], c["classnames"]], **private)
+        c["_preset"].change(ev.on_preset, c["_preset"], c["classnames"], **private)
+        c["classnames"].change(ev.on_classnames, [c["classnames"], c["target"]], c["target"], **private)
+        demo.load(ev.on_classnames, [c["classnames"], c["target"]], c["target"], **private)
         demo.load(None, js=PAGE_JS, **private)
-        c["backbone"].change(cb.on_backbone, [c["backbone"], active],
+        c["backbone"].change(ev.on_backbone, [c["backbone"], active],
                              [c["backbone"], active, c["_examples"], c["classnames"], c["_backbone_note"],
                               c["_preset"]], **private).then(
-            cb.on_method_menu, [active, c["method"]], c["method"], **private)
-        c["method"].change(cb.on_method, c["method"], [c["_method_note"], c["p_seed"], c["eot"]], **private)
-        c["template_set"].change(cb.on_template_set, [c["template_set"], c["classnames"], active],
+            ev.on_method_menu, [active, c["method"]], c["method"], **private)
+        c["method"].change(ev.on_method, c["method"], [c["_method_note"], c["p_seed"], c["eot"]], **private)
+        c["template_set"].change(ev.on_template_set, [c["template_set"], c["classnames"], active],
                                  c["_template_note"], **private)
-        c["attack"].change(cb.on_attack, c["attack"], [c["eps"], c["_attack_note"]], **private)
-        c["threat_model"].change(cb.on_threat_model, c["threat_model"], c["_threat_note"], **private)
-        c["p_steps"].change(cb.on_purify_steps, c["p_steps"], c["replay"], **private)
-        c["_defaults"].click(cb.paper_defaults, None, form(cb.PURIFY_FIELDS), **private)
-        replay = dict(fn=cb.on_replay, inputs=[c["result_state"], c["replay"]],
+        c["attack"].change(ev.on_attack, c["attack"], [c["eps"], c["_attack_note"]], **private)
+        c["threat_model"].change(ev.on_threat_model, c["threat_model"], c["_threat_note"], **private)
+        c["p_steps"].change(ev.on_purify_steps, c["p_steps"], c["replay"], **private)
+        c["_defaults"].click(ev.paper_defaults, None, form(fm.PURIFY_FIELDS), **private)
+        replay = dict(fn=ev.on_replay, inputs=[c["result_state"], c["replay"]],
                       outputs=[c["replay_label"], c["replay_note"], c["prob_plot"], c["cos_plot"], c["map_plot"]],
                       trigger_mode="always_last", show_progress="hidden", **private)
         c["replay"].release(**replay)

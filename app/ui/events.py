@@ -1,0 +1,157 @@
+"""Page events: what the page does when a widget changes (no engine request)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import gradio as gr
+
+from app import report
+from app.attacks import ATTACKS
+from app.classnames import split_classnames
+from app.errors import CLIPureError, WeightsUnavailableError
+from app.images import load_image
+from app.limits import LIMITS
+from app.models import BACKBONES, load_backbone
+from app.presets import (
+    CLASS_PRESETS,
+    LESSONS,
+    default_classnames,
+    examples_for,
+    presets_for,
+)
+from app.purifiers import PAPER_DEFAULTS, PURIFIERS
+from app.threat_models import THREAT_MODELS
+from app.ui.callbacks import TOP_K
+
+# --- page events ----------------------------------------------------------------------------
+
+def on_replay(result, step):
+    """Inspect one purification step of the last run: its prediction, and a marker on every plot."""
+    if result is None:
+        return gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip()
+    step = int(min(max(step, 0), result.trajectory.steps))
+    f_probs, f_cos, f_map = report.figures(result, TOP_K, step)
+    label = result.trajectory.prediction(step, result.classnames).top(TOP_K, result.classnames)
+    return label, report.step_markdown(result, step), f_probs, f_cos, f_map
+
+
+def methods_for(backbone: str) -> list[tuple[str, str]]:
+    """The purification menu for a backbone: (label, key) of the purifiers that support it."""
+    return [(spec.label, k) for k, spec in PURIFIERS.items() if spec.supports(backbone)]
+
+
+def on_method_menu(backbone, method):
+    """Refresh the method menu for a backbone; a method it cannot run falls back to the paper's default."""
+    choices = methods_for(backbone)
+    keep = method if method in [k for _, k in choices] else PAPER_DEFAULTS.method
+    return gr.update(choices=choices, value=keep)
+
+
+def on_method(method):
+    """A randomised purifier (CLIPure-Diff) says so and shows its seed and the attacker's EOT count."""
+    spec = PURIFIERS.get(method) if isinstance(method, str) else None
+    randomised = bool(spec and spec.randomised)
+    note = (f"**{spec.label} is a randomised defence:** each purification step draws a random diffusion "
+            f"timestep, so the purification seed fixes one draw, and an adaptive attacker should average "
+            f"its gradient over K draws (EOT, attacks PGD and APGD*)." if randomised else "")
+    return note, gr.update(visible=randomised), gr.update(visible=randomised)
+
+
+def on_backbone(name, active):
+    """Load the picked backbone; on failure say why and keep the one that works."""
+    try:
+        load_backbone(name)
+    except WeightsUnavailableError as e:
+        gr.Warning(str(e))
+        name = active
+    examples, classnames, note, presets = backbone_view(name)
+    return name, name, examples, classnames, note, gr.update(choices=presets, value=None)
+
+
+def backbone_view(name):
+    """(example thumbnails, default class names, note, fitting presets) for a backbone."""
+    spec = BACKBONES[name]
+    toy = spec.source == "bundled"
+    note = f"**Backbone:** `{name}`: {spec.description}."
+    if spec.meaningless:
+        note = f"**Backbone:** `{name}` has random weights, so its predictions are meaningless: smoke tests only."
+    examples = [(path, Path(path).stem.removeprefix("toy-").replace("-", " ")) for path, _ in examples_for(toy)]
+    return examples, default_classnames(name), note, presets_for(name)
+
+
+def on_example(evt: gr.SelectData, active):
+    """A click on an example thumbnail: its image and the class names that fit it."""
+    path, names = examples_for(BACKBONES[active].source == "bundled")[evt.index]
+    return path, names
+
+
+def on_upload(path):
+    """Check an upload at once: a file that is not an image gets one sentence beside Run, not a broken box."""
+    if path is None:
+        return gr.skip(), gr.skip()
+    try:
+        load_image(path, LIMITS)
+    except CLIPureError as e:
+        return None, f"**Not used:** {e}"
+    return gr.skip(), "Image ready: press **Run**."
+
+
+def on_template_set(template_set, classnames, active):
+    """Say what the ensemble costs before it runs: 80 text-encoder passes per class, once."""
+    if template_set != "ensemble":
+        return ""
+    n = len(split_classnames(classnames)) + 1   # + the blank
+    where = "on this CPU that takes minutes" if load_backbone(active).device.type == "cpu" else "seconds on a GPU"
+    return (f"**Cost:** the ensemble encodes 80 prompts per class, {80 * n} text-encoder passes for these "
+            f"{n - 1} classes and the blank the first time ({where}); later runs reuse them.")
+
+
+def on_lesson(k: int):
+    """The k-th teacher's lesson: its settings (in the order of its fields) and its two sentences."""
+    lesson = LESSONS[k]
+
+    def apply():
+        return (*lesson.settings.values(), f"**{lesson.title}.** {lesson.text}")
+    apply.__name__ = f"lesson_{k + 1}"
+    return apply
+
+
+def on_classnames(text, current_target):
+    names = split_classnames(text)
+    fallback = names[1] if len(names) > 1 else None   # the first is often the clean class
+    return gr.update(choices=names, value=current_target if current_target in names else fallback)
+
+
+def on_preset(preset):
+    return CLASS_PRESETS[preset] if preset else gr.skip()
+
+
+def on_attack(name):
+    spec = ATTACKS[name]
+    if spec.norm == "l2":
+        eps = gr.update(label="eps (L2, pixel units)", value=0.5, interactive=True)
+    elif spec.norm == "linf":
+        eps = gr.update(label="eps (L-inf, in 1/255)", value=4, interactive=True)
+    else:
+        eps = gr.update(label="eps (not used: minimum-norm attack)", interactive=False)
+    note = f"{spec.label}. " + (spec.note + ". " if spec.note else "") + \
+        ("Supports targeted mode." if spec.targeted else "No targeted mode.")
+    return eps, note
+
+
+def on_threat_model(name):
+    return f"**{THREAT_MODELS[name].label}:** {THREAT_MODELS[name].explanation}"
+
+
+def paper_defaults():
+    d = PAPER_DEFAULTS
+    return d.method, d.steps, d.step_size, d.momentum, d.norm, d.grad_scope
+
+
+
+def on_purify_steps(steps):
+    """The replay slider spans the purification steps (a bad T is the engine's to refuse)."""
+    try:
+        return gr.update(maximum=max(int(steps), 1))
+    except (TypeError, ValueError):
+        return gr.skip()
