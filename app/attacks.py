@@ -17,7 +17,13 @@ import torch.nn as nn
 import torchattacks
 
 from app import budget
-from app.errors import InvalidClassNamesError, OutOfRangeError, UnsupportedError, check_int, check_range
+from app.errors import (
+    InvalidClassNamesError,
+    OutOfRangeError,
+    UnsupportedError,
+    check_int,
+    check_range,
+)
 from app.limits import LIMITS, Limits
 from app.registry import Registry
 from app.threat_models import THREAT_MODELS

@@ -18,8 +18,8 @@ from open_clip.model import convert_weights_to_lp
 from PIL import Image
 from torchvision.transforms import Compose, Normalize
 
-from app.errors import UnsupportedError, WeightsUnavailableError
 from app import limits
+from app.errors import UnsupportedError, WeightsUnavailableError
 from app.registry import Registry
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -174,7 +174,9 @@ class Backbone:
 
     def to_pixels(self, image: Image.Image) -> torch.Tensor:
         """RGB PIL image -> (1, 3, S, S) float32 in [0,1] on the model's device."""
-        from app.images import check_pixel_budget   # refuses an image whose resize would not fit the budget
+        from app.images import (
+            check_pixel_budget,  # refuses an image whose resize would not fit the budget
+        )
         image = check_pixel_budget(image, self.image_size)
         return self.pixel_transform(image).unsqueeze(0).to(self.device, torch.float32)
 
@@ -297,7 +299,7 @@ def load_default(name: str | None = None) -> tuple[Backbone, str | None]:
     if get_spec(name).needs_download and not _hub_reachable():
         # huggingface_hub retries for about 23 s before it gives up; a classroom should not wait.
         os.environ["HF_HUB_OFFLINE"] = "1"
-        import huggingface_hub.constants   # read at call time; the variable only at import time
+        import huggingface_hub.constants  # read at call time; the variable only at import time
         huggingface_hub.constants.HF_HUB_OFFLINE = True
     try:
         return load_backbone(name), None

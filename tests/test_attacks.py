@@ -5,7 +5,12 @@ import torch
 import torchattacks
 
 from app.attacks import ATTACKS, AttackConfig
-from app.errors import InvalidClassNamesError, OutOfRangeError, UnknownNameError, UnsupportedError
+from app.errors import (
+    InvalidClassNamesError,
+    OutOfRangeError,
+    UnknownNameError,
+    UnsupportedError,
+)
 from app.purify import PAPER_DEFAULTS, PurifyConfig
 from app.scoring import attack_and_score
 from app.threat_models import THREAT_MODELS, PurifiedClassifier, attacked_model

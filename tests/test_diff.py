@@ -10,8 +10,8 @@ from app.errors import OutOfRangeError, UnsupportedError, WeightsUnavailableErro
 from app.purifiers import PURIFIERS, PurifyConfig, purify, seeded, trace
 from app.purifiers.diff import clipure_diff_iter, prior_gradient
 from app.purifiers.eot import check_eot, eot_gradient
-from app.purifiers.prior import (ASSET_DIR, PRIORS, DiffusionPrior, PriorConfig, check_timesteps, load_prior,
-                                 load_state)
+from app.purifiers.prior import DiffusionPrior, PriorConfig, check_timesteps
+from app.purifiers.priors import ASSET_DIR, PRIORS, load_prior, load_state
 
 TINY = PriorConfig(dim=64, depth=2, dim_head=32, heads=4, text_positions=5)
 

@@ -9,7 +9,13 @@ import pytest
 from PIL import Image
 
 from app.classnames import parse_classnames
-from app.errors import InvalidClassNamesError, InvalidImageError, OutOfRangeError, check_int, check_range
+from app.errors import (
+    InvalidClassNamesError,
+    InvalidImageError,
+    OutOfRangeError,
+    check_int,
+    check_range,
+)
 from app.images import check_pixel_budget, load_image, resize_bytes
 from app.limits import LIMITS, Limits
 

@@ -51,6 +51,7 @@ def test_app_py_serves_with_the_registrys_spaces_package(tmp_path):
     import urllib.request
 
     import pytest
+
     from tests.conftest import free_port
     target = tmp_path / "site"
     pip = subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--target", str(target),

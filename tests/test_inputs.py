@@ -6,11 +6,16 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from app.attacks import AttackConfig
 from app.classnames import parse_classnames
-from app.errors import CLIPureError, InvalidClassNamesError, InvalidImageError, UnknownNameError
+from app.errors import (
+    CLIPureError,
+    InvalidClassNamesError,
+    InvalidImageError,
+    UnknownNameError,
+)
 from app.images import load_image
 from app.limits import Limits
-from app.attacks import AttackConfig
 from app.pipeline import prepare, run_pipeline
 from app.purifiers import PurifyConfig
 

@@ -6,7 +6,14 @@ import torch
 import torch.nn.functional as F
 
 from app.errors import OutOfRangeError, UnknownNameError
-from app.purify import PAPER_DEFAULTS, PurifyConfig, clipure_cos, clipure_cos_iter, purify, rotation_per_step
+from app.purify import (
+    PAPER_DEFAULTS,
+    PurifyConfig,
+    clipure_cos,
+    clipure_cos_iter,
+    purify,
+    rotation_per_step,
+)
 
 D = 64
 

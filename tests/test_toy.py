@@ -7,13 +7,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from app.toy import shapes
-from app.purifiers import PAPER_DEFAULTS
-from app.scoring import attack_and_score
-from app.toy.evaluate import ATTACK, HELDOUT_SEED, TARGET, heldout
 from app.models import TOY_DIR, get_spec, load_backbone, load_default
 from app.pipeline import run_pipeline
+from app.purifiers import PAPER_DEFAULTS
 from app.purify import PurifyConfig
+from app.scoring import attack_and_score
+from app.toy import shapes
+from app.toy.evaluate import ATTACK, HELDOUT_SEED, TARGET, heldout
 from app.zeroshot import TEXT_CACHE, build_classifier
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -17,14 +17,14 @@ from typing import Callable
 
 import torch
 
-from app.audit import exact_setup, gradient_diagnostics
 from app.attacks import ATTACKS, AttackConfig, run_attack, validate_attack
+from app.audit import exact_setup, gradient_diagnostics
 from app.errors import CLIPureError
 from app.evaluate.config import NO_ATTACK, NO_DEFENCE, EvalConfig, Setting
 from app.evaluate.data import Dataset, open_dataset
 from app.evaluate.distributed import World, init_world
-from app.models import load_backbone
 from app.limits import LIMITS
+from app.models import load_backbone
 from app.purifiers import PURIFIERS, PurifyConfig, Trajectory
 from app.scoring import Scored, encode, outcomes, score_steps
 from app.threat_models import THREAT_MODELS, attacked_model

@@ -16,9 +16,16 @@ import torch.nn.functional as F
 
 from app.errors import OutOfRangeError, check_int, check_range
 from app.limits import LIMITS, Limits
-from app.purifiers.cos import BACKWARDS, GRAD_SCOPES, NORMS, clipure_cos, clipure_cos_iter, rotation_per_step
+from app.purifiers.cos import (
+    BACKWARDS,
+    GRAD_SCOPES,
+    NORMS,
+    clipure_cos,
+    clipure_cos_iter,
+    rotation_per_step,
+)
 from app.purifiers.diff import diff_iterate
-from app.purifiers.prior import has_prior, load_prior
+from app.purifiers.priors import has_prior, load_prior
 from app.purifiers.trajectory import Prediction, Trajectory, TrajectoryStep
 from app.registry import Registry
 

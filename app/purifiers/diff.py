@@ -20,7 +20,8 @@ import torch
 
 from app.errors import UnknownNameError
 from app.purifiers.cos import GRAD_SCOPES, NORMS, STEP_BACKWARDS, normalised_step
-from app.purifiers.prior import DiffusionPrior, check_timesteps, load_prior
+from app.purifiers.prior import DiffusionPrior, check_timesteps
+from app.purifiers.priors import load_prior
 
 DEFAULT_TIMESTEPS = (900, 999)   # the official range, both ends included
 

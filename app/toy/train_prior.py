@@ -22,7 +22,8 @@ import torch.nn.functional as F
 from safetensors.torch import save_file
 
 from app.models import load_backbone
-from app.purifiers.prior import ASSET_DIR, TOY_PRIOR, DiffusionPrior
+from app.purifiers.prior import DiffusionPrior
+from app.purifiers.priors import ASSET_DIR, TOY_PRIOR
 from app.toy import shapes
 from app.zeroshot import build_classifier
 
