@@ -16,7 +16,7 @@ import torch
 
 from app import budget as budgets
 from app.attacks import ATTACKS, AttackConfig, AttackResult, run_attack, validate_attack
-from app.audit import GradientDiagnostics, exact_setup, gradient_diagnostics
+from app.audit import exact_setup, gradient_diagnostics
 from app.budget import Budget
 from app.classnames import parse_classnames
 from app.errors import InvalidClassNamesError
@@ -31,8 +31,8 @@ from app.purifiers import (
     Trajectory,
     TrajectoryStep,
 )
+from app.results import PipelineEvent, PipelineResult
 from app.scoring import (
-    Outcome,
     Scored,
     attack_and_score,
     encode,
@@ -50,70 +50,6 @@ from app.zeroshot import (
     build_classifier,
     get_templates,
 )
-
-# --- results --------------------------------------------------------------------------------
-
-
-@dataclass
-class PipelineResult:
-    backbone: str
-    precision: str                   # the encoders' precision (PRECISIONS)
-    meaningless: bool                # random weights: predictions mean nothing
-    classnames: list[str]
-    template_set: str
-    x: torch.Tensor                  # (1, 3, S, S) model-resolution input in [0,1]
-    class_embeddings: torch.Tensor   # (C, D) unit text embeddings t_c
-    blank: torch.Tensor              # (D,) blank target b
-    clean_trajectory: Trajectory     # purification of E_img(x); batch of one
-    attack: AttackResult | None
-    adv_trajectory: Trajectory | None  # purification of E_img(x_adv)
-    outcome: Outcome | None          # the yes/no answers about the attack
-    attack_config: AttackConfig | None
-    purify_config: PurifyConfig
-    warnings: list[str]
-    timings: dict[str, float]        # seconds per phase
-    gradient: GradientDiagnostics | None = None   # the attacker's pixel gradient at x (app/audit.py)
-
-    @property
-    def x_adv(self) -> torch.Tensor | None:
-        return None if self.attack is None else self.attack.x_adv
-
-    @property
-    def clean(self) -> Prediction:
-        """Bare CLIP on x."""
-        return self.clean_trajectory.prediction(0, self.classnames)
-
-    @property
-    def clean_purified(self) -> Prediction:
-        """CLIPure on x."""
-        return self.clean_trajectory.prediction(-1, self.classnames)
-
-    @property
-    def adversarial(self) -> Prediction | None:
-        """Bare CLIP on x_adv."""
-        return None if self.adv_trajectory is None else self.adv_trajectory.prediction(0, self.classnames)
-
-    @property
-    def purified(self) -> Prediction | None:
-        """CLIPure on x_adv."""
-        return None if self.adv_trajectory is None else self.adv_trajectory.prediction(-1, self.classnames)
-
-    @property
-    def trajectory(self) -> Trajectory:
-        """The trajectory people inspect: the adversarial one when there is an attack."""
-        return self.adv_trajectory or self.clean_trajectory
-
-
-@dataclass
-class PipelineEvent:
-    phase: str                       # "prepare", "clean", "attack", "attack-step", "heartbeat", "purify-clean",
-    #                                  "purify-adv", "done"; a heartbeat only says the attack still runs
-    fraction: float | None           # progress within the whole request, None = indeterminate
-    message: str
-    step: TrajectoryStep | None = None  # set in the purify phases: the step just computed (batch of one)
-    result: PipelineResult | None = None
-    classnames: list[str] | None = None  # the cleaned class names, once known
-
 
 # --- the engine -----------------------------------------------------------------------------
 

@@ -15,9 +15,9 @@ import torch
 from PIL import Image
 
 from app.attacks import ATTACKS, AttackConfig, _alpha
-from app.pipeline import PipelineResult
 from app.plots import cosine_figure, latent_map_figure, probability_figure
 from app.purifiers import Prediction, TrajectoryStep
+from app.results import PipelineResult
 from app.threat_models import THREAT_MODELS
 
 

@@ -8,12 +8,12 @@ Random weights of the real ViT-L-14 image encoder and of the real 24-layer, dim-
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 
 import torch
 import torch.nn.functional as F
 
+from app.bench import report
 from app.bench.engine import median_ms
 from app.models import load_backbone
 from app.purifiers.diff import clipure_diff_iter
@@ -50,10 +50,7 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=3)
     args = ap.parse_args()
     figures = diff_figures(args.repeat)
-    if not args.json:
-        for k, v in figures.items():
-            print(f"{k:>20}: {v}")
-    print(json.dumps(figures))
+    report(figures, args.json)
 
 
 if __name__ == "__main__":

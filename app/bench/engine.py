@@ -8,7 +8,6 @@ no download. All ratios come from one run on one machine; compare them, not abso
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import statistics
 import time
@@ -17,6 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from app.attacks import AttackConfig, run_attack
+from app.bench import report
 from app.models import load_backbone
 from app.presets import CLASS_PRESETS
 from app.purify import clipure_cos
@@ -159,10 +159,7 @@ def main() -> None:
     if args.diff:
         from app.bench.diff import diff_figures
         figures.update(diff_figures())
-    if not args.json:
-        for k, v in figures.items():
-            print(f"{k:>24}: {v}")
-    print(json.dumps(figures))
+    report(figures, args.json)
 
 
 if __name__ == "__main__":

@@ -12,7 +12,8 @@ from dataclasses import asdict, dataclass, field, fields, replace
 
 from app.attacks import ATTACKS
 from app.errors import CLIPureError, UnknownNameError, check_int, check_range
-from app.models import BACKBONES, PRECISIONS
+from app.models import BACKBONES
+from app.precision import PRECISIONS
 from app.purifiers import GRAD_SCOPES, PURIFIERS, PurifyConfig
 from app.threat_models import THREAT_MODELS
 from app.zeroshot import TEMPLATE_SETS

@@ -13,7 +13,8 @@ import gradio as gr
 from app import report, server
 from app.attacks import ATTACKS
 from app.limits import LIMITS
-from app.models import BACKBONES, PRECISIONS, load_backbone, load_default
+from app.models import BACKBONES, load_backbone, load_default
+from app.precision import PRECISIONS
 from app.presets import LESSONS, default_classnames, presets_for
 from app.purifiers import GRAD_SCOPES, NORMS, PAPER_DEFAULTS
 from app.threat_models import THREAT_MODELS
