@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import threading
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from typing import Callable, Sequence
 
 import torch
@@ -25,6 +25,7 @@ from app.errors import (
 )
 from app.limits import LIMITS, Limits
 from app.perturbation import perturbation_norms, perturbation_stats, quantize_toward
+from app.purifiers.eot import check_eot
 from app.registry import Registry
 from app.threat_models import THREAT_MODELS
 
@@ -43,12 +44,9 @@ class AttackConfig:
     threat_model: str = "undefended"
     label: str | None = None       # true class; None = the attacked model's clean prediction
     eot: int = 1                   # gradients averaged per step (EOT) against randomised defences
-    validated: bool = field(default=False, compare=False, repr=False)   # set by validate_attack only
 
     def to_dict(self) -> dict:
-        d = asdict(self)
-        d.pop("validated")
-        return d
+        return asdict(self)
 
 
 @dataclass(frozen=True)
@@ -66,6 +64,15 @@ class AttackSpec:
 
 def _eps(cfg: AttackConfig, norm: str | None) -> float:
     return cfg.eps / 255.0 if norm == "linf" else float(cfg.eps)
+
+
+def step_size_used(cfg: AttackConfig) -> float | None:
+    """The attack step size the attack ran with, in eps units (1/255 for L-inf), the default filled
+    in; None for minimum-norm attacks."""
+    spec = ATTACKS[cfg.attack]
+    if not spec.uses_eps:
+        return None
+    return round(_alpha(cfg, spec.norm) * (255 if spec.norm == "linf" else 1), 6)
 
 
 def _alpha(cfg: AttackConfig, norm: str | None) -> float:
@@ -183,7 +190,7 @@ def validate_attack(cfg: AttackConfig, classnames: Sequence[str], limits: Limits
         if step_size == 0:
             raise OutOfRangeError("Attack step size must be greater than 0.")
     seed = check_int("Seed", cfg.seed, 0, 2**31 - 1)
-    eot = check_int("The EOT count (gradients averaged per attack step)", cfg.eot, 1, limits.max_eot)
+    eot = check_eot(cfg.eot, limits)
     if eot > 1 and not spec.eot:
         ok = [k for k, v in ATTACKS.items() if v.eot]
         raise UnsupportedError(f"{cfg.attack} cannot average gradients (EOT); use one of: {', '.join(ok)}.")
@@ -197,7 +204,7 @@ def validate_attack(cfg: AttackConfig, classnames: Sequence[str], limits: Limits
         if not spec.targeted:
             ok = [k for k, v in ATTACKS.items() if v.targeted]
             raise UnsupportedError(f"{cfg.attack} has no targeted mode; use one of: {', '.join(ok)}.")
-    return replace(cfg, eps=eps, steps=steps, step_size=step_size, seed=seed, eot=eot, validated=True)
+    return replace(cfg, eps=eps, steps=steps, step_size=step_size, seed=seed, eot=eot)
 
 
 # --- running --------------------------------------------------------------------------------
@@ -247,13 +254,13 @@ def run_attack(cfg: AttackConfig, model: nn.Module, x: torch.Tensor, classnames:
                labels: torch.Tensor, on_forward: Callable[[int], None] | None = None,
                limits: Limits = LIMITS, quantize: bool = True) -> AttackResult:
     """Attack x (N, 3, S, S) in [0,1] through `model` (pixels -> logits; the threat model's choice,
-    see app.threat_models.attacked_model). cfg is validated here unless validate_attack made it.
+    see app.threat_models.attacked_model). cfg is validated here (validation is idempotent and cheap).
 
     labels: (N,) the classes to move away from: the attacked model's clean prediction (APGD and
     CW skip inputs that are already misclassified), or the true classes.
     quantize: round the result to 8 bits (towards x), so it survives a PNG round trip.
     """
-    cfg = cfg if cfg.validated else validate_attack(cfg, classnames, limits)
+    cfg = validate_attack(cfg, classnames, limits)
     spec = ATTACKS[cfg.attack]
     names = list(classnames)
     labels = labels.to(x.device)

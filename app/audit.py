@@ -20,9 +20,10 @@ from typing import Callable, Sequence
 import torch
 import torch.nn.functional as F
 
-from app.attacks import AttackConfig
-from app.errors import CLIPureError
-from app.models import load_backbone
+from app.attacks import AttackConfig, validate_attack
+from app.errors import CLIPureError, OutOfRangeError, check_int
+from app.limits import LIMITS, Limits
+from app.models import TOY_BACKBONE, load_backbone
 from app.purifiers import PAPER_DEFAULTS, PurifyConfig
 from app.registry import Registry
 from app.scoring import attack_and_score, reference_labels, score
@@ -30,7 +31,12 @@ from app.threat_models import THREAT_MODELS, attacked_model
 from app.zeroshot import TEXT_CACHE, ZeroShotClassifier, build_classifier
 
 VANISHING = 1e-6      # a gradient below this share of the exact one is "vanishing"
-SWEEP_EPS = (2.0, 8.0, 16.0, 32.0)   # L-inf, 1/255; the largest is the public limit
+SWEEP_EPS = (2.0, 8.0, 16.0, 32.0)   # L-inf, 1/255; capped by the public limit (sweep_eps)
+
+
+def sweep_eps(limits: Limits = LIMITS) -> tuple[float, ...]:
+    """The eps sweep of check (d): SWEEP_EPS below the L-inf limit, and the limit itself last."""
+    return tuple(e for e in SWEEP_EPS if e < limits.max_linf_eps) + (float(limits.max_linf_eps),)
 
 
 @dataclass(frozen=True)
@@ -90,12 +96,13 @@ class Audit:
     precision: str
     gradient: GradientDiagnostics
     checks: list[Check]
-    sweep: dict[str, list[float]]     # threat model -> probability of the reference class per SWEEP_EPS
+    sweep_eps: tuple[float, ...]      # the eps values of the sweep, L-inf in 1/255
+    sweep: dict[str, list[float]]     # threat model -> probability of the reference class per sweep eps
 
     def to_dict(self) -> dict:
         return {"label": self.image_label, "threat_model": self.threat_model, "precision": self.precision,
                 "gradient": self.gradient.to_dict(), "checks": [asdict(c) for c in self.checks],
-                "sweep_eps": list(SWEEP_EPS), "sweep": self.sweep}
+                "sweep_eps": list(self.sweep_eps), "sweep": self.sweep}
 
 
 CHECKS = Registry("check", {
@@ -112,11 +119,21 @@ def audit(x: torch.Tensor, classifier: ZeroShotClassifier, blank: torch.Tensor, 
           threat_model: str, exact: tuple[ZeroShotClassifier, torch.Tensor], precision: str,
           pcfg: PurifyConfig = PAPER_DEFAULTS, eps: float = 8.0, steps: int = 10, seed: int = 0,
           backbone: str | None = None, on_progress: Callable[[float, str], None] | None = None) -> Audit:
-    """Run checks (a)-(f) on one image x (1, 3, S, S) under `threat_model` with PGD (L-inf)."""
+    """Run checks (a)-(f) on one image x (1, 3, S, S) under `threat_model` with PGD (L-inf).
+
+    Every attack it derives (Square with 10x the steps, PGD with 2x, the eps sweep) is checked
+    against the limits before the first one runs, so a bad setting costs nothing.
+    """
     THREAT_MODELS.check(threat_model)
+    if check_int("Attack steps", steps, 1, LIMITS.max_attack_steps) > LIMITS.max_attack_steps // 2:
+        raise OutOfRangeError(f"The audit doubles the attack steps (check e): give at most "
+                              f"{LIMITS.max_attack_steps // 2}, got {steps}.")
+    queries = min(10 * steps, LIMITS.max_attack_steps)
+    sweep = sweep_eps()
     say = on_progress or (lambda f, m: None)
     clean = score(classifier, blank, pcfg, x, backbone)
-    base = AttackConfig(attack="PGD", eps=eps, steps=steps, seed=seed, threat_model=threat_model)
+    base = validate_attack(AttackConfig(attack="PGD", eps=eps, steps=steps, seed=seed, threat_model=threat_model),
+                           classnames)
     labels = reference_labels(base, clean, classnames)
 
     def fooled(cfg: AttackConfig) -> tuple[bool, float]:
@@ -137,21 +154,21 @@ def audit(x: torch.Tensor, classifier: ZeroShotClassifier, blank: torch.Tensor, 
     checks.append(Check("b", gap, f"PGD-{steps} at {eps:g}/255 fooled CLIPure: {threat_model} {own}, "
                         + ", ".join(f"{k} {v}" for k, v in others.items())))
     say(0.3, "Square (gradient-free)")
-    square = fooled(replace(base, attack="Square", steps=max(steps * 10, 100)))[0]
-    checks.append(Check("c", square and not own, f"Square ({max(steps * 10, 100)} queries) fooled CLIPure: "
+    square = fooled(replace(base, attack="Square", steps=queries))[0]
+    checks.append(Check("c", square and not own, f"Square ({queries} queries) fooled CLIPure: "
                         f"{square}; PGD under {threat_model}: {own}"))
     say(0.45, "eps sweep")
-    sweep: dict[str, list[float]] = {}
+    probs_by_tm: dict[str, list[float]] = {}
     success_at_max = False
     for tm in dict.fromkeys((threat_model, "adaptive")):
         probs = []
-        for k, e in enumerate(SWEEP_EPS):
+        for e in sweep:
             ok, p = fooled(replace(base, eps=e, threat_model=tm))
             probs.append(p)
-            if tm == threat_model and e == SWEEP_EPS[-1]:
+            if tm == threat_model and e == sweep[-1]:
                 success_at_max = ok
-        sweep[tm] = probs
-    checks.append(Check("d", not success_at_max, f"PGD under {threat_model} at {SWEEP_EPS[-1]:g}/255 fooled CLIPure: "
+        probs_by_tm[tm] = probs
+    checks.append(Check("d", not success_at_max, f"PGD under {threat_model} at {sweep[-1]:g}/255 fooled CLIPure: "
                         f"{success_at_max}"))
     say(0.8, "twice the iterations")
     doubled = fooled(replace(base, steps=2 * steps))[0]
@@ -164,7 +181,7 @@ def audit(x: torch.Tensor, classifier: ZeroShotClassifier, blank: torch.Tensor, 
     checks.append(Check("f", noise_fools and not own, f"uniform noise of L-inf {eps:g}/255 fooled CLIPure: "
                         f"{noise_fools}; PGD under {threat_model}: {own}"))
     say(1.0, "done")
-    return Audit(classnames[int(labels[0])], threat_model, precision, grad, checks, sweep)
+    return Audit(classnames[int(labels[0])], threat_model, precision, grad, checks, sweep, probs_by_tm)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -172,7 +189,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("image")
     ap.add_argument("--classes", required=True, help="comma-separated class names")
-    ap.add_argument("--model", default="toy-shapes")
+    ap.add_argument("--model", default=TOY_BACKBONE)
     ap.add_argument("--precision", default="fp32")
     ap.add_argument("--threat-model", default="official")
     ap.add_argument("--templates", default="single")

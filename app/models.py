@@ -73,7 +73,8 @@ BACKBONES: Registry[BackboneSpec] = Registry("model", {
         "random", config=Path(__file__).resolve().parent / "model_configs" / "tiny-random.json"),
 })
 DEFAULT_BACKBONE = os.environ.get("CLIPURE_MODEL", "ViT-B-32-quickgelu/openai")
-FALLBACK_BACKBONE = "toy-shapes"
+TOY_BACKBONE = "toy-shapes"        # the bundled model's key
+FALLBACK_BACKBONE = TOY_BACKBONE
 
 
 def get_spec(name: str) -> BackboneSpec:

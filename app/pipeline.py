@@ -38,6 +38,7 @@ from app.scoring import (
     encode,
     outcomes,
     reference_labels,
+    score,
     score_steps,
 )
 from app.streaming import HEARTBEAT_S, EngineClock, in_thread
@@ -90,16 +91,37 @@ def _attack_in_thread(prep: Prepared, cfg: AttackConfig, pcfg: PurifyConfig, lab
                       "clipure-attack")
 
 
-def _prepare_in_thread(image, classnames, model, template_set, limits, attack, precision):
-    """prepare() in a worker thread, so a cancel can close the stream during a cold text encoding;
-    progress values are (class names encoded, class names)."""
+def _with_text_progress(fn, name: str):
+    """fn() in a worker thread (in_thread); progress values are (class names encoded, class names)
+    from any text encoding it does, so a cold ensemble reports per class and can be cancelled."""
     def work(report):
         token = TEXT_PROGRESS.set(lambda done, total: report((done, total)))
         try:
-            return prepare(image, classnames, model, template_set, limits, attack, precision)
+            return fn()
         finally:
             TEXT_PROGRESS.reset(token)
-    return in_thread(work, "clipure-prepare")
+    return in_thread(work, name)
+
+
+def _prepare(image, classnames, model, template_set, limits, attack, precision, pcfg):
+    """prepare(), then the purifier's resources for this backbone (CLIPure-Diff: its prior,
+    loaded on the model's device, or one sentence if the backbone has none)."""
+    prep, acfg = prepare(image, classnames, model, template_set, limits, attack, precision)
+    PURIFIERS[pcfg.method].check_backbone(prep.backbone.name, prep.backbone.device)
+    return prep, acfg
+
+
+def _stream_worker(events: Iterator, fraction: float, message: str, clock: EngineClock, out: list):
+    """Relay a worker's (kind, value) stream as heartbeat events; append its result to `out`."""
+    clock.background = True
+    for kind, value in events:
+        if kind == "done":
+            out.append(value)
+        elif kind == "progress":
+            yield PipelineEvent("heartbeat", fraction, f"Encoding the class names: {value[0]}/{value[1]}")
+        else:
+            yield PipelineEvent("heartbeat", fraction, message)
+    clock.background = False
 
 
 def run(image, classnames, attack: AttackConfig | None = AttackConfig(), purify: PurifyConfig = PAPER_DEFAULTS,
@@ -109,6 +131,7 @@ def run(image, classnames, attack: AttackConfig | None = AttackConfig(), purify:
     """The whole pipeline as a stream of events; the last one carries the result.
 
     attack=None skips the attack (classification and purification of the clean image only).
+    diagnose=False skips the gradient diagnostics after the attack (two more forward-backward passes).
     All inputs are validated before any heavy work; a bad one raises a CLIPureError.
     result.timings count engine time only, not the time the caller spends between events.
     budget: the request's stop flag and deadline (app/budget.py), active while the engine works
@@ -159,16 +182,11 @@ def _run(clock: EngineClock, image, classnames, attack: AttackConfig | None, pur
     t0 = clock.now()
     pcfg = purify.validate(limits)
     yield PipelineEvent("prepare", 0.0, "Loading the model and encoding the class names")
-    clock.background = True
-    for kind, value in _prepare_in_thread(image, classnames, model, template_set, limits, attack, precision):
-        if kind == "progress":
-            yield PipelineEvent("heartbeat", 0.0, f"Encoding the class names: {value[0]}/{value[1]}")
-        elif kind == "tick":
-            yield PipelineEvent("heartbeat", 0.0, "Loading the model and encoding the class names")
-        else:
-            prep, acfg = value
-    clock.background = False
-    PURIFIERS[pcfg.method].check_backbone(prep.backbone.name)   # CLIPure-Diff: a prior for this backbone
+    found: list = []
+    yield from _stream_worker(_with_text_progress(
+        lambda: _prepare(image, classnames, model, template_set, limits, attack, precision, pcfg), "clipure-prepare"),
+        0.0, "Loading the model and encoding the class names", clock, found)
+    prep, acfg = found[0]
     timings["prepare"] = clock.now() - t0
     names = prep.classnames
 
@@ -192,17 +210,23 @@ def _run(clock: EngineClock, image, classnames, attack: AttackConfig | None, pur
         timings["attack"] = clock.now() - t
         t, steps = clock.now(), []
         z_adv = encode(prep.classifier, attack_result.x_adv)   # the second and last encoder pass
-        yield from _trajectory("purify-adv", prep, pcfg, z_adv, 0.75, 0.25, steps, "adversarial")
+        yield from _trajectory("purify-adv", prep, pcfg, z_adv, 0.75, 0.2, steps, "adversarial")
         adv = Scored(Trajectory.from_steps(steps))
         timings["purify"] = clock.now() - t
     gradient = None
     if acfg is not None and diagnose:   # two more forward-backward passes: the attacker's and the exact one
         t = clock.now()
-        yield PipelineEvent("diagnose", 1.0, "Gradient diagnostics at the clean input")
-        exact = exact_setup(prep.classifier, prep.blank, prep.backbone.name, names, template_set,
-                            prep.backbone.precision)
-        gradient = gradient_diagnostics(acfg.threat_model, prep.classifier, prep.blank, pcfg, prep.x,
-                                        reference_labels(acfg, clean, names), exact, prep.backbone.name)
+        message = "Gradient diagnostics at the clean input"
+        yield PipelineEvent("diagnose", 0.95, message)
+        labels, found = reference_labels(acfg, clean, names), []
+
+        def diagnose_():   # fp16/bf16: the exact gradient needs the fp32 backbone and its text embeddings
+            exact = exact_setup(prep.classifier, prep.blank, prep.backbone.name, names, template_set,
+                                prep.backbone.precision)
+            return gradient_diagnostics(acfg.threat_model, prep.classifier, prep.blank, pcfg, prep.x, labels, exact,
+                                        prep.backbone.name)
+        yield from _stream_worker(_with_text_progress(diagnose_, "clipure-diagnose"), 0.95, message, clock, found)
+        gradient = found[0]
         timings["diagnose"] = clock.now() - t
     timings["total"] = clock.now() - t0
 
@@ -216,11 +240,6 @@ def _check_target(acfg: AttackConfig | None, clean: Scored, names: list[str]) ->
     if acfg is not None and acfg.targeted and names.index(acfg.target) == int(clean.bare[0]):
         raise InvalidClassNamesError(f"The target {acfg.target!r} is already the clean prediction; "
                                      f"pick another target class.")
-
-
-def _score(prep: Prepared, pcfg: PurifyConfig, x: torch.Tensor) -> Scored:
-    z = encode(prep.classifier, x)
-    return Scored(Trajectory.from_steps(list(score_steps(prep.classifier, prep.blank, pcfg, z, prep.backbone.name))))
 
 
 def _result(prep: Prepared, template_set: str, pcfg: PurifyConfig, clean: Scored, attack: AttackResult | None,
@@ -253,9 +272,8 @@ def compare_threat_models(image, classnames, attack: AttackConfig, purify: Purif
     on_progress(fraction, message) is called as each threat model starts.
     """
     pcfg = purify.validate(limits)
-    prep, acfg = prepare(image, classnames, model, template_set, limits, attack, precision)
-    PURIFIERS[pcfg.method].check_backbone(prep.backbone.name)
-    clean = _score(prep, pcfg, prep.x)
+    prep, acfg = _prepare(image, classnames, model, template_set, limits, attack, precision, pcfg)
+    clean = score(prep.classifier, prep.blank, pcfg, prep.x, prep.backbone.name)
     _check_target(acfg, clean, prep.classnames)
     results = []
     for k, name in enumerate(THREAT_MODELS):

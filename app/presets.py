@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from app.models import TOY_CLASSNAMES
+from app.models import TOY_BACKBONE, TOY_CLASSNAMES
 
 EXAMPLES_DIR = Path(__file__).resolve().parent.parent / "assets" / "examples"
 
@@ -50,7 +50,7 @@ TOY_PRESETS = ("Toy shapes (16)", "Toy shapes: red and blue")
 
 def presets_for(backbone_name: str) -> list[str]:
     """The class-name presets that fit a backbone's vocabulary: the toy model knows 16 shapes only."""
-    toy = backbone_name == "toy-shapes"
+    toy = backbone_name == TOY_BACKBONE
     return [k for k in CLASS_PRESETS if (k in TOY_PRESETS) == toy]
 
 
@@ -64,7 +64,7 @@ class Lesson:
 
 
 _TOY = dict(image=str(EXAMPLES_DIR / "toy-green-circle.png"), classnames=CLASS_PRESETS["Toy shapes (16)"],
-            backbone="toy-shapes", template_set="single", attack="PGD", threat_model="undefended", eps=4, steps=10,
+            backbone=TOY_BACKBONE, template_set="single", attack="PGD", threat_model="undefended", eps=4, steps=10,
             step_size=0, seed=0, targeted=False, target=None, method="clipure-cos", p_steps=10, p_step_size=30.0,
             momentum=0.0, norm="l2", grad_scope="sample", precision="fp32")
 
@@ -93,4 +93,4 @@ def examples_for(toy: bool) -> list[tuple[str, str]]:
 
 
 def default_classnames(backbone_name: str) -> str:
-    return CLASS_PRESETS["Toy shapes (16)" if backbone_name == "toy-shapes" else "CIFAR-10"]
+    return CLASS_PRESETS["Toy shapes (16)" if backbone_name == TOY_BACKBONE else "CIFAR-10"]

@@ -39,6 +39,10 @@ class Registry(Mapping, Generic[T]):
     def __len__(self) -> int:
         return len(self._entries)
 
+    def get(self, name, default=None):
+        """The entry, or `default` for an unknown (or unhashable) name; never raises."""
+        return self._entries.get(name, default) if name in self else default
+
     def check(self, name: str) -> str:
         """Return name if registered, else raise the error that lists the valid names."""
         self[name]

@@ -14,9 +14,10 @@ import numpy as np
 import torch
 from PIL import Image
 
-from app.attacks import ATTACKS, AttackConfig, _alpha
+from app.attacks import ATTACKS, AttackConfig, step_size_used
+from app.audit import GradientDiagnostics
 from app.plots import cosine_figure, latent_map_figure, probability_figure
-from app.purifiers import Prediction, TrajectoryStep
+from app.purifiers import PURIFIERS, Prediction, TrajectoryStep
 from app.results import PipelineResult
 from app.threat_models import THREAT_MODELS
 
@@ -36,11 +37,14 @@ def caption(result: PipelineResult, threat_model: str | None = None) -> str:
     threat_model replaces the result's own (e.g. "each row" under a comparison table)."""
     p = result.purify_config
     pur = f"{p.method} T={p.steps} eta={p.step_size:g} gamma={p.momentum:g} {p.norm} ({p.grad_scope})"
+    if PURIFIERS[p.method].randomised:   # the draw and the attacker's averaging decide the numbers too
+        pur += f" seed={p.seed} t in [{p.diffusion_timesteps[0]}, {p.diffusion_timesteps[1]}]"
     model = f"{result.backbone} {result.precision}" + (" [random weights: MEANINGLESS]" if result.meaningless else "")
     if result.attack_config is None:
         return f"No attack | {model} | {pur}"
     a = result.attack_config
     target = f", targeted -> {a.target}" if a.targeted else ""
+    target += f", EOT K={a.eot}" if a.eot > 1 else ""
     return (f"threat model: {threat_model or a.threat_model} | {a.attack}, {eps_text(a)}, {a.steps} steps{target} | "
             f"{model} | {pur}")
 
@@ -61,14 +65,6 @@ def perturbation_image(x: torch.Tensor, x_adv: torch.Tensor) -> tuple[Image.Imag
 
 def yes_no(ok: bool) -> str:
     return "yes" if ok else "no"
-
-
-def step_size_used(cfg: AttackConfig) -> float | None:
-    """The attack step size the attack ran with, in eps units (None for minimum-norm attacks)."""
-    spec = ATTACKS[cfg.attack]
-    if not spec.uses_eps:
-        return None
-    return round(_alpha(cfg, spec.norm) * (255 if spec.norm == "linf" else 1), 6)
 
 
 def caveats(result: PipelineResult) -> list[str]:
@@ -125,18 +121,17 @@ def stats_markdown(result: PipelineResult, factor: float) -> str:
              f"against CLIPure: **{yes_no(o.fooled_clipure)}** · CLIPure changed the clean answer: "
              f"**{yes_no(o.clipure_changed_clean)}** · {a.seconds:.2f} s, {a.forwards} forward passes"]
     if result.gradient is not None:
-        lines.append(gradient_text(result))
+        lines.append(gradient_text(result.gradient, result.attack_config.threat_model, result.precision))
     lines += [f"**Note:** {c}" for c in caveats(result)]
     return "  \n".join(lines) + f"  \n<sub>{caption(result)}</sub>"
 
 
-def gradient_text(result: PipelineResult) -> str:
-    """The attacker's gradient at the clean input, against the exact fp32 one."""
-    g = result.gradient
+def gradient_text(g: GradientDiagnostics, threat_model: str, precision: str) -> str:
+    """The attacker's gradient at the clean input, against the exact fp32 one (stats and audit)."""
     cos = "undefined (a zero gradient)" if g.cos_to_exact != g.cos_to_exact else f"{g.cos_to_exact:.3f}"
-    return (f"**Attacker's gradient** ({result.attack_config.threat_model}, {result.precision}): norm "
-            f"**{g.norm:.3g}** · exactly zero: **{g.zero_fraction:.0%}** of the pixels · cosine with the exact fp32 "
-            f"gradient (norm {g.exact_norm:.3g}): **{cos}**")
+    return (f"**Attacker's gradient** ({threat_model}, {precision}): norm **{g.norm:.3g}** · exactly zero: "
+            f"**{g.zero_fraction:.0%}** of the pixels · cosine with the exact fp32 gradient (norm {g.exact_norm:.3g}): "
+            f"**{cos}**")
 
 
 def figures(result: PipelineResult, top_k: int = 5, step: int | None = None):

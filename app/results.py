@@ -63,8 +63,9 @@ class PipelineResult:
 
 @dataclass
 class PipelineEvent:
-    phase: str                       # "prepare", "clean", "attack", "attack-step", "heartbeat", "purify-clean",
-    #                                  "purify-adv", "done"; a heartbeat only says the attack still runs
+    phase: str                       # "prepare", "purify-clean", "clean", "attack", "attack-step", "purify-adv",
+    #                                  "diagnose", "done", and "heartbeat" (work still runs in a worker:
+    #                                  preparing, attacking or diagnosing; it may carry text progress)
     fraction: float | None           # progress within the whole request, None = indeterminate
     message: str
     step: TrajectoryStep | None = None  # set in the purify phases: the step just computed (batch of one)

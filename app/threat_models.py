@@ -62,7 +62,7 @@ class PurifiedClassifier(nn.Module):
         self.backbone = backbone
         # One generator for the module's life: each forward pass of a randomised purifier
         # (CLIPure-Diff) sees a fresh draw, as an attacker querying the defence would.
-        self.generator = seeded(cfg, classifier.class_embeddings.device)
+        self.generator = seeded(cfg, classifier.class_embeddings.device, stream=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         z = F.normalize(self.classifier.encode(x), dim=-1)   # (N, D), unit: purification starts here

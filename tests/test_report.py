@@ -31,7 +31,7 @@ def test_json_carries_the_outcome_the_trajectories_and_the_configs(result):
     assert data["attack_succeeded"] == {"bare_clip": result.outcome.fooled_clip,
                                         "clipure": result.outcome.fooled_clipure}
     assert data["clipure_changed_clean"] == result.outcome.clipure_changed_clean
-    assert data["attack_config"]["threat_model"] == "bpda" and "validated" not in data["attack_config"]
+    assert data["attack_config"]["threat_model"] == "bpda" and data["attack_config"]["eps"] == 8
     assert data["purify_config"]["steps"] == 4
     assert [r["step"] for r in data["trajectory"]] == [0, 1, 2, 3, 4] * 2
     assert len(data["embeddings"]["clean"]) == 5 and len(data["embeddings"]["clean"][0]) == 64

@@ -102,6 +102,9 @@ def test_readme_shows_the_measured_figures():
         for tm in ("undefended", "official", "adaptive", "bpda"):
             assert pct(row[tm]) in readme, (tm, row[tm])
     assert pct(EVAL["attack"]["targeted"]["bare_clip_success"]) in readme
+    # the evaluator's own tables, verbatim: fp32 (CLIPure-Cos and CLIPure-Diff) and fp16
+    assert EVAL["attack"]["table_md"].strip() in readme
+    assert EVAL["attack"]["table_md_fp16"].strip() in readme
 
 
 @pytest.mark.slow

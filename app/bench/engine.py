@@ -17,7 +17,7 @@ import torch.nn.functional as F
 
 from app.attacks import AttackConfig, run_attack
 from app.bench import report
-from app.models import load_backbone
+from app.models import TOY_BACKBONE, load_backbone
 from app.presets import CLASS_PRESETS
 from app.purify import clipure_cos
 from app.zeroshot import TextEmbeddingCache, build_classifier
@@ -51,7 +51,7 @@ def median_ms(fn, repeat: int, warmup: int = 2) -> float:
     return statistics.median(times)
 
 
-def eval_overhead_ratio(model: str = "toy-shapes", n: int = 32, batch_size: int = 16, repeat: int = 2) -> dict:
+def eval_overhead_ratio(model: str = TOY_BACKBONE, n: int = 32, batch_size: int = 16, repeat: int = 2) -> dict:
     """The batch evaluator's time over the bare attack-plus-purification time for the same work
     (goal <= 1.10), and its images per second. Work: defences none and clipure-cos (eta 30), PGD-5
     at 4/255 under the undefended and adaptive threat models, n toy images at the model's size."""

@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 
 from app.attacks import ATTACKS
 from app.errors import CLIPureError, UnknownNameError, check_int, check_range
-from app.models import BACKBONES
+from app.models import BACKBONES, TOY_BACKBONE
 from app.precision import PRECISIONS
 from app.purifiers import GRAD_SCOPES, PURIFIERS, PurifyConfig
 from app.threat_models import THREAT_MODELS
@@ -36,7 +36,7 @@ class EvalConfig:
     classnames: str | None = None     # ImageFolder classes: a file, "imagenet" or "cifar10"; None = folder names
     n: int | None = None              # images (the first n of a fixed shuffle); None = all
     seed: int = 0                     # attacks and randomised purifiers draw from (seed, image ids)
-    model: str = "toy-shapes"         # key of app.models.BACKBONES
+    model: str = TOY_BACKBONE         # key of app.models.BACKBONES
     precision: str = "fp32"           # key of app.models.PRECISIONS
     templates: str = "ensemble"       # key of app.zeroshot.TEMPLATE_SETS
     batch_size: int = 32              # the official norm couples batch mates: batches never change shape
@@ -141,13 +141,6 @@ class Setting:
     def eta(self) -> float | None:
         return None if self.purify is None else self.purify.step_size
 
-    @property
-    def defence_label(self) -> str:
-        return self.key.split("|")[0]
-
     def with_seed(self, seed: int) -> PurifyConfig | None:
         return None if self.purify is None else replace(self.purify, seed=seed)
 
-
-def _known_attacks() -> list[str]:
-    return [NO_ATTACK, *ATTACKS]

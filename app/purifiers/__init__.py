@@ -84,7 +84,8 @@ class PurifierSpec:
     iterate: Iterate
     randomised: bool = False      # draws randomness each step (the attacker should average: EOT)
     supports: Callable[[str | None], bool] = lambda backbone: True   # backbones it can purify for
-    check_backbone: Callable[[str | None], object] = lambda backbone: None   # raises one sentence if not
+    # (backbone, device): load what it needs for that backbone, or raise one sentence if it can't
+    check_backbone: Callable[[str | None, torch.device | str], object] = lambda backbone, device: None
 
 
 def _cos_iterate(z, blank, cfg: PurifyConfig, backward: str = "none", backbone: str | None = None,
@@ -101,9 +102,11 @@ PURIFIERS: Registry[PurifierSpec] = Registry("purification method", {
 })
 
 
-def seeded(cfg: PurifyConfig, device: torch.device | str = "cpu") -> torch.Generator:
-    """A generator seeded from cfg.seed: the same seed gives the same randomised trajectory."""
-    return torch.Generator(device=device).manual_seed(cfg.seed)
+def seeded(cfg: PurifyConfig, device: torch.device | str = "cpu", stream: int = 0) -> torch.Generator:
+    """A generator seeded from (cfg.seed, stream): the same seed gives the same randomised trajectory.
+    Stream 0 scores (the defence's own draw); stream 1 is the attacker's queries, so the draw that
+    is evaluated is never one the attacker has already seen."""
+    return torch.Generator(device=device).manual_seed((cfg.seed * 1_000_003 + stream) % 2**63)
 
 
 def purify_iter(z: torch.Tensor, blank: torch.Tensor, cfg: PurifyConfig = PAPER_DEFAULTS,

@@ -57,8 +57,9 @@ def clipure_diff_iter(z: torch.Tensor, prior: DiffusionPrior, steps: int = 10, s
     """
     NORMS.check(norm)
     GRAD_SCOPES.check(grad_scope)
-    if backward not in STEP_BACKWARDS:
-        raise UnknownNameError("backward mode of a purification step", backward, STEP_BACKWARDS)
+    modes = [b for b in STEP_BACKWARDS if b != "detached"]   # "detached" is CLIPure-Cos's idealisation only
+    if backward not in modes:
+        raise UnknownNameError("backward mode of a CLIPure-Diff step", backward, modes)
     lo, hi = check_timesteps(*timesteps, prior)
     n, dev = z.shape[0], z.device
 

@@ -14,10 +14,11 @@ from app import limits
 from app.errors import check_int
 
 
-def check_eot(k) -> int:
-    """K (1 in the UI by default, 10 in evaluations) as a whole number from 1 to LIMITS.max_eot,
-    else one sentence; AttackConfig.eot is checked the same way."""
-    return check_int("The EOT count (gradients averaged per attack step)", k, 1, limits.LIMITS.max_eot)
+def check_eot(k, limit=None) -> int:
+    """K (1 in the UI by default, 10 in evaluations) as a whole number from 1 to max_eot (of
+    `limit`, a Limits, or LIMITS), else one sentence. validate_attack checks AttackConfig.eot here."""
+    return check_int("The EOT count (gradients averaged per attack step)", k, 1,
+                     (limit or limits.LIMITS).max_eot)
 
 
 def eot_gradient(model: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, labels: torch.Tensor, k: int,

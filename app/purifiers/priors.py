@@ -18,6 +18,7 @@ from typing import Callable
 import torch
 
 from app.errors import UnsupportedError, WeightsUnavailableError
+from app.models import TOY_BACKBONE
 from app.purifiers.prior import LAION_VIT_L_14, DiffusionPrior, PriorConfig
 from app.registry import Registry
 
@@ -115,7 +116,7 @@ TOY_PRIOR = PriorConfig(dim=64, depth=4, dim_head=32, heads=4, ff_mult=4, normfo
 
 PRIORS: Registry[PriorSpec] = Registry("diffusion prior", {
     "ViT-L-14-quickgelu/openai": PriorSpec(LAION_LABEL, LAION_VIT_L_14, _load_laion),
-    "toy-shapes": PriorSpec("toy-shapes prior (bundled, trained by app.train_prior)", _bundled_config(),
+    TOY_BACKBONE: PriorSpec("toy-shapes prior (bundled, trained by app.train_prior)", _bundled_config(),
                             _load_bundled),
 })
 

@@ -20,7 +20,7 @@ import time
 import torch
 
 from app.attacks import AttackConfig, run_attack
-from app.models import ROOT, TOY_DIR, load_backbone
+from app.models import ROOT, TOY_BACKBONE, TOY_DIR, load_backbone
 from app.purifiers import PurifyConfig
 from app.scoring import outcomes, score
 from app.threat_models import THREAT_MODELS
@@ -49,7 +49,7 @@ def table_config(attack_n: int, template_set: str = "ensemble", precision: str =
     purification); fp16, the official recipe: bare CLIP and CLIPure-Cos."""
     from app.evaluate import EvalConfig
     defences = ("none", "clipure-cos", "clipure-diff") if precision == "fp32" else ("none", "clipure-cos")
-    return EvalConfig(data="toy", n=attack_n, seed=ATTACK.seed, model="toy-shapes", templates=template_set,
+    return EvalConfig(data="toy", n=attack_n, seed=ATTACK.seed, model=TOY_BACKBONE, templates=template_set,
                       precision=precision, batch_size=100, defences=defences, etas=STEP_SIZES,
                       attacks=(ATTACK.attack,), eps=(ATTACK.eps,), steps=ATTACK.steps,
                       threat_models=tuple(THREAT_MODELS))
@@ -73,11 +73,11 @@ def _rows(cfg, summary: dict, defence: str, label: str) -> dict:
 def evaluate(n: int = 1000, attack_n: int = 300, template_set: str = "ensemble", out=OUT) -> dict:
     from app.evaluate import run_evaluation
     from app.evaluate.tables import pivot
-    backbone = load_backbone("toy-shapes")
+    backbone = load_backbone(TOY_BACKBONE)
     names = list(shapes.CLASSNAMES)
     t0 = time.perf_counter()
     x, y = heldout(n, backbone.image_size)
-    res = {"backbone": "toy-shapes", "classes": len(names), "heldout_seed": HELDOUT_SEED, "n": n,
+    res = {"backbone": TOY_BACKBONE, "classes": len(names), "heldout_seed": HELDOUT_SEED, "n": n,
            "zero_shot_top1": {}}
     for ts in ("single", "ensemble"):
         clf = build_classifier(backbone, names, ts)

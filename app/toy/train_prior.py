@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import save_file
 
-from app.models import load_backbone
+from app.models import TOY_BACKBONE, load_backbone
 from app.purifiers.prior import DiffusionPrior
 from app.purifiers.priors import ASSET_DIR, TOY_PRIOR
 from app.toy import shapes
@@ -33,7 +33,7 @@ HELD_OUT_SEED = 987_654    # image seeds of the held-out embeddings, apart from 
 @torch.no_grad()
 def embed(n: int, seed: int, chunk: int = 512) -> torch.Tensor:
     """(n, D) unit image embeddings of n toy-shapes images drawn from seed."""
-    backbone = load_backbone("toy-shapes", device="cpu", precision="fp32")
+    backbone = load_backbone(TOY_BACKBONE, device="cpu", precision="fp32")
     clf = build_classifier(backbone, list(shapes.CLASSNAMES), "single")
     out = [clf.encode(shapes.sample(min(chunk, n - i), seed=seed + i, size=backbone.image_size).images)
            for i in range(0, n, chunk)]

@@ -6,8 +6,9 @@ import time
 import gradio as gr
 import pandas as pd
 
+from app import report
 from app.attacks import AttackConfig
-from app.audit import CHECKS, SWEEP_EPS, Audit, audit, exact_setup
+from app.audit import CHECKS, Audit, audit, exact_setup
 from app.evaluate.protocols import PROTOCOLS
 from app.hosting import gpu, request_seconds
 from app.limits import LIMITS
@@ -32,7 +33,7 @@ def _audit(form: Form, on_progress=None) -> Audit:
                         seed=form.seed)
     prep, acfg = prepare(form.image, form.classnames, attack=acfg, **form.engine_args())
     pcfg = form.purify_config().validate()
-    PURIFIERS[pcfg.method].check_backbone(prep.backbone.name)
+    PURIFIERS[pcfg.method].check_backbone(prep.backbone.name, prep.backbone.device)
     exact = exact_setup(prep.classifier, prep.blank, prep.backbone.name, prep.classnames, form.template_set,
                         prep.backbone.precision)
     return audit(prep.x, prep.classifier, prep.blank, prep.classnames, acfg.threat_model, exact,
@@ -45,13 +46,9 @@ def audit_view(result: Audit, wall_s: float) -> tuple:
     flagged = [c.name for c in result.checks if c.flagged]
     verdict = (f"checks {', '.join(f'({n})' for n in flagged)} flagged: signs of gradient masking" if flagged
                else "no check flagged")
-    g = result.gradient
-    cos = "undefined (a zero gradient)" if g.cos_to_exact != g.cos_to_exact else f"{g.cos_to_exact:.3f}"
-    gradient = (f"**Attacker's gradient** ({result.threat_model}, {result.precision}): norm **{g.norm:.3g}** · "
-                f"exactly zero: **{g.zero_fraction:.0%}** of the pixels · cosine with the exact fp32 gradient "
-                f"(norm {g.exact_norm:.3g}): **{cos}**")
+    gradient = report.gradient_text(result.gradient, result.threat_model, result.precision)
     status = f"**Audit done in {wall_s:.1f} s:** {verdict} (reference class: {result.image_label})."
-    fig = sweep_figure(SWEEP_EPS, result.sweep, result.image_label,
+    fig = sweep_figure(result.sweep_eps, result.sweep, result.image_label,
                        f"PGD (L-inf) | threat model: {result.threat_model} | {result.precision}")
     return status, pd.DataFrame(rows, columns=AUDIT_COLUMNS), gradient, fig
 
@@ -71,6 +68,8 @@ def audit_demo(*values):
     for kind, value in _audit_in_thread(Form.of(FORM, values)):
         if kind == "done":
             yield audit_view(value, time.monotonic() - started)
+        elif kind == "tick":   # a heartbeat, so a cancel can close the stream during a long phase
+            yield gr.skip(), gr.skip(), gr.skip(), gr.skip()
         elif kind == "progress":
             yield progress_text(value[0], f"Audit: {value[1]}"), gr.skip(), gr.skip(), gr.skip()
 

@@ -11,7 +11,7 @@ from app.classnames import split_classnames
 from app.errors import CLIPureError, WeightsUnavailableError
 from app.images import load_image
 from app.limits import LIMITS
-from app.models import BACKBONES, load_backbone
+from app.models import BACKBONES, load_backbone, pick_device
 from app.presets import (
     CLASS_PRESETS,
     LESSONS,
@@ -101,7 +101,7 @@ def on_template_set(template_set, classnames, active):
     if template_set != "ensemble":
         return ""
     n = len(split_classnames(classnames)) + 1   # + the blank
-    where = "on this CPU that takes minutes" if load_backbone(active).device.type == "cpu" else "seconds on a GPU"
+    where = "on this CPU that takes minutes" if pick_device().type == "cpu" else "seconds on a GPU"
     return (f"**Cost:** the ensemble encodes 80 prompts per class, {80 * n} text-encoder passes for these "
             f"{n - 1} classes and the blank the first time ({where}); later runs reuse them.")
 

@@ -53,7 +53,8 @@ class Form:
 
     @classmethod
     def of(cls, names, values) -> "Form":
-        assert len(names) == len(values), (names, values)
+        if len(names) != len(values):
+            raise CLIPureError(f"This endpoint takes {len(names)} values ({', '.join(names)}), got {len(values)}.")
         return cls(dict(zip(names, values)))
 
     def __getattr__(self, name):
