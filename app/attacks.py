@@ -247,6 +247,8 @@ class ForwardCounter(nn.Module):
 
 # torchattacks' APGD, FAB, Square and AutoAttack reseed the global torch RNG. Every attack runs
 # inside fork_rng under this lock, so its randomness is its own and the caller's RNG is untouched.
+# It serialises attacks across threads; the app runs one engine request at a time anyway
+# (default_concurrency_limit=1), and a cancelled attack releases it at its next forward pass.
 _RNG_LOCK = threading.Lock()
 
 

@@ -15,6 +15,7 @@ except ImportError:  # not on a Space: run on whatever device the engine picked
 MIN_SECONDS, MAX_SECONDS = 20, 300   # ZeroGPU allows about 5 minutes a call
 # Generous GPU seconds per unit of work (ViT-L-14 on an H200 slice is well under these).
 PER_FORWARD, PER_PROMPT, PER_PURIFY_STEP = 0.05, 0.004, 0.02
+PRIOR_FACTOR = 10   # a diffusion-prior step against a cosine step: a generous guess, not measured on a GPU
 
 
 def request_seconds(*values, names=None, threat_models: int = 1) -> int:
@@ -28,12 +29,15 @@ def request_seconds(*values, names=None, threat_models: int = 1) -> int:
     classes = max(len(str(v.get("classnames") or "").replace("\n", ",").split(",")), 2)
     prompts = (classes + 1) * (80 if v.get("template_set") == "ensemble" else 1)
     T = max(number("p_steps", 10), 0)
-    seconds = 10 + prompts * PER_PROMPT + 2 * (T + 1) * PER_PURIFY_STEP
+    # CLIPure-Diff's steps run the diffusion prior (forward, and backward through it when attacked).
+    diff = v.get("method") == "clipure-diff"
+    per_step = PER_PURIFY_STEP * (PRIOR_FACTOR if diff else 1)
+    seconds = 10 + prompts * PER_PROMPT + 2 * (T + 1) * per_step
     spec = ATTACKS.get(v.get("attack")) if isinstance(v.get("attack"), str) else None
     if spec is not None:
         steps = max(number("steps", 10), 1)
-        forwards = steps * (spec.forwards_per_step or 20)   # unknown: AutoAttack-like, ~20 passes a step
-        through = 1 if v.get("threat_model") == "undefended" else 1 + 2 * T   # unrolled forward + backward
+        forwards = steps * (spec.forwards_per_step or 20) * max(number("eot", 1), 1)   # unknown: ~20 a step
+        through = 1 if v.get("threat_model") == "undefended" else 1 + 2 * T * (PRIOR_FACTOR if diff else 1)
         seconds += threat_models * forwards * PER_FORWARD * through
     return int(min(max(seconds, MIN_SECONDS), MAX_SECONDS))
 

@@ -162,3 +162,24 @@ def test_quantised_adversarial_survives_a_png_round_trip_within_eps(tiny_setup, 
             assert d.abs().max() * 255 <= 4 + 1e-4
         else:
             assert d.norm() <= 0.3 + 1e-5
+
+
+def test_a_copied_config_is_validated_again(tiny_setup, x):
+    """run_attack validates every config it gets, also one copied from a validated config."""
+    from dataclasses import replace
+
+    from app.attacks import run_attack, validate_attack
+    clf, _ = tiny_setup
+    ok = validate_attack(AttackConfig(eps=4), CLASSES)
+    with pytest.raises(OutOfRangeError, match="L-inf eps"):
+        run_attack(replace(ok, eps=500), clf, x, CLASSES, torch.tensor([0]))
+
+
+def test_registries_refuse_unknown_names_in_one_sentence_and_get_never_raises():
+    from app.errors import UnknownNameError
+    with pytest.raises(UnknownNameError, match="PGD"):
+        ATTACKS["PGX"]
+    assert ATTACKS.get("PGX") is None and ATTACKS.get(["unhashable"]) is None and ATTACKS.get("PGD") is ATTACKS["PGD"]
+    assert "PGD" in ATTACKS and ["unhashable"] not in ATTACKS
+    with pytest.raises(TypeError):
+        ATTACKS["PGD"] = None    # read-only

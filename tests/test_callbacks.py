@@ -124,6 +124,10 @@ def test_gpu_duration_grows_with_the_request():
     long = request_seconds(*values(steps=100, threat_model="adaptive", p_steps=10))
     assert short < long <= MAX_SECONDS
     assert request_seconds(*values(attack="AutoAttack", steps=100, threat_model="adaptive")) == MAX_SECONDS
+    base = request_seconds(*values(steps=60, threat_model="adaptive", p_steps=10))
+    assert request_seconds(*values(steps=60, threat_model="adaptive", p_steps=10, eot=4)) > base   # K passes a step
+    assert request_seconds(*values(steps=60, threat_model="adaptive", p_steps=10, method="clipure-diff")) > base
+    assert request_seconds(*values(attack="no such attack")) >= 20   # a bad name is the engine's to refuse
 
 
 def test_clipure_diff_is_offered_only_where_a_prior_exists_and_says_it_is_randomised():

@@ -211,3 +211,23 @@ def test_audit_cli_prints_one_json_line_last(tmp_path):
     bad = subprocess.run([sys.executable, "-m", "app.audit", str(image), "--classes", "a, b", "--threat-model", "x"],
                          capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and "undefended, official, adaptive, bpda" in bad.stderr
+
+
+def test_the_audit_refuses_settings_its_derived_attacks_cannot_run_before_any_work(monkeypatch):
+    """Check (e) doubles the steps and (c) runs Square with 10x: a setting they cannot honour is
+    refused in one sentence up front, and the eps sweep never passes the public limit."""
+    from dataclasses import replace
+
+    import app.audit as audit_mod
+    from app.errors import OutOfRangeError
+    from app.pipeline import prepare
+    image = TOY_DIR.parent / "examples" / "toy-red-circle.png"
+    prep, _ = prepare(image, "red circle, blue square, green triangle, yellow cross", "toy-shapes", "single")
+    calls = []
+    monkeypatch.setattr(audit_mod, "attack_and_score", lambda *a, **k: calls.append(1))
+    with pytest.raises(OutOfRangeError, match="doubles the attack steps"):
+        audit_mod.audit(prep.x, prep.classifier, prep.blank, prep.classnames, "official",
+                        (prep.classifier, prep.blank), "fp32", steps=150, backbone="toy-shapes")
+    assert calls == []
+    assert audit_mod.sweep_eps(replace(audit_mod.LIMITS, max_linf_eps=16.0)) == (2.0, 8.0, 16.0)
+    assert audit_mod.sweep_eps()[-1] == audit_mod.LIMITS.max_linf_eps
