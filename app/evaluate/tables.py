@@ -53,8 +53,10 @@ def _share(diags: list[dict]) -> float | None:
 
 def audit_flags(rows: list[dict]) -> list[dict]:
     """The masking audit's batch checks (app/audit.py) on the table: (a) settings where most
-    attacker gradients are exactly zero; (b) a threat model whose robust accuracy lies above the
-    adaptive or BPDA one by more than both 95% intervals allow (the intervals do not overlap)."""
+    attacker gradients are exactly zero; (b) a threat model that attacks through the purification
+    (official) whose robust accuracy lies above the adaptive or BPDA one by more than both 95%
+    intervals allow (the intervals do not overlap). A transfer attack (undefended) is expected to
+    be weaker and is not flagged."""
     flags = []
     for r in rows:
         if r["zero_gradient_share"] is not None and r["zero_gradient_share"] >= 0.5:
@@ -64,7 +66,8 @@ def audit_flags(rows: list[dict]) -> list[dict]:
     for (d, eta, a, e, tm), r in cells.items():
         for exact in ("adaptive", "bpda"):
             other = cells.get((d, eta, a, e, exact))
-            if tm != exact and other is not None and r["robust_ci95"][0] > other["robust_ci95"][1]:
+            above = other is not None and r["robust_ci95"][0] > other["robust_ci95"][1]
+            if tm not in (exact, "undefended") and above:
                 flags.append({"check": "b", "setting": r["setting"],
                               "detail": f"robust accuracy {pct(r['robust_accuracy'])} under {tm} against "
                                         f"{pct(other['robust_accuracy'])} under {exact}"})
