@@ -134,21 +134,31 @@ def gradient_text(g: GradientDiagnostics, threat_model: str, precision: str) -> 
             f"**{cos}**")
 
 
-def figures(result: PipelineResult, top_k: int = 5, step: int | None = None):
+PLOTS = ("prob_plot", "cos_plot", "map_plot")   # the three figures, in figures()' order
+
+
+def figure(result: PipelineResult, which: str, top_k: int = 5, step: int | None = None):
+    """One of the three figures (a name in PLOTS): the page draws only the one in view."""
+    return figures(result, top_k, step, only=which)[PLOTS.index(which)]
+
+
+def figures(result: PipelineResult, top_k: int = 5, step: int | None = None, only: str | None = None):
     """(per-step probabilities, cosine to the blank, latent map) Figures for a result; `step`
-    marks one step on each (the replay slider)."""
+    marks one step on each (the replay slider). only: draw that one (a name in PLOTS), None the rest."""
     cap = caption(result)
     a = result.attack_config
     target = result.classnames.index(a.target) if a is not None and a.targeted else None
     traces = {"clean input": result.clean_trajectory}
     if result.adv_trajectory is not None:
         traces = {"adversarial input": result.adv_trajectory, **traces}
+    draw = lambda name: only is None or only == name  # noqa: E731
     return (probability_figure({k: t.probs[:, 0].numpy() for k, t in traces.items()}, result.classnames,
-                               result.clean.index, target, cap, top_k, step),
+                               result.clean.index, target, cap, top_k, step) if draw("prob_plot") else None,
             cosine_figure({k: t.cos_to_blank[:, 0].tolist() for k, t in traces.items()}, cap, step,
-                          {k: t.prior_loss[:, 0].tolist() for k, t in traces.items() if t.prior_loss is not None}),
+                          {k: t.prior_loss[:, 0].tolist() for k, t in traces.items() if t.prior_loss is not None})
+            if draw("cos_plot") else None,
             latent_map_figure({k: t.embeddings[:, 0] for k, t in traces.items()}, result.class_embeddings,
-                              result.blank, result.classnames, cap, step=step))
+                              result.blank, result.classnames, cap, step=step) if draw("map_plot") else None)
 
 
 def step_prediction(step: TrajectoryStep, classnames) -> Prediction:

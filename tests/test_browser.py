@@ -85,6 +85,10 @@ def test_after_run_the_predictions_and_status_are_in_view(browser, server, viewp
         page.keyboard.press("ArrowLeft")
         expect()(page.locator("#replay-note")).to_contain_text("Step 8/10", timeout=30_000)
         shot(page, "browser-replay.png")
+        # The other plots are drawn when their tab opens (only the plot in view costs a request).
+        page.get_by_role("tab", name="Map").click()
+        expect()(page.locator("#map-plot img")).to_be_visible(timeout=30_000)
+        assert page.locator("#map-plot img").get_attribute("alt")
     page.close()
 
 

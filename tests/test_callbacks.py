@@ -69,6 +69,12 @@ def test_replay_shows_the_prediction_at_the_chosen_step():
     label, note, probs, cos, latent = ev.on_replay(r, 2)
     assert label == r.adv_trajectory.prediction(2, r.classnames).top(cb.TOP_K, r.classnames)
     assert "Step 2/4" in note
+    assert probs.axes[0].lines and cos is not None and latent is not None   # only the plot in view is drawn
+    assert all(isinstance(f, type(cos)) for f in (cos, latent)) and not hasattr(cos, "axes")
+    marked = ev.on_plot_tab(r, 2, "cos_plot")                               # its tab opened: drawn, step marked
+    assert any(line.get_xdata()[0] == 2 for line in marked.axes[0].lines if len(line.get_xdata()) == 2)
+    after = ev.on_plots_after_run(r, 0, "map_plot")
+    assert not hasattr(after[0], "axes") and after[1].axes
     assert ev.on_replay(None, 2)[0] is not None   # no run yet: nothing changes (gr.skip)
 
 
@@ -156,7 +162,8 @@ def test_clipure_diff_run_plots_the_prior_loss_per_step():
         threat_model="undefended", p_seed=3)))[-1]))
     r = final["result_state"]
     assert r.purify_config.seed == 3 and r.trajectory.prior_loss is not None
-    fig = final["cos_plot"]
+    assert final["cos_plot"] is None                         # not in view after a run: not drawn
+    fig = ev.on_plot_tab(r, r.trajectory.steps, "cos_plot")
     assert len(fig.axes) == 2 and "prior" in fig.axes[1].get_title()
     assert len(fig.axes[1].get_lines()[0].get_ydata()) == 3   # T + 1 points
 

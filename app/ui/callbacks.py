@@ -71,7 +71,10 @@ def final_outputs(r, wall_s: float | None = None) -> tuple:
     for w in r.warnings:
         gr.Warning(w)
     files = report.export(r, output_dir())
-    f_probs, f_cos, f_map = report.figures(r, TOP_K)
+    # Only the plot in view is drawn (the Probabilities tab after a run); the page draws another
+    # when its tab is opened (events.on_plot_tab), so a request does not pay for figures unseen.
+    f_probs = report.figure(r, "prob_plot", TOP_K)
+    f_cos = f_map = None
     return run_outputs(
         clean_label=r.clean.top(TOP_K, r.classnames),
         adv_label=r.adversarial.top(TOP_K, r.classnames),

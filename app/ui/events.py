@@ -25,14 +25,27 @@ from app.ui.callbacks import TOP_K
 
 # --- page events ----------------------------------------------------------------------------
 
-def on_replay(result, step):
-    """Inspect one purification step of the last run: its prediction, and a marker on every plot."""
+def on_replay(result, step, in_view="prob_plot"):
+    """Inspect one purification step of the last run: its prediction, and a marker on the plot in
+    view (the others are drawn, with the marker, when their tab is opened)."""
     if result is None:
         return gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip()
     step = int(min(max(step, 0), result.trajectory.steps))
-    f_probs, f_cos, f_map = report.figures(result, TOP_K, step)
     label = result.trajectory.prediction(step, result.classnames).top(TOP_K, result.classnames)
-    return label, report.step_markdown(result, step), f_probs, f_cos, f_map
+    plots = [report.figure(result, p, TOP_K, step) if p == in_view else gr.skip() for p in report.PLOTS]
+    return label, report.step_markdown(result, step), *plots
+
+
+def on_plots_after_run(result, step, in_view: str):
+    """After a run: (cosine, map) drawn if its tab is the one open, else left as the run left it."""
+    return tuple(on_plot_tab(result, step, p) if p == in_view else gr.skip() for p in ("cos_plot", "map_plot"))
+
+
+def on_plot_tab(result, step, which: str):
+    """Draw one plot (a name in report.PLOTS) when its tab comes into view, at the replay step."""
+    if result is None:
+        return gr.skip()
+    return report.figure(result, which, TOP_K, int(min(max(step, 0), result.trajectory.steps)))
 
 
 def methods_for(backbone: str) -> list[tuple[str, str]]:

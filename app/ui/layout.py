@@ -17,6 +17,7 @@ from app.models import BACKBONES, load_backbone, load_default
 from app.precision import PRECISIONS
 from app.presets import LESSONS, default_classnames, presets_for
 from app.purifiers import GRAD_SCOPES, NORMS, PAPER_DEFAULTS
+from app.report import PLOTS
 from app.threat_models import THREAT_MODELS
 from app.ui import audit_panel as ap
 from app.ui import callbacks as cb
@@ -171,10 +172,11 @@ def _results(c: dict) -> dict:
                                 elem_id="replay")
         c["replay_label"] = gr.Label(num_top_classes=3, label="Prediction at this step", scale=2, min_width=160)
     c["replay_note"] = gr.Markdown(elem_id="replay-note")
+    c["_plot_in_view"] = gr.State("prob_plot")   # which plot tab is open: only that plot is drawn
     for key, tab, label, elem in (("prob_plot", "Probabilities", "Class probabilities per step", "prob-plot"),
                                   ("cos_plot", "Cosine", "Cosine to the blank per step", "cos-plot"),
                                   ("map_plot", "Map", "Latent trajectory", "map-plot")):
-        with gr.Tab(tab):
+        with gr.Tab(tab) as c[f"_{key}_tab"]:
             c[key] = gr.Plot(label=label, format="png", elem_id=elem, elem_classes="figure")
     with gr.Row():
         c["json_file"] = gr.File(label="Trajectory (JSON)")
@@ -225,7 +227,9 @@ def build_demo(backbone: str, notice: str | None = None) -> gr.Blocks:
         compare_args = (cb.compare_demo, form(fm.FORM), [c["_compare_table"], c["_compare_caption"]])
         quiet = dict(show_progress="hidden", **engine)
         c["_run"].click(*run_args, api_name="run", **quiet).then(
-            lambda: gr.update(interactive=True), None, c["adv_download"], **private)
+            lambda: gr.update(interactive=True), None, c["adv_download"], **private).then(
+            ev.on_plots_after_run, [c["result_state"], c["replay"], c["_plot_in_view"]], [c["cos_plot"], c["map_plot"]],
+            **private)
         c["_run"].click(None, js=SCROLL_TO_STATUS, **private)
         c["_compare"].click(*compare_args, api_name="compare", show_progress_on=[c["_compare_table"]], **engine)
         c["_compare"].click(None, js=SCROLL_TO_STATUS, **private)
@@ -266,7 +270,11 @@ def build_demo(backbone: str, notice: str | None = None) -> gr.Blocks:
         c["threat_model"].change(ev.on_threat_model, c["threat_model"], c["_threat_note"], **private)
         c["p_steps"].change(ev.on_purify_steps, c["p_steps"], c["replay"], **private)
         c["_defaults"].click(ev.paper_defaults, None, form(fm.PURIFY_FIELDS), **private)
-        replay = dict(fn=ev.on_replay, inputs=[c["result_state"], c["replay"]],
+        # Only the plot in view is drawn: after a run (above), on a tab change, on a replay step.
+        for key in PLOTS:
+            c[f"_{key}_tab"].select(lambda k=key: k, None, c["_plot_in_view"], **private).then(
+                ev.on_plot_tab, [c["result_state"], c["replay"], c["_plot_in_view"]], c[key], **private)
+        replay = dict(fn=ev.on_replay, inputs=[c["result_state"], c["replay"], c["_plot_in_view"]],
                       outputs=[c["replay_label"], c["replay_note"], c["prob_plot"], c["cos_plot"], c["map_plot"]],
                       trigger_mode="always_last", show_progress="hidden", **private)
         c["replay"].release(**replay)
