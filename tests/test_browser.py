@@ -127,25 +127,19 @@ def test_eps_50_is_refused_in_one_sentence_and_nothing_runs(browser, server):
     assert before
 
 
-def test_lesson_one_ends_with_clip_fooled_in_view(browser, server):
+@pytest.mark.parametrize("lesson, note, says, panel", [
+    (1, "#adv-note", "Attack on bare CLIP succeeded", "#adv-panel"),
+    (2, "#purified-note", "Attack on CLIPure succeeded", "#purified-panel"),   # the 2-cycle: CLIPure too
+])
+def test_lessons_one_and_two_end_with_their_point_in_view(browser, server, lesson, note, says, panel):
     page = open_page(browser, server)
-    page.locator("#lesson-1").click()
-    expect()(page.locator("#lesson-text")).to_contain_text("4/255", timeout=30_000)
+    page.locator(f"#lesson-{lesson}").click()
+    if lesson == 1:
+        expect()(page.locator("#lesson-text")).to_contain_text("4/255", timeout=30_000)
     expect()(page.locator("#status")).to_contain_text("Done in", timeout=120_000)
-    expect()(page.locator("#adv-note")).to_contain_text("Attack on bare CLIP succeeded", timeout=30_000)
-    assert in_viewport(page, "#adv-panel")
-    shot(page, "browser-lesson-1.png")
-    page.close()
-
-
-@pytest.mark.slow
-def test_lesson_two_ends_with_clipure_fooled_too(browser, server):
-    page = open_page(browser, server)
-    page.locator("#lesson-2").click()
-    expect()(page.locator("#status")).to_contain_text("Done in", timeout=120_000)
-    expect()(page.locator("#purified-note")).to_contain_text("Attack on CLIPure succeeded", timeout=30_000)
-    assert in_viewport(page, "#purified-panel")
-    shot(page, "browser-lesson-2.png")
+    expect()(page.locator(note)).to_contain_text(says, timeout=30_000)
+    assert in_viewport(page, panel)
+    shot(page, f"browser-lesson-{lesson}.png")
     page.close()
 
 
