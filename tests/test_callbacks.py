@@ -79,7 +79,7 @@ def test_replay_shows_the_prediction_at_the_chosen_step():
 
 
 def test_classify_api_and_target_menu():
-    out = cb.classify_api(*values(fm.COMMON + fm.PRECISION))
+    *_, out = cb.classify_api(*values(fm.COMMON + fm.PRECISION))   # a stream: the last value is the answer
     assert out["classnames"] == ["cat", "dog", "car", "plane"] and out["meaningless"]
     update = ev.on_classnames("cat, dog, cat", "zebra")
     assert update["choices"] == ["cat", "dog"] and update["value"] == "dog"
@@ -103,7 +103,7 @@ def test_every_yes_no_comes_from_the_one_outcome():
 
 
 def test_a_target_equal_to_the_clean_class_is_refused_in_one_sentence():
-    clean = cb.classify_api(*values(fm.COMMON + fm.PRECISION))["label"]
+    clean = list(cb.classify_api(*values(fm.COMMON + fm.PRECISION)))[-1]["label"]
     with pytest.raises(gr.Error, match="already the clean prediction"):
         list(cb.run_demo(*values(targeted=True, target=clean, threat_model="undefended")))
 
@@ -181,12 +181,12 @@ def test_audit_streams_progress_then_the_checks_table_and_the_sweep():
 
 def test_audit_api_returns_the_audit_as_json_and_refuses_bad_input():
     import json
-    out = ap.audit_api(*values(threat_model="official", steps=2))
+    *_, out = ap.audit_api(*values(threat_model="official", steps=2))
     json.dumps(out)
     assert {c["name"] for c in out["checks"]} == set("abcdef")
     assert set(out["gradient"]) >= {"norm", "zero_fraction", "cos_to_exact"} and "official" in out["sweep"]
     with pytest.raises(gr.Error, match="L-inf eps must be between 0 and 32"):
-        ap.audit_api(*values(eps=50))
+        list(ap.audit_api(*values(eps=50)))
 
 
 def test_paper_preset_sets_the_protocol_and_says_what_is_scaled_down():

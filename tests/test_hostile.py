@@ -210,6 +210,24 @@ def test_cancel_frees_the_worker_for_the_next_request(server, good):
     assert stopped < 2 and time.perf_counter() - t < 3, stopped   # the worker stopped; the next one is served
 
 
+@pytest.mark.parametrize("api, thread", [("/compare", "clipure-compare_demo"), ("/attack", "clipure-attack_api")])
+def test_cancel_also_frees_the_worker_on_the_other_endpoints(server, good, api, thread):
+    """Endpoints that return one value are streams underneath (form.cancellable), so they stop too."""
+    heavy = form(good, threat_model="adaptive", steps=200, p_steps=200)
+    job = Client(server, verbose=False).submit(*heavy, api_name=api)
+    deadline = time.perf_counter() + 10
+    while not any(x.name == thread for x in threading.enumerate()) and time.perf_counter() < deadline:
+        time.sleep(0.05)                            # the work is under way in its worker
+    time.sleep(1.0)                                 # ... and has streamed its first heartbeats
+    t = time.perf_counter()
+    job.cancel()
+    while any(x.name == thread for x in threading.enumerate()) and time.perf_counter() - t < 5:
+        time.sleep(0.05)
+    assert time.perf_counter() - t < 2
+    out = Client(server, verbose=False).predict(good, CLASSES, "tiny-random", "single", api_name="/classify")
+    assert out["label"] in out["classnames"] and time.perf_counter() - t < 3
+
+
 def test_eight_clients_at_once_get_their_own_answers(server, good):
     def one(k):
         names = [f"thing{k}a", f"thing{k}b", f"thing{k}c"]

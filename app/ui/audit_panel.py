@@ -21,6 +21,7 @@ from app.ui.form import (
     AUDIT_COLUMNS,
     FORM,
     Form,
+    cancellable,
     progress_text,
     user_errors,
 )
@@ -76,6 +77,7 @@ def audit_demo(*values):
 
 @user_errors
 @gpu(duration=lambda *values: request_seconds(*values, threat_models=AUDIT_ATTACKS))
+@cancellable()
 def audit_api(*values) -> dict:
     """The masking audit (checks a-f, the attacker's gradient, the eps sweep) as one JSON object."""
     *_, (_, result) = _audit_in_thread(Form.of(FORM, values))

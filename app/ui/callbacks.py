@@ -19,6 +19,7 @@ from app.ui.form import (
     PRECISION,
     PURIFY_API,
     Form,
+    cancellable,
     progress_text,
     run_outputs,
     user_errors,
@@ -105,6 +106,7 @@ def done_status(r, wall_s: float | None) -> str:
 
 @user_errors
 @gpu(duration=lambda *values: request_seconds(*values, threat_models=len(THREAT_MODELS)))
+@cancellable(outputs=2)
 def compare_demo(*values):
     """The same attack under all four threat models; one table row each."""
     form = Form.of(FORM, values)
@@ -117,6 +119,7 @@ def compare_demo(*values):
 
 @user_errors
 @gpu(duration=lambda *values: request_seconds(*values, names=COMMON))
+@cancellable()
 def classify_api(*values) -> dict:
     """Bare zero-shot CLIP: the label and the top class probabilities."""
     form = Form.of(COMMON + PRECISION, values)
@@ -127,6 +130,7 @@ def classify_api(*values) -> dict:
 
 @user_errors
 @gpu(duration=request_seconds)
+@cancellable(outputs=3)
 def attack_api(*values):
     """Attack only: the adversarial PNG, the clean PNG at model resolution, and the statistics."""
     form = Form.of(FORM, values)
@@ -139,6 +143,7 @@ def attack_api(*values):
 
 @user_errors
 @gpu(duration=lambda *values: request_seconds(*values, names=PURIFY_API))
+@cancellable()
 def purify_api(*values) -> dict:
     """Purify the clean image's embedding: the whole trajectory with per-step probabilities."""
     form = Form.of(PURIFY_API, values)

@@ -18,6 +18,7 @@ from app.budget import Budget, activate_each, active
 from app.errors import CLIPureError
 from app.limits import LIMITS
 from app.purifiers import PurifyConfig
+from app.streaming import in_thread
 
 # The request form, in API order: what the user picked, then the attack, then the purification.
 COMMON = ("image", "classnames", "backbone", "template_set")
@@ -101,6 +102,23 @@ def user_errors(fn):
         except CLIPureError as e:
             raise gr.Error(str(e), print_exception=False) from None
     return call
+
+
+def cancellable(outputs: int = 1):
+    """Make a plain endpoint a stream: its work runs in a worker under the request's budget
+    (app/streaming.py), and the stream yields a no-op update at every heartbeat, so a cancel or a
+    disconnect can close it (Gradio stops a request only between two yields). The last value is
+    the endpoint's answer, so API clients see no difference."""
+    def wrap(fn):
+        @wraps(fn)
+        def stream(*values):
+            for kind, value in in_thread(lambda report: fn(*values), f"clipure-{fn.__name__}"):
+                if kind == "done":
+                    yield value
+                elif kind == "tick":
+                    yield gr.skip() if outputs == 1 else tuple(gr.skip() for _ in range(outputs))
+        return stream
+    return wrap
 
 
 def run_outputs(**values) -> tuple:
