@@ -184,8 +184,25 @@ def audit(x: torch.Tensor, classifier: ZeroShotClassifier, blank: torch.Tensor, 
     return Audit(classnames[int(labels[0])], threat_model, precision, grad, checks, sweep, probs_by_tm)
 
 
+def audit_image(image, classnames, model: str | None = None, template_set: str = "single",
+                precision: str | None = None, threat_model: str = "official", pcfg: PurifyConfig = PAPER_DEFAULTS,
+                eps: float = 8.0, steps: int = 10, seed: int = 0,
+                on_progress: Callable[[float, str], None] | None = None) -> Audit:
+    """The audit of one image as a user gives it (a path, class names, names of the settings):
+    validated and prepared as a request, then `audit` against the exact fp32 gradient."""
+    from app.pipeline import prepare  # the pipeline imports this module
+    from app.purifiers import PURIFIERS
+    THREAT_MODELS.check(threat_model)
+    pcfg = pcfg.validate()
+    prep, _ = prepare(image, classnames, model, template_set, precision=precision)
+    PURIFIERS[pcfg.method].check_backbone(prep.backbone.name, prep.backbone.device)
+    exact = exact_setup(prep.classifier, prep.blank, prep.backbone.name, prep.classnames, template_set,
+                        prep.backbone.precision)
+    return audit(prep.x, prep.classifier, prep.blank, prep.classnames, threat_model, exact, prep.backbone.precision,
+                 pcfg, eps, steps, seed, prep.backbone.name, on_progress)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    from app.pipeline import prepare
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("image")
     ap.add_argument("--classes", required=True, help="comma-separated class names")
@@ -198,13 +215,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--json", action="store_true", help="end with one JSON line")
     args = ap.parse_args(argv)
     try:
-        THREAT_MODELS.check(args.threat_model)
-        prep, _ = prepare(args.image, args.classes, args.model, args.templates, precision=args.precision)
-        exact = exact_setup(prep.classifier, prep.blank, prep.backbone.name, prep.classnames, args.templates,
-                            prep.backbone.precision)
-        result = audit(prep.x, prep.classifier, prep.blank, prep.classnames, args.threat_model, exact,
-                       prep.backbone.precision, eps=args.eps, steps=args.steps, backbone=prep.backbone.name,
-                       on_progress=lambda f, m: print(f"[{100 * f:3.0f}%] {m}", file=sys.stderr, flush=True))
+        result = audit_image(args.image, args.classes, args.model, args.templates, args.precision,
+                             args.threat_model, eps=args.eps, steps=args.steps,
+                             on_progress=lambda f, m: print(f"[{100 * f:3.0f}%] {m}", file=sys.stderr, flush=True))
     except CLIPureError as e:
         print(str(e), file=sys.stderr)
         return 2

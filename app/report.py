@@ -166,12 +166,11 @@ def step_prediction(step: TrajectoryStep, classnames) -> Prediction:
     return Prediction.from_probs(step.probs[0], classnames)
 
 
-def streamed_figures(steps: list[TrajectoryStep], classnames, top_k: int = 5):
-    """(probabilities, cosine) Figures of an adversarial trajectory still being computed."""
-    name = "adversarial input (so far)"
+def streamed_figure(steps: list[TrajectoryStep], classnames, top_k: int = 5):
+    """The class-probability Figure (the plot in view) of an adversarial trajectory still being computed."""
     probs = torch.stack([s.probs[0] for s in steps]).numpy()          # (t+1, C)
-    return (probability_figure({name: probs}, classnames, int(steps[0].top1[0]), None, "", top_k),
-            cosine_figure({name: [float(s.cos_to_blank[0]) for s in steps]}))
+    return probability_figure({"adversarial input (so far)": probs}, classnames, int(steps[0].top1[0]), None, "",
+                              top_k)
 
 
 def step_markdown(result: PipelineResult, step: int) -> str:

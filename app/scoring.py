@@ -47,11 +47,16 @@ class Scored:
         return self.trajectory.top1[-1]
 
 
+def score_embeddings(classifier: ZeroShotClassifier, blank: torch.Tensor, cfg: PurifyConfig, z: torch.Tensor,
+                     backbone: str | None = None) -> Scored:
+    """Purify unit embeddings z (N, D) and return both answers with the whole trajectory."""
+    return Scored(Trajectory.from_steps(list(score_steps(classifier, blank, cfg, z, backbone))))
+
+
 def score(classifier: ZeroShotClassifier, blank: torch.Tensor, cfg: PurifyConfig, x: torch.Tensor,
           backbone: str | None = None) -> Scored:
     """Encode x once, purify, and return both answers with the whole trajectory."""
-    steps = list(score_steps(classifier, blank, cfg, encode(classifier, x), backbone))
-    return Scored(Trajectory.from_steps(steps))
+    return score_embeddings(classifier, blank, cfg, encode(classifier, x), backbone)
 
 
 def reference_labels(cfg: AttackConfig, clean: Scored, classnames: Sequence[str]) -> torch.Tensor:

@@ -25,8 +25,8 @@ from app.evaluate.data import Dataset, open_dataset
 from app.evaluate.distributed import World, init_world
 from app.limits import LIMITS
 from app.models import load_backbone
-from app.purifiers import PURIFIERS, PurifyConfig, Trajectory
-from app.scoring import Scored, encode, outcomes, score_steps
+from app.purifiers import PURIFIERS, PurifyConfig
+from app.scoring import Scored, encode, outcomes, score_embeddings
 from app.threat_models import THREAT_MODELS, attacked_model
 from app.zeroshot import TEXT_CACHE, build_classifier
 
@@ -137,8 +137,7 @@ class Evaluator:
                                      self._exact, self.backbone.name).to_dict() for i in range(len(y))]
 
     def _scored(self, purify: PurifyConfig | None, z: torch.Tensor) -> Scored:
-        steps = score_steps(self.classifier, self.blank, purify or BARE, z, self.backbone.name)
-        return Scored(Trajectory.from_steps(list(steps)))
+        return score_embeddings(self.classifier, self.blank, purify or BARE, z, self.backbone.name)
 
     def run_batch(self, k: int, positions: range, todo: list[Setting]):
         """Yield the result lines of batch k, one group (settings sharing an attacked model) at a time."""

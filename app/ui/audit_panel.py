@@ -7,14 +7,11 @@ import gradio as gr
 import pandas as pd
 
 from app import report
-from app.attacks import AttackConfig
-from app.audit import CHECKS, Audit, audit, exact_setup
+from app.audit import CHECKS, Audit, audit_image
 from app.evaluate.protocols import PROTOCOLS
 from app.hosting import gpu, request_seconds
 from app.limits import LIMITS
-from app.pipeline import prepare
 from app.plots import sweep_figure
-from app.purifiers import PURIFIERS
 from app.streaming import in_thread
 from app.ui.form import (
     AUDIT_ATTACKS,
@@ -30,15 +27,8 @@ from app.ui.form import (
 def _audit(form: Form, on_progress=None) -> Audit:
     """The masking audit of the form's image: PGD (L-inf) at the form's eps, steps and seed, under
     its threat model, with its backbone, templates, precision and purification."""
-    acfg = AttackConfig(attack="PGD", threat_model=form.threat_model, eps=form.eps, steps=form.steps,
-                        seed=form.seed)
-    prep, acfg = prepare(form.image, form.classnames, attack=acfg, **form.engine_args())
-    pcfg = form.purify_config().validate()
-    PURIFIERS[pcfg.method].check_backbone(prep.backbone.name, prep.backbone.device)
-    exact = exact_setup(prep.classifier, prep.blank, prep.backbone.name, prep.classnames, form.template_set,
-                        prep.backbone.precision)
-    return audit(prep.x, prep.classifier, prep.blank, prep.classnames, acfg.threat_model, exact,
-                 prep.backbone.precision, pcfg, acfg.eps, acfg.steps, acfg.seed, prep.backbone.name, on_progress)
+    return audit_image(form.image, form.classnames, form.backbone, form.template_set, form.values.get("precision"),
+                       form.threat_model, form.purify_config(), form.eps, form.steps, form.seed, on_progress)
 
 
 def audit_view(result: Audit, wall_s: float) -> tuple:

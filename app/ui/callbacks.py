@@ -61,7 +61,7 @@ def run_demo(*values):
                           status=progress_text(event.fraction, f"{event.message}, cos to blank "
                                                f"{float(s.cos_to_blank[0]):.3f}, top-1 {top1}"))
             if now - last_draw >= STREAM_PLOT_INTERVAL_S:
-                update["prob_plot"], update["cos_plot"] = report.streamed_figures(steps, names, TOP_K)
+                update["prob_plot"] = report.streamed_figure(steps, names, TOP_K)   # only the plot in view
                 last_draw = time.monotonic()
             yield run_outputs(**update)
         elif event.phase == "done":

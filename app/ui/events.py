@@ -32,7 +32,7 @@ def on_replay(result, step, in_view="prob_plot"):
         return gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip()
     step = int(min(max(step, 0), result.trajectory.steps))
     label = result.trajectory.prediction(step, result.classnames).top(TOP_K, result.classnames)
-    plots = [report.figure(result, p, TOP_K, step) if p == in_view else gr.skip() for p in report.PLOTS]
+    plots = [on_plot_tab(result, step, p) if p == in_view else gr.skip() for p in report.PLOTS]
     return label, report.step_markdown(result, step), *plots
 
 
@@ -62,7 +62,7 @@ def on_method_menu(backbone, method):
 
 def on_method(method):
     """A randomised purifier (CLIPure-Diff) says so and shows its seed and the attacker's EOT count."""
-    spec = PURIFIERS.get(method) if isinstance(method, str) else None
+    spec = PURIFIERS.get(method)
     randomised = bool(spec and spec.randomised)
     note = (f"**{spec.label} is a randomised defence:** each purification step draws a random diffusion "
             f"timestep, so the purification seed fixes one draw, and an adaptive attacker should average "
