@@ -1,5 +1,6 @@
 """What the public server adds around the page: where it listens, how large a request body may
-be, and when files expire. The page (app/ui/layout.py) calls `launch_options` and `prepare`.
+be, and when files expire. The page (app/ui/layout.py) calls `launch_options` and `prepare`;
+nothing here knows the page's widgets.
 
 - Listen: 127.0.0.1 by default, so a classroom laptop is not reachable from its network;
   0.0.0.0 on a Hugging Face Space (SPACE_ID in the environment) or when GRADIO_SERVER_NAME asks.
@@ -156,12 +157,9 @@ def _sweeper(limits: Limits):
 
 
 def prepare(demo, limits: Limits = LIMITS) -> None:
-    """Set the page's file expiry (outputs and uploads), unless it set its own; let missing
-    numbers reach the engine's one-sentence checks (app/ui/components.py)."""
-    from app.ui.components import lenient_numbers
+    """Set the page's file expiry (outputs and uploads), unless it set its own."""
     if demo.delete_cache is None:
         demo.delete_cache = expiry(limits)
-    lenient_numbers(demo)
 
 
 def launch_options(launch_kwargs: dict, limits: Limits = LIMITS) -> dict:

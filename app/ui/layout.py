@@ -23,7 +23,7 @@ from app.ui import audit_panel as ap
 from app.ui import callbacks as cb
 from app.ui import events as ev
 from app.ui import form as fm
-from app.ui.components import ImagePath
+from app.ui.components import ImagePath, lenient_numbers
 from app.zeroshot import TEMPLATE_SETS
 
 HOW_IT_WORKS = (Path(__file__).resolve().parent.parent / "how_it_works.md").read_text()
@@ -292,6 +292,7 @@ def launch(prevent_thread_lock: bool = False, **launch_kwargs) -> gr.Blocks:
     demo.queue(default_concurrency_limit=1, max_size=int(os.environ.get("CLIPURE_QUEUE_SIZE", 16)))
     # Loopback unless on a Space or asked; body limit; file expiry (app/server.py).
     server.prepare(demo)
+    lenient_numbers(demo)   # missing numbers reach the engine's one-sentence checks
     launch_kwargs = server.launch_options(launch_kwargs)
     launch_kwargs.setdefault("css", CSS)
     demo.launch(prevent_thread_lock=prevent_thread_lock, **launch_kwargs)
