@@ -11,6 +11,7 @@ import threading
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import open_clip
 import torch
@@ -149,14 +150,31 @@ class Backbone:
 _CACHE: dict[tuple, Backbone] = {}
 _CACHE_LOCK = threading.Lock()
 
+# Called with a backbone's name once no copy of it (any device or precision) is loaded any more,
+# so what was loaded for it goes too (CLIPure-Diff's prior: about 1 GB beside ViT-L/14).
+ON_UNLOAD: list[Callable[[str], None]] = []
 
-def _remember(key: tuple, backbone: Backbone) -> None:
+
+def _remember(key: tuple, backbone: Backbone) -> list[str]:
     """Put backbone at the most recently used end; drop the least recently used beyond the limit.
-    Call with _CACHE_LOCK held."""
+    Call with _CACHE_LOCK held; returns the names no longer loaded at all, for _unloaded."""
     _CACHE.pop(key, None)
     _CACHE[key] = backbone
+    dropped = []
     while len(_CACHE) > max(1, limits.LIMITS.max_loaded_backbones):
-        del _CACHE[next(iter(_CACHE))]
+        dropped.append(_CACHE.pop(next(iter(_CACHE))).name)
+    return [n for n in dropped if n not in loaded_names()]
+
+
+def loaded_names() -> set[str]:
+    return {key[0] for key in _CACHE}
+
+
+def _unloaded(names: list[str]) -> None:
+    """Run the ON_UNLOAD hooks outside _CACHE_LOCK (a hook may take its own lock)."""
+    for name in names:
+        for hook in ON_UNLOAD:
+            hook(name)
 
 
 _LOAD_LOCKS: dict[tuple, threading.Lock] = {}
@@ -212,7 +230,7 @@ def load_backbone(name: str | None = None, device: str | None = None, precision:
     key = (name, str(dev), prec, pretrained)
     with _CACHE_LOCK:
         if key in _CACHE:
-            _remember(key, _CACHE[key])
+            _remember(key, _CACHE[key])       # a hit only reorders: nothing is dropped
             return _CACHE[key]
         key_lock = _LOAD_LOCKS.setdefault(key, threading.Lock())
     # One lock per backbone: a long download blocks only requests for that backbone.
@@ -233,7 +251,8 @@ def load_backbone(name: str | None = None, device: str | None = None, precision:
             precision=prec, pretrained=pretrained,
             context_length=int(getattr(tokenizer, "context_length", 77)))
         with _CACHE_LOCK:
-            _remember(key, backbone)
+            dropped = _remember(key, backbone)
+        _unloaded(dropped)
         return backbone
 
 

@@ -141,6 +141,28 @@ def test_trace_records_prior_loss_and_seed(toy_prior):
         list(trace(z, torch.zeros(64), cfg, backbone="tiny-random"))
 
 
+def test_purify_skips_only_the_shown_last_loss(toy_prior):
+    """purify() never looks at the loss at z_T: it skips that forward pass, yet returns the same z_T
+    and leaves a shared generator exactly where trace() leaves it (an attacker's later draws agree)."""
+    z = unit(3, 64)
+    cfg = PurifyConfig(method="clipure-diff", steps=3, seed=5)
+    g_seen, g_skip = seeded(cfg), seeded(cfg)
+    calls = []
+    hook = toy_prior.net.register_forward_hook(lambda *_: calls.append(1))
+    try:
+        shown = list(trace(z, torch.zeros(64), cfg, backbone="toy-shapes", generator=g_seen))
+        n_trace = len(calls)
+        out = purify(z, torch.zeros(64), cfg, backbone="toy-shapes", generator=g_skip)
+    finally:
+        hook.remove()
+    assert (n_trace, len(calls) - n_trace) == (4, 3)          # T + 1 forward passes against T
+    assert torch.equal(out, shown[-1].embedding) and shown[-1].prior_loss is not None
+    assert torch.equal(g_seen.get_state(), g_skip.get_state())
+    *_, (_, last) = clipure_diff_iter(z, toy_prior, steps=2, generator=torch.Generator().manual_seed(0),
+                                      measure_last=False)
+    assert last["prior_loss"] is None
+
+
 def test_norm_is_kept_and_steps_are_unit_rotations(tiny_prior):
     z = 3.0 * unit(4, 64)
     zs, _ = run(z, tiny_prior, 0, steps=3)

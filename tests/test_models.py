@@ -106,3 +106,22 @@ def test_least_recently_used_backbones_are_dropped_beyond_the_limit(monkeypatch)
     assert load_backbone("tiny-random") is a and load_backbone("toy-shapes", precision="fp16") is held
     assert load_backbone("toy-shapes") is not toy           # it was dropped and loads anew
     assert toy.model.logit_scale is not None                 # a caller still holding it keeps a working model
+
+
+def test_a_diffusion_prior_goes_with_the_last_copy_of_its_backbone(monkeypatch):
+    from dataclasses import replace
+
+    import app.limits
+    import app.models as models
+    import app.purifiers.priors as priors
+    monkeypatch.setattr(models, "_CACHE", {})
+    monkeypatch.setattr(priors, "_CACHE", {})
+    monkeypatch.setattr(app.limits, "LIMITS", replace(app.limits.LIMITS, max_loaded_backbones=2))
+    load_backbone("toy-shapes")
+    prior = priors.load_prior("toy-shapes")
+    load_backbone("toy-shapes", precision="fp16")
+    load_backbone("tiny-random")                          # drops toy-shapes fp32; the fp16 copy stays
+    assert priors.load_prior("toy-shapes") is prior
+    load_backbone("tiny-random", precision="fp16")        # drops the last toy-shapes: its prior goes
+    assert "toy-shapes" not in models.loaded_names() and not priors._CACHE
+    assert priors.load_prior("toy-shapes") is not prior

@@ -72,9 +72,11 @@ def _check_timesteps(value) -> tuple[int, int]:
 
 PAPER_DEFAULTS = PurifyConfig()
 
-# (z (N, D), blank (D,), cfg, backward, backbone name, generator) -> yields (z_t (N, D), extras) for
-# t = 0 .. T. A randomised purifier draws from `generator` only, so a caller decides whether
-# repeated calls see fresh randomness (an attacked model) or the same draw (a replay).
+# (z (N, D), blank (D,), cfg, backward, backbone name, generator, measure_last) -> yields (z_t (N, D),
+# extras) for t = 0 .. T. A randomised purifier draws from `generator` only, so a caller decides
+# whether repeated calls see fresh randomness (an attacked model) or the same draw (a replay).
+# measure_last=False: nobody looks at the extras of z_T, so a purifier may skip measuring them
+# (CLIPure-Diff's last prior loss costs a forward pass of the prior).
 Iterate = Callable[..., Iterator[tuple[torch.Tensor, dict]]]
 
 
@@ -89,7 +91,7 @@ class PurifierSpec:
 
 
 def _cos_iterate(z, blank, cfg: PurifyConfig, backward: str = "none", backbone: str | None = None,
-                 generator: torch.Generator | None = None):
+                 generator: torch.Generator | None = None, measure_last: bool = True):
     for z_t in clipure_cos_iter(z, blank, cfg.steps, cfg.step_size, cfg.momentum, cfg.norm, cfg.grad_scope,
                                 backward):
         yield z_t, {}
@@ -111,11 +113,12 @@ def seeded(cfg: PurifyConfig, device: torch.device | str = "cpu", stream: int = 
 
 def purify_iter(z: torch.Tensor, blank: torch.Tensor, cfg: PurifyConfig = PAPER_DEFAULTS,
                 backward: str = "none", backbone: str | None = None,
-                generator: torch.Generator | None = None) -> Iterator[tuple[torch.Tensor, dict]]:
+                generator: torch.Generator | None = None,
+                measure_last: bool = True) -> Iterator[tuple[torch.Tensor, dict]]:
     """Registry-driven purification: yield (z_t, extras) for t = 0 .. T. Without a generator,
     randomised purifiers draw from a fresh one seeded by cfg.seed."""
     generator = generator if generator is not None else seeded(cfg, z.device)
-    return PURIFIERS[cfg.method].iterate(z, blank, cfg, backward, backbone, generator)
+    return PURIFIERS[cfg.method].iterate(z, blank, cfg, backward, backbone, generator, measure_last)
 
 
 def purify(z: torch.Tensor, blank: torch.Tensor, cfg: PurifyConfig = PAPER_DEFAULTS, backward: str = "none",
@@ -127,7 +130,7 @@ def purify(z: torch.Tensor, blank: torch.Tensor, cfg: PurifyConfig = PAPER_DEFAU
             z_t = purify(z.detach(), blank, cfg, "none", backbone, generator)
         return z + (z_t - z).detach()          # value z_T, gradient of the identity
     out = z
-    for out, _ in purify_iter(z, blank, cfg, backward, backbone, generator):
+    for out, _ in purify_iter(z, blank, cfg, backward, backbone, generator, measure_last=False):
         pass
     return out
 

@@ -48,12 +48,15 @@ def prior_gradient(prior: DiffusionPrior, z: torch.Tensor, t: torch.Tensor, nois
 def clipure_diff_iter(z: torch.Tensor, prior: DiffusionPrior, steps: int = 10, step_size: float = 30.0,
                       momentum: float = 0.0, norm: str = "l2", grad_scope: str = "sample",
                       backward: str = "none", generator: torch.Generator | None = None,
-                      timesteps: tuple[int, int] = DEFAULT_TIMESTEPS) -> Iterator[tuple[torch.Tensor, dict]]:
+                      timesteps: tuple[int, int] = DEFAULT_TIMESTEPS,
+                      measure_last: bool = True) -> Iterator[tuple[torch.Tensor, dict]]:
     """Yield (z_t (N, D), {"prior_loss": (N,)}) for t = 0 .. steps; the loss is the one measured at z_t.
 
     backward: "none" (no graph), "official" (each step's gradient a constant, r = ||z|| and u kept
     on the graph, as the official code) or "adaptive" (exact, create_graph through the prior).
-    The last loss (at z_T) is measured only to be shown; it does not change z_T.
+    The last loss (at z_T) is only shown, never used: measure_last=False skips its forward pass
+    (one of 2T + 1) and yields None for it, but still draws its t and noise, so the generator
+    ends where it would have and later draws do not depend on who was watching.
     """
     NORMS.check(norm)
     GRAD_SCOPES.check(grad_scope)
@@ -78,16 +81,19 @@ def clipure_diff_iter(z: torch.Tensor, prior: DiffusionPrior, steps: int = 10, s
             yield z_t, {"prior_loss": loss}
             u, m = normalised_step(u, m, r * grad, step_size, momentum, norm, grad_scope)
             z_t = r * u
-        with torch.no_grad():
-            final_loss = prior.p_losses(z_t.detach() * prior.image_embed_scale, *draw())
+        t, noise = draw()
+        final_loss = None
+        if measure_last:
+            with torch.no_grad():
+                final_loss = prior.p_losses(z_t.detach() * prior.image_embed_scale, t, noise)
         yield z_t, {"prior_loss": final_loss}
 
 
 def diff_iterate(z, blank, cfg, backward: str = "none", backbone: str | None = None,
-                 generator: torch.Generator | None = None):
+                 generator: torch.Generator | None = None, measure_last: bool = True):
     """The registry's iterate for "clipure-diff" (the blank target is not used)."""
     generator = generator if generator is not None else torch.Generator(device=z.device).manual_seed(cfg.seed)
     prior = load_prior(backbone, z.device)
     timesteps = cfg.diffusion_timesteps
     yield from clipure_diff_iter(z, prior, cfg.steps, cfg.step_size, cfg.momentum, cfg.norm, cfg.grad_scope,
-                                 backward, generator, timesteps)
+                                 backward, generator, timesteps, measure_last)

@@ -18,6 +18,7 @@ from typing import Callable
 import torch
 
 from app.errors import UnsupportedError, WeightsUnavailableError
+from app import models
 from app.models import TOY_BACKBONE
 from app.purifiers.prior import LAION_VIT_L_14, DiffusionPrior, PriorConfig
 from app.registry import Registry
@@ -120,8 +121,19 @@ PRIORS: Registry[PriorSpec] = Registry("diffusion prior", {
                             _load_bundled),
 })
 
+# Loaded priors by (backbone, device). A prior lives as long as its backbone: when the backbone
+# cache (LIMITS.max_loaded_backbones) drops the last copy of a backbone, its priors go too.
 _CACHE: dict[tuple[str, str], DiffusionPrior] = {}
 _LOCK = threading.Lock()
+
+
+def _forget(backbone: str) -> None:
+    with _LOCK:
+        for key in [k for k in _CACHE if k[0] == backbone]:
+            del _CACHE[key]
+
+
+models.ON_UNLOAD.append(_forget)
 
 
 def has_prior(backbone: str | None) -> bool:
