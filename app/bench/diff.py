@@ -26,7 +26,6 @@ from app.purifiers.diff import clipure_diff_iter
 from app.purifiers.prior import LAION_VIT_L_14, DiffusionPrior
 from app.zeroshot import TextEmbeddingCache, build_classifier
 
-
 STEPS = 10
 
 

@@ -7,17 +7,20 @@ where each backbone's prior comes from and loads its weights.
 Why not the `dalle2_pytorch` package: `pip install --dry-run dalle2_pytorch` (1.15.6) wants
 open-clip-torch<3, i.e. it would downgrade our pinned open_clip_torch 3.3.0 to 2.32.0, and pulls
 27 packages (pyarrow, pandas, kornia, accelerate, webdataset, ...) that the app never uses. So
-the network is re-implemented here; its state-dict keys are those of dalle2_pytorch's
-`DiffusionPrior` as of the 0.x releases the LAION checkpoints were trained with (LayerNorm
-`gamma`/`beta`), and the loader also accepts the later names (`g`, `noise_scheduler.*`).
+the network is re-implemented here; its state-dict keys are those of dalle2_pytorch 0.11.0 to
+0.15.4 (LayerNorm `gamma`/`beta`, schedule under `noise_scheduler.*`), the only releases whose
+`load_state_dict(..., strict=True)` takes such a checkpoint, as the official code does; the loader
+also accepts the later gain name `g`.
 
 Unconditional, as the official code asks (`cond_drop_prob = 1`): in those releases dropping the
 condition masks the text tokens out of attention, so only the null key/value, the timestep, the
 noisy image embedding and the learned query are seen. We therefore run just those three tokens,
 at the positions they would hold behind the masked text tokens (`text_positions`); the text
-content cannot change the output. (In dalle2_pytorch 1.1 to 1.8 the mask is computed but never
-applied, and from 1.10 on `cond_drop_prob` set after construction no longer reaches `p_losses`;
-the official code does not pin a version.)
+content cannot change the output. tests/test_prior_reference.py checks loss and gradient against
+dalle2_pytorch 0.15.4 itself. Later releases compute something else: from 0.23.0 the drop mask is
+built but never applied (text always attended, padding replaced by learned null tokens), from
+1.4.3 attention is cosine-similarity, and from 1.9.0 `cond_drop_prob` set after construction no
+longer reaches `p_losses`. The official code does not pin a version.
 """
 from __future__ import annotations
 
