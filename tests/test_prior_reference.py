@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors import safe_open
+from safetensors.torch import load_file
 
 from app.purifiers.prior import DiffusionPrior, PriorConfig, Rotary
 from app.purifiers.priors import load_state
@@ -23,7 +24,8 @@ CFG = PriorConfig(dim=32, depth=2, dim_head=48, heads=4, ff_mult=4, normformer=T
 @pytest.fixture(scope="module")
 def ref():
     with safe_open(str(FIXTURE), "pt") as f:
-        return f.metadata(), {k: f.get_tensor(k) for k in f}
+        meta = f.metadata()
+    return meta, load_file(str(FIXTURE))
 
 
 @pytest.fixture(scope="module")
