@@ -27,7 +27,7 @@ from app.models import TOY_BACKBONE, load_backbone
 from app.purifiers import PAPER_DEFAULTS, PurifyConfig
 from app.registry import Registry
 from app.scoring import attack_and_score, reference_labels, score
-from app.threat_models import THREAT_MODELS, attacked_model
+from app.threat_models import THREAT_MODELS, attacked_model, check_eot_target, randomised
 from app.zeroshot import TEXT_CACHE, ZeroShotClassifier, build_classifier
 
 VANISHING = 1e-6      # a gradient below this share of the exact one is "vanishing"
@@ -46,6 +46,8 @@ class GradientDiagnostics:
     zero_fraction: float   # share of entries that are exactly 0
     cos_to_exact: float    # cosine with the exact (adaptive, fp32) gradient; nan when either is 0
     exact_norm: float      # ||exact gradient||_2
+    draws: int = 1         # gradients the attacker averaged (EOT K); > 1 only against a randomised defence
+    randomised: bool = False   # the defence draws randomness: the exact gradient is that of the scored draw
 
     def to_dict(self) -> dict:
         return {k: (None if v != v else v) for k, v in asdict(self).items()}   # NaN -> null in JSON
@@ -70,14 +72,23 @@ def exact_setup(classifier: ZeroShotClassifier, blank: torch.Tensor, backbone: s
 
 def gradient_diagnostics(threat_model: str, classifier: ZeroShotClassifier, blank: torch.Tensor,
                          pcfg: PurifyConfig, x: torch.Tensor, labels: torch.Tensor,
-                         exact: tuple[ZeroShotClassifier, torch.Tensor], backbone: str | None = None
-                         ) -> GradientDiagnostics:
-    """Diagnostics of the gradient an attacker gets under `threat_model` at x (batch of one)."""
-    g = _input_gradient(attacked_model(threat_model, classifier, blank, pcfg, backbone), x, labels).float()
-    e = _input_gradient(attacked_model("adaptive", exact[0], exact[1], pcfg, backbone), x, labels).float()
+                         exact: tuple[ZeroShotClassifier, torch.Tensor], backbone: str | None = None,
+                         eot: int = 1) -> GradientDiagnostics:
+    """Diagnostics of the gradient an attacker gets under `threat_model` at x (batch of one).
+
+    Against a randomised defence (CLIPure-Diff) the attacker's gradient is the mean of `eot`
+    draws from its own random stream, as the attack takes it, and the reference is the exact
+    gradient of the draw the defence scores (stream 0), which the attacker never sees: their
+    cosine says how well the attacker's estimate points where it matters, not 1 by construction.
+    """
+    rand = randomised(threat_model, pcfg)
+    attacker = attacked_model(threat_model, classifier, blank, pcfg, backbone)
+    k = eot if rand else 1
+    g = sum(_input_gradient(attacker, x, labels).float() for _ in range(k)) / k
+    e = _input_gradient(attacked_model("adaptive", exact[0], exact[1], pcfg, backbone, stream=0), x, labels).float()
     gn, en = g.norm().item(), e.norm().item()
     cos = F.cosine_similarity(g.flatten(), e.flatten(), dim=0).item() if gn > 0 and en > 0 else float("nan")
-    return GradientDiagnostics(gn, (g == 0).float().mean().item(), cos, en)
+    return GradientDiagnostics(gn, (g == 0).float().mean().item(), cos, en, k, rand)
 
 
 # --- the audit ------------------------------------------------------------------------------
@@ -98,9 +109,13 @@ class Audit:
     checks: list[Check]
     sweep_eps: tuple[float, ...]      # the eps values of the sweep, L-inf in 1/255
     sweep: dict[str, list[float]]     # threat model -> probability of the reference class per sweep eps
+    attack: AttackConfig              # the white-box attack of checks (b), (d), (e) (PGD, with its EOT K)
+    purify: PurifyConfig              # the defence audited (method, T, eta, seed, ...)
+    backbone: str | None = None
 
     def to_dict(self) -> dict:
         return {"label": self.image_label, "threat_model": self.threat_model, "precision": self.precision,
+                "backbone": self.backbone, "attack": asdict(self.attack), "purify": self.purify.to_dict(),
                 "gradient": self.gradient.to_dict(), "checks": [asdict(c) for c in self.checks],
                 "sweep_eps": list(self.sweep_eps), "sweep": self.sweep}
 
@@ -118,13 +133,17 @@ CHECKS = Registry("check", {
 def audit(x: torch.Tensor, classifier: ZeroShotClassifier, blank: torch.Tensor, classnames: Sequence[str],
           threat_model: str, exact: tuple[ZeroShotClassifier, torch.Tensor], precision: str,
           pcfg: PurifyConfig = PAPER_DEFAULTS, eps: float = 8.0, steps: int = 10, seed: int = 0,
-          backbone: str | None = None, on_progress: Callable[[float, str], None] | None = None) -> Audit:
+          backbone: str | None = None, on_progress: Callable[[float, str], None] | None = None,
+          eot: int = 1) -> Audit:
     """Run checks (a)-(f) on one image x (1, 3, S, S) under `threat_model` with PGD (L-inf).
 
-    Every attack it derives (Square with 10x the steps, PGD with 2x, the eps sweep) is checked
-    against the limits before the first one runs, so a bad setting costs nothing.
+    Against a randomised defence every white-box attack (and the gradient of check a) averages
+    `eot` gradients per step (EOT), whatever its threat model; Square needs no gradient. Every
+    attack it derives (Square with 10x the steps, PGD with 2x, the eps sweep) is checked against
+    the limits before the first one runs, so a bad setting costs nothing.
     """
     THREAT_MODELS.check(threat_model)
+    check_eot_target(eot, threat_model, pcfg)
     if check_int("Attack steps", steps, 1, LIMITS.max_attack_steps) > LIMITS.max_attack_steps // 2:
         raise OutOfRangeError(f"The audit doubles the attack steps (check e): give at most "
                               f"{LIMITS.max_attack_steps // 2}, got {steps}.")
@@ -132,8 +151,13 @@ def audit(x: torch.Tensor, classifier: ZeroShotClassifier, blank: torch.Tensor, 
     sweep = sweep_eps()
     say = on_progress or (lambda f, m: None)
     clean = score(classifier, blank, pcfg, x, backbone)
-    base = validate_attack(AttackConfig(attack="PGD", eps=eps, steps=steps, seed=seed, threat_model=threat_model),
-                           classnames)
+    base = validate_attack(AttackConfig(attack="PGD", eps=eps, steps=steps, seed=seed, threat_model=threat_model,
+                                        eot=eot), classnames)
+
+    def under(tm: str, **changes) -> AttackConfig:
+        """The base attack under another threat model: EOT where that model draws randomness."""
+        return replace(base, threat_model=tm, eot=eot if randomised(tm, pcfg) else 1, **changes)
+
     labels = reference_labels(base, clean, classnames)
 
     def fooled(cfg: AttackConfig) -> tuple[bool, float]:
@@ -143,18 +167,19 @@ def audit(x: torch.Tensor, classifier: ZeroShotClassifier, blank: torch.Tensor, 
         return a.outcomes[0].fooled_clipure, float(a.adversarial.trajectory.probs[-1, 0, int(labels[0])])
 
     say(0.0, "gradient diagnostics")
-    grad = gradient_diagnostics(threat_model, classifier, blank, pcfg, x, labels, exact, backbone)
+    grad = gradient_diagnostics(threat_model, classifier, blank, pcfg, x, labels, exact, backbone, eot)
     vanishing = grad.zero_fraction >= 0.99 or grad.norm < VANISHING * max(grad.exact_norm, 1e-30)
     checks = [Check("a", vanishing, f"gradient norm {grad.norm:.3g} ({grad.zero_fraction:.0%} exact zeros) "
                                     f"against {grad.exact_norm:.3g} for the exact fp32 gradient")]
     say(0.1, "the threat model against adaptive and BPDA")
     own = fooled(base)[0]
-    others = {tm: fooled(replace(base, threat_model=tm))[0] for tm in ("adaptive", "bpda") if tm != threat_model}
+    others = {tm: fooled(under(tm))[0] for tm in ("adaptive", "bpda") if tm != threat_model}
     gap = not own and any(others.values())
-    checks.append(Check("b", gap, f"PGD-{steps} at {eps:g}/255 fooled CLIPure: {threat_model} {own}, "
+    pgd = f"PGD-{steps}" + (f" (EOT K={eot} where the defence draws)" if eot > 1 else "")
+    checks.append(Check("b", gap, f"{pgd} at {eps:g}/255 fooled CLIPure: {threat_model} {own}, "
                         + ", ".join(f"{k} {v}" for k, v in others.items())))
     say(0.3, "Square (gradient-free)")
-    square = fooled(replace(base, attack="Square", steps=queries))[0]
+    square = fooled(replace(base, attack="Square", steps=queries, eot=1))[0]
     checks.append(Check("c", square and not own, f"Square ({queries} queries) fooled CLIPure: "
                         f"{square}; PGD under {threat_model}: {own}"))
     say(0.45, "eps sweep")
@@ -163,7 +188,7 @@ def audit(x: torch.Tensor, classifier: ZeroShotClassifier, blank: torch.Tensor, 
     for tm in dict.fromkeys((threat_model, "adaptive")):
         probs = []
         for e in sweep:
-            ok, p = fooled(replace(base, eps=e, threat_model=tm))
+            ok, p = fooled(under(tm, eps=e))
             probs.append(p)
             if tm == threat_model and e == sweep[-1]:
                 success_at_max = ok
@@ -181,13 +206,14 @@ def audit(x: torch.Tensor, classifier: ZeroShotClassifier, blank: torch.Tensor, 
     checks.append(Check("f", noise_fools and not own, f"uniform noise of L-inf {eps:g}/255 fooled CLIPure: "
                         f"{noise_fools}; PGD under {threat_model}: {own}"))
     say(1.0, "done")
-    return Audit(classnames[int(labels[0])], threat_model, precision, grad, checks, sweep, probs_by_tm)
+    return Audit(classnames[int(labels[0])], threat_model, precision, grad, checks, sweep, probs_by_tm, base, pcfg,
+                 backbone)
 
 
 def audit_image(image, classnames, model: str | None = None, template_set: str = "single",
                 precision: str | None = None, threat_model: str = "official", pcfg: PurifyConfig = PAPER_DEFAULTS,
                 eps: float = 8.0, steps: int = 10, seed: int = 0,
-                on_progress: Callable[[float, str], None] | None = None) -> Audit:
+                on_progress: Callable[[float, str], None] | None = None, eot: int = 1) -> Audit:
     """The audit of one image as a user gives it (a path, class names, names of the settings):
     validated and prepared as a request, then `audit` against the exact fp32 gradient."""
     from app.pipeline import prepare  # the pipeline imports this module
@@ -199,7 +225,7 @@ def audit_image(image, classnames, model: str | None = None, template_set: str =
     exact = exact_setup(prep.classifier, prep.blank, prep.backbone.name, prep.classnames, template_set,
                         prep.backbone.precision)
     return audit(prep.x, prep.classifier, prep.blank, prep.classnames, threat_model, exact, prep.backbone.precision,
-                 pcfg, eps, steps, seed, prep.backbone.name, on_progress)
+                 pcfg, eps, steps, seed, prep.backbone.name, on_progress, eot)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -212,11 +238,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--templates", default="single")
     ap.add_argument("--eps", type=float, default=8.0, help="L-inf, in 1/255")
     ap.add_argument("--steps", type=int, default=10)
+    ap.add_argument("--method", default=PAPER_DEFAULTS.method, help="purification method (clipure-cos, clipure-diff)")
+    ap.add_argument("--seed", type=int, default=0, help="purification seed (CLIPure-Diff's draws)")
+    ap.add_argument("--eot", type=int, default=1, help="gradients averaged per attack step against a randomised "
+                                                       "defence (EOT K)")
     ap.add_argument("--json", action="store_true", help="end with one JSON line")
     args = ap.parse_args(argv)
     try:
+        pcfg = replace(PAPER_DEFAULTS, method=args.method, seed=args.seed)
         result = audit_image(args.image, args.classes, args.model, args.templates, args.precision,
-                             args.threat_model, eps=args.eps, steps=args.steps,
+                             args.threat_model, pcfg, eps=args.eps, steps=args.steps, eot=args.eot,
                              on_progress=lambda f, m: print(f"[{100 * f:3.0f}%] {m}", file=sys.stderr, flush=True))
     except CLIPureError as e:
         print(str(e), file=sys.stderr)

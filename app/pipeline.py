@@ -42,7 +42,7 @@ from app.scoring import (
     score_steps,
 )
 from app.streaming import HEARTBEAT_S, EngineClock, in_thread
-from app.threat_models import THREAT_MODELS, attacked_model
+from app.threat_models import THREAT_MODELS, attacked_model, check_eot_target, randomised
 from app.zeroshot import (
     DEFAULT_TEMPLATE_SET,
     TEXT_CACHE,
@@ -103,10 +103,13 @@ def _with_text_progress(fn, name: str):
     return in_thread(work, name)
 
 
-def _prepare(image, classnames, model, template_set, limits, attack, precision, pcfg):
+def _prepare(image, classnames, model, template_set, limits, attack, precision, pcfg, threat_model=None):
     """prepare(), then the purifier's resources for this backbone (CLIPure-Diff: its prior,
-    loaded on the model's device, or one sentence if the backbone has none)."""
+    loaded on the model's device, or one sentence if the backbone has none). The attack's EOT
+    count must meet a randomised model under `threat_model` (default: the attack's own)."""
     prep, acfg = prepare(image, classnames, model, template_set, limits, attack, precision)
+    if acfg is not None:
+        check_eot_target(acfg.eot, threat_model or acfg.threat_model, pcfg)
     PURIFIERS[pcfg.method].check_backbone(prep.backbone.name, prep.backbone.device)
     return prep, acfg
 
@@ -224,7 +227,7 @@ def _run(clock: EngineClock, image, classnames, attack: AttackConfig | None, pur
             exact = exact_setup(prep.classifier, prep.blank, prep.backbone.name, names, template_set,
                                 prep.backbone.precision)
             return gradient_diagnostics(acfg.threat_model, prep.classifier, prep.blank, pcfg, prep.x, labels, exact,
-                                        prep.backbone.name)
+                                        prep.backbone.name, acfg.eot)
         yield from _stream_worker(_with_text_progress(diagnose_, "clipure-diagnose"), 0.95, message, clock, found)
         gradient = found[0]
         timings["diagnose"] = clock.now() - t
@@ -267,12 +270,14 @@ def compare_threat_models(image, classnames, attack: AttackConfig, purify: Purif
                           model: str | None = None, template_set: str = DEFAULT_TEMPLATE_SET,
                           limits: Limits = LIMITS, on_progress=None, precision: str | None = None) -> list[PipelineResult]:
     """The same attack (same seed) under every threat model, on the same image. The clean image
-    is prepared, encoded and purified once; only the attacks and their scoring repeat.
+    is prepared, encoded and purified once; only the attacks and their scoring repeat. An EOT
+    count K > 1 needs a randomised purifier and applies where the attacker queries it (the
+    undefended row attacks bare CLIP with K = 1).
 
     on_progress(fraction, message) is called as each threat model starts.
     """
     pcfg = purify.validate(limits)
-    prep, acfg = _prepare(image, classnames, model, template_set, limits, attack, precision, pcfg)
+    prep, acfg = _prepare(image, classnames, model, template_set, limits, attack, precision, pcfg, "adaptive")
     clean = score(prep.classifier, prep.blank, pcfg, prep.x, prep.backbone.name)
     _check_target(acfg, clean, prep.classnames)
     results = []
@@ -280,7 +285,8 @@ def compare_threat_models(image, classnames, attack: AttackConfig, purify: Purif
         if on_progress is not None:
             on_progress(k / len(THREAT_MODELS), f"{acfg.attack} under the {name} threat model")
         t = time.perf_counter()
-        a = attack_and_score(replace(acfg, threat_model=name), prep.classifier, prep.blank, pcfg, prep.x,
+        eot = acfg.eot if randomised(name, pcfg) else 1
+        a = attack_and_score(replace(acfg, threat_model=name, eot=eot), prep.classifier, prep.blank, pcfg, prep.x,
                              prep.classnames, clean=clean, backbone=prep.backbone.name)
         results.append(_result(prep, template_set, pcfg, clean, a.attack, a.adversarial,
                                {"total": time.perf_counter() - t}))

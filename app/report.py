@@ -129,9 +129,12 @@ def stats_markdown(result: PipelineResult, factor: float) -> str:
 def gradient_text(g: GradientDiagnostics, threat_model: str, precision: str) -> str:
     """The attacker's gradient at the clean input, against the exact fp32 one (stats and audit)."""
     cos = "undefined (a zero gradient)" if g.cos_to_exact != g.cos_to_exact else f"{g.cos_to_exact:.3f}"
-    return (f"**Attacker's gradient** ({threat_model}, {precision}): norm **{g.norm:.3g}** · exactly zero: "
-            f"**{g.zero_fraction:.0%}** of the pixels · cosine with the exact fp32 gradient (norm {g.exact_norm:.3g}): "
-            f"**{cos}**")
+    # A randomised defence: the attacker averages its own draws; the reference is the scored draw's.
+    mean = f", mean of {g.draws} draws" if g.draws > 1 else (", one draw" if g.randomised else "")
+    of = " of the draw the defence scores" if g.randomised else ""
+    return (f"**Attacker's gradient** ({threat_model}, {precision}{mean}): norm **{g.norm:.3g}** · exactly zero: "
+            f"**{g.zero_fraction:.0%}** of the pixels · cosine with the exact fp32 gradient{of} "
+            f"(norm {g.exact_norm:.3g}): **{cos}**")
 
 
 PLOTS = ("prob_plot", "cos_plot", "map_plot")   # the three figures, in figures()' order

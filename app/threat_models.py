@@ -13,7 +13,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from app.purifiers import BACKWARDS, PAPER_DEFAULTS, PurifyConfig, purify, seeded
+from app.errors import UnsupportedError
+from app.purifiers import BACKWARDS, PAPER_DEFAULTS, PURIFIERS, PurifyConfig, purify, seeded
 from app.registry import Registry
 from app.zeroshot import ZeroShotClassifier
 
@@ -52,7 +53,7 @@ class PurifiedClassifier(nn.Module):
     """
 
     def __init__(self, classifier: ZeroShotClassifier, blank: torch.Tensor, cfg: PurifyConfig = PAPER_DEFAULTS,
-                 backward: str = "adaptive", backbone: str | None = None):
+                 backward: str = "adaptive", backbone: str | None = None, stream: int = 1):
         super().__init__()
         self.classifier = classifier
         self.register_buffer("blank", blank.float())
@@ -61,8 +62,9 @@ class PurifiedClassifier(nn.Module):
         self.backward = BACKWARDS.check(backward)
         self.backbone = backbone
         # One generator for the module's life: each forward pass of a randomised purifier
-        # (CLIPure-Diff) sees a fresh draw, as an attacker querying the defence would.
-        self.generator = seeded(cfg, classifier.class_embeddings.device, stream=1)
+        # (CLIPure-Diff) sees a fresh draw, as an attacker querying the defence would. Stream 1
+        # is the attacker's; stream 0 replays the draw that scoring uses (app.purifiers.seeded).
+        self.generator = seeded(cfg, classifier.class_embeddings.device, stream=stream)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         z = F.normalize(self.classifier.encode(x), dim=-1)   # (N, D), unit: purification starts here
@@ -74,7 +76,23 @@ class PurifiedClassifier(nn.Module):
 
 
 def attacked_model(threat_model: str, classifier: ZeroShotClassifier, blank: torch.Tensor,
-                   cfg: PurifyConfig, backbone: str | None = None) -> nn.Module:
+                   cfg: PurifyConfig, backbone: str | None = None, stream: int = 1) -> nn.Module:
     """The module whose gradients the attacker follows under a threat model."""
     backward = THREAT_MODELS[threat_model].backward
-    return classifier if backward == "none" else PurifiedClassifier(classifier, blank, cfg, backward, backbone).eval()
+    return classifier if backward == "none" else PurifiedClassifier(classifier, blank, cfg, backward, backbone,
+                                                                     stream).eval()
+
+
+def randomised(threat_model: str, cfg: PurifyConfig) -> bool:
+    """Whether the model the attacker queries draws randomness (so EOT, K > 1, means something)."""
+    return THREAT_MODELS[threat_model].backward != "none" and PURIFIERS[cfg.method].randomised
+
+
+def check_eot_target(eot: int, threat_model: str, cfg: PurifyConfig) -> None:
+    """EOT averages gradients over a randomised defence's draws: K > 1 against a model that draws
+    nothing (bare CLIP, or a deterministic purifier) costs K times as much for the same gradient."""
+    if eot > 1 and not randomised(threat_model, cfg):
+        what = ("the undefended threat model attacks bare CLIP, which" if THREAT_MODELS[threat_model].backward == "none"
+                else f"{PURIFIERS[cfg.method].label}")
+        raise UnsupportedError(f"EOT averages gradients over a randomised defence's draws, and {what} draws none, "
+                               f"so the EOT count must be 1 here, not {eot}.")

@@ -51,8 +51,8 @@ class EvalConfig:
     steps: int = 10                   # attack iterations
     step_size: float | None = None    # None: the attack registry's default
     threat_models: tuple[str, ...] = (UNDEFENDED,)
-    eot: int | None = None            # gradients averaged per attack step; None: 10 against randomised
-                                      # defences (CLIPure-Diff) where the attack can average, else 1
+    eot: int | None = None            # gradients averaged per attack step against a randomised defence
+                                      # (1 elsewhere); None: 10 under official/adaptive where the attack can
     diagnostics: bool = False         # per image: the attacker's gradient at x (app.audit), +2 passes
     protocol: str | None = None       # the preset the run started from, if any (recorded only)
 

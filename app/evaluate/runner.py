@@ -25,9 +25,9 @@ from app.evaluate.data import Dataset, open_dataset
 from app.evaluate.distributed import World, init_world
 from app.limits import LIMITS
 from app.models import load_backbone
-from app.purifiers import PURIFIERS, PurifyConfig
+from app.purifiers import PurifyConfig
 from app.scoring import Scored, encode, outcomes, score_embeddings
-from app.threat_models import THREAT_MODELS, attacked_model
+from app.threat_models import THREAT_MODELS, attacked_model, randomised
 from app.zeroshot import TEXT_CACHE, build_classifier
 
 RESULTS, CONFIG = "results.jsonl", "config.json"
@@ -115,11 +115,14 @@ class Evaluator:
                 self._attack_config(s, cfg.seed)
 
     def _attack_config(self, s: Setting, seed: int) -> AttackConfig:
-        eot = self.cfg.eot
-        if eot is None:   # the default: 10 draws against a randomised defence, where the attack can
-            randomised = s.purify is not None and PURIFIERS[s.purify.method].randomised
-            eot = 10 if randomised and ATTACKS[s.attack].eot and THREAT_MODELS[s.threat_model].backward in (
+        # K > 1 only where the attacked model draws randomness (a randomised purifier, queried through
+        # the defence): elsewhere every draw is the same and K would only multiply the cost.
+        draws = s.purify is not None and randomised(s.threat_model, s.purify)
+        if self.cfg.eot is None:   # the default: 10 draws where the attack can average them
+            eot = 10 if draws and ATTACKS[s.attack].eot and THREAT_MODELS[s.threat_model].backward in (
                 "official", "adaptive") else 1
+        else:
+            eot = self.cfg.eot if draws else 1
         a = AttackConfig(attack=s.attack, eps=s.eps, steps=self.cfg.steps, step_size=self.cfg.step_size, seed=seed,
                          threat_model=s.threat_model, eot=eot)
         return validate_attack(a, self.classnames, replace(LIMITS, max_eot=max(LIMITS.max_eot, eot)))
@@ -133,8 +136,9 @@ class Evaluator:
         if not hasattr(self, "_exact"):
             self._exact = exact_setup(self.classifier, self.blank, self.backbone.name, self.classnames,
                                       self.cfg.templates, self.backbone.precision)
+        eot = self._attack_config(s, self.cfg.seed).eot
         return [gradient_diagnostics(s.threat_model, self.classifier, self.blank, s.purify, x[i:i + 1], y[i:i + 1],
-                                     self._exact, self.backbone.name).to_dict() for i in range(len(y))]
+                                     self._exact, self.backbone.name, eot).to_dict() for i in range(len(y))]
 
     def _scored(self, purify: PurifyConfig | None, z: torch.Tensor) -> Scored:
         return score_embeddings(self.classifier, self.blank, purify or BARE, z, self.backbone.name)
