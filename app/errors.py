@@ -52,13 +52,18 @@ def _shown(value) -> str:
     return text if len(text) <= 40 else text[:37] + "..."
 
 
+def _number(x) -> str:
+    """A bound as people read it: whole numbers in full (2147483647, not 2.14748e+09)."""
+    return str(int(x)) if float(x).is_integer() else f"{x:g}"
+
+
 def check_range(name: str, value, low, high, unit: str = "") -> float:
     """Return value as a number if low <= value <= high, else raise OutOfRangeError.
 
     Missing values (None, blank text), text that is not a number, booleans, NaN and infinities
     each get their own sentence. Nothing is ever clamped.
     """
-    between = f"between {low:g} and {high:g}{unit}"
+    between = f"between {_number(low)} and {_number(high)}{unit}"
     if value is None or (isinstance(value, str) and not value.strip()):
         raise OutOfRangeError(f"{name} is missing; give a number {between}.")
     if isinstance(value, bool):

@@ -218,3 +218,11 @@ def test_numbers_are_never_clamped():
     for bad in (-1e-9, 32.000001):
         with pytest.raises(OutOfRangeError):
             check_range("L-inf eps", bad, 0, 32)
+
+
+def test_bounds_are_written_as_people_read_them():
+    from app.errors import check_int, check_range
+    with pytest.raises(OutOfRangeError, match=r"between 0 and 2147483647, got -1\.$"):
+        check_int("The purification seed", -1, 0, 2**31 - 1)
+    with pytest.raises(OutOfRangeError, match=r"between 0\.001 and 1000, got 5000\.$"):
+        check_range("The step size", 5000, 0.001, 1000.0)
