@@ -17,7 +17,7 @@ from PIL import Image
 from app.attacks import ATTACKS, AttackConfig, step_size_used
 from app.audit import GradientDiagnostics
 from app.plots import cosine_figure, latent_map_figure, probability_figure
-from app.purifiers import PURIFIERS, Prediction, TrajectoryStep
+from app.purifiers import PURIFIERS, Prediction, PurifyConfig, TrajectoryStep
 from app.results import PipelineResult
 from app.threat_models import THREAT_MODELS
 
@@ -29,6 +29,13 @@ def eps_text(cfg: AttackConfig) -> str:
     if spec.norm == "linf":
         return f"L-inf eps {cfg.eps:g}/255"
     return f"L2 eps {cfg.eps:g}"
+
+
+def defence_text(p: PurifyConfig, eot: int = 1) -> str:
+    """The defence in a few words: its method, and for a randomised one its seed and the attacker's EOT K."""
+    spec = PURIFIERS[p.method]
+    text = f"{spec.label} (T={p.steps}, η={p.step_size:g}"
+    return text + (f", seed {p.seed}, attacker's EOT K={eot})" if spec.randomised else ")")
 
 
 def caption(result: PipelineResult, threat_model: str | None = None) -> str:

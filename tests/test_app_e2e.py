@@ -47,6 +47,9 @@ def test_audit_returns_the_checks_and_the_paper_preset_its_values(client, image)
                          *PURIFY, api_name="/audit")
     assert [c["name"] for c in out["checks"]] == list("abcdef") and out["threat_model"] == "official"
     assert set(out["sweep"]) == {"official", "adaptive"} and "norm" in out["gradient"]
+    # The engine's audit JSON as it is: the attack (with its EOT K), the purification and the backbone.
+    assert out["attack"]["attack"] == "PGD" and out["attack"]["eot"] == 1 and out["backbone"] == "tiny-random"
+    assert out["purify"]["method"] == "clipure-cos" and out["purify"]["seed"] == 0
     preset = client.predict(api_name="/paper_preset")
     assert preset["values"]["attack"] == "AutoAttack-custom" and preset["values"]["precision"] == "fp16"
     assert preset["unmatched"] and "batches of 2" in preset["note"]

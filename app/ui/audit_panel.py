@@ -28,7 +28,8 @@ def _audit(form: Form, on_progress=None) -> Audit:
     """The masking audit of the form's image: PGD (L-inf) at the form's eps, steps and seed, under
     its threat model, with its backbone, templates, precision and purification."""
     return audit_image(form.image, form.classnames, form.backbone, form.template_set, form.values.get("precision"),
-                       form.threat_model, form.purify_config(), form.eps, form.steps, form.seed, on_progress)
+                       form.threat_model, form.purify_config(), form.eps, form.steps, form.seed, on_progress,
+                       eot=form.attack_config().eot)
 
 
 def audit_view(result: Audit, wall_s: float) -> tuple:
@@ -38,9 +39,11 @@ def audit_view(result: Audit, wall_s: float) -> tuple:
     verdict = (f"checks {', '.join(f'({n})' for n in flagged)} flagged: signs of gradient masking" if flagged
                else "no check flagged")
     gradient = report.gradient_text(result.gradient, result.threat_model, result.precision)
-    status = f"**Audit done in {wall_s:.1f} s:** {verdict} (reference class: {result.image_label})."
+    defence = report.defence_text(result.purify, result.attack.eot)
+    status = (f"**Audit done in {wall_s:.1f} s:** {verdict} for {defence} under `{result.threat_model}` "
+              f"(reference class: {result.image_label}).")
     fig = sweep_figure(result.sweep_eps, result.sweep, result.image_label,
-                       f"PGD (L-inf) | threat model: {result.threat_model} | {result.precision}")
+                       f"PGD (L-inf) | threat model: {result.threat_model} | {defence} | {result.precision}")
     return status, pd.DataFrame(rows, columns=AUDIT_COLUMNS), gradient, fig
 
 
