@@ -180,3 +180,61 @@ def test_the_audit_button_shows_its_checks_table_in_view(browser, server):
     assert table.get_by_text("FLAGGED").count() + table.get_by_text("ok", exact=True).count() >= 6
     assert in_viewport(page, "#audit-panel")
     shot(page, "audit-desktop.png")
+
+
+def pick(page, selector, option):
+    """Choose `option` in the dropdown `selector`, as a person does: open it, click the option."""
+    field = page.locator(f"{selector} input").first
+    field.scroll_into_view_if_needed()
+    field.click()
+    page.locator("[role=option]", has_text=option).first.click()
+
+
+def test_the_eot_count_resets_when_it_hides_and_a_bad_one_gets_the_engines_sentence(browser, server):
+    page = open_page(browser, server)
+    page.get_by_text("More settings:").first.click()
+    pick(page, "#backbone", "toy-shapes")
+    expect()(page.locator("#backbone-note")).to_contain_text("toy-shapes", timeout=60_000)
+    page.locator("#examples img").first.click()
+    expect()(page.locator("#input-image img").first).to_be_visible(timeout=20_000)
+    pick(page, "#method", "CLIPure-Diff")
+    eot = page.locator("#eot input")
+    expect()(eot).to_be_visible(timeout=30_000)
+    expect()(page.locator("#method-note")).to_contain_text("AutoAttack-custom")
+
+    # A fractional K is refused in the engine's sentence, not rounded to 2; nothing runs, nothing is marked.
+    eot.fill("2.5")
+    eot.press("Tab")
+    page.locator("#run").click()
+    page.get_by_text(re.compile(r"EOT count .* must be a whole number, got 2\.5")).first.wait_for(timeout=30_000)
+    page.wait_for_timeout(500)
+    assert eot.input_value() == "2.5"
+    assert "Done" not in page.locator("#status").inner_text()
+    assert page.locator("#clean-panel").inner_text().count("%") == 0
+    assert page.locator("[data-testid=status-tracker]:not(.hide) .error").count() == 0   # no red "Error" badges
+    shot(page, "browser-eot-fraction.png")
+    eot.fill("0")
+    eot.press("Tab")
+    page.locator("#run").click()
+    page.get_by_text(re.compile(r"EOT count .* must be between 1 and 32, got 0")).first.wait_for(timeout=30_000)
+
+    # K = 8, then a deterministic method: the field hides and goes back to 1, so Run runs.
+    eot.fill("8")
+    eot.press("Tab")
+    pick(page, "#method", "CLIPure-Cos")
+    expect()(eot).to_be_hidden(timeout=30_000)
+    page.locator("#run").click()
+    expect()(page.locator("#status")).to_contain_text("Done in", timeout=120_000)
+    pick(page, "#method", "CLIPure-Diff")
+    expect()(eot).to_have_value("1", timeout=30_000)
+
+    # The same through a backbone without a prior: the method falls back to CLIPure-Cos, K to 1.
+    eot.fill("8")
+    eot.press("Tab")
+    pick(page, "#backbone", "tiny-random")
+    expect()(page.locator("#backbone-note")).to_contain_text("tiny-random", timeout=60_000)
+    expect()(eot).to_be_hidden(timeout=30_000)
+    page.locator("#run").click()
+    expect()(page.locator("#status")).to_contain_text(re.compile(r"Done in [0-9.]+ s.*MEANINGLESS"), timeout=120_000)
+    assert page.get_by_text(re.compile("EOT count must be 1 here")).count() == 0   # never refused for K = 8
+    page.close()

@@ -148,6 +148,40 @@ def test_clipure_diff_is_offered_only_where_a_prior_exists_and_says_it_is_random
     assert note == "" and not seed["visible"] and not eot["visible"]
 
 
+def test_hiding_the_eot_count_resets_it_to_one():
+    # A hidden field still sends its value: K = 8 left over from CLIPure-Diff would be refused for CLIPure-Cos.
+    _, _, eot = ev.on_method("clipure-cos")
+    assert eot["value"] == 1 and not eot["visible"]
+    _, _, eot = ev.on_method("clipure-diff")
+    assert "value" not in eot                       # shown again: the user's K is theirs to set
+
+
+def test_the_method_note_lists_the_attacks_that_average_and_asks_for_k_above_one():
+    from app.attacks import ATTACKS
+    note, _, _ = ev.on_method("clipure-diff")
+    averaging = [k for k, spec in ATTACKS.items() if spec.eot]
+    assert "AutoAttack-custom" in averaging and f"with {', '.join(averaging)};" in note
+    assert "K > 1" in note and "10" in note and "APGD*" not in note
+
+
+@pytest.mark.parametrize("eot, says", [(2.5, "whole number, got 2.5"), (0, "between 1 and 32, got 0"),
+                                       (100, "between 1 and 32, got 100"), (-1, "between 1 and 32, got -1")])
+def test_a_bad_eot_count_is_refused_in_one_sentence_that_names_it(eot, says):
+    with pytest.raises(gr.Error, match=f"EOT count .* must be .*{says}"):
+        list(cb.run_demo(*values(backbone="toy-shapes", method="clipure-diff", eot=eot)))
+
+
+def test_no_number_field_rounds_or_bounds_what_is_typed():
+    # precision=0 rounds 2.5 to 2 without a word; minimum/maximum answer with Gradio's generic sentence.
+    from app.ui.layout import build_demo
+    demo = build_demo("tiny-random")
+    numbers = [b for b in demo.blocks.values() if isinstance(b, gr.Number)]
+    assert {b.elem_id for b in numbers} >= {"eps", "steps", "p-steps", "p-seed", "eot"}
+    for b in numbers:
+        assert (b.precision, b.minimum, b.maximum) == (None, None, None), (b.label, b.precision)
+        assert b.preprocess(2.5) == 2.5 and b.preprocess(-1) == -1
+
+
 def test_purification_seed_and_eot_reach_the_configs_and_sit_last_in_the_form():
     assert fm.FORM[-2:] == ("p_seed", "eot") and fm.FORM.index("precision") == len(fm.FORM) - 3
     form = fm.Form.of(fm.FORM, values(p_seed=7, eot=3))
@@ -185,6 +219,7 @@ def test_audit_api_returns_the_audit_as_json_and_refuses_bad_input():
     json.dumps(out)
     assert {c["name"] for c in out["checks"]} == set("abcdef")
     assert set(out["gradient"]) >= {"norm", "zero_fraction", "cos_to_exact"} and "official" in out["sweep"]
+    assert out["attack"]["eot"] == 1 and out["purify"]["method"] == "clipure-cos" and out["backbone"] == "tiny-random"
     with pytest.raises(gr.Error, match="L-inf eps must be between 0 and 32"):
         list(ap.audit_api(*values(eps=50)))
 
@@ -202,3 +237,22 @@ def test_paper_preset_sets_the_protocol_and_says_what_is_scaled_down():
     assert all(u in note for u in PROTOCOLS["paper"].unmatched)
     assert "batches of 2" in note and f"{LIMITS.max_request_seconds:.0f} s" in note and "Attack steps" in note
     assert ap.paper_preset_api()["values"] == ap.paper_preset()
+
+
+def test_the_audit_takes_the_forms_eot_count_and_names_the_defence():
+    from app.presets import examples_for
+    path, names = examples_for(True)[0]
+    diff = values(image=path, classnames=names, backbone="toy-shapes", method="clipure-diff", threat_model="adaptive",
+                  steps=1, p_steps=2, p_seed=5, eot=2)
+    *_, out = ap.audit_api(*diff)
+    assert out["attack"]["eot"] == 2 and (out["purify"]["method"], out["purify"]["seed"]) == ("clipure-diff", 5)
+    assert out["gradient"]["draws"] == 2
+    status, _, gradient, fig = list(ap.audit_demo(*diff))[-1]
+    assert "CLIPure-Diff" in status and "seed 5" in status and "EOT K=2" in status
+    assert "mean of 2 draws" in gradient
+    title = fig.get_suptitle().replace("\n", " ")
+    assert "CLIPure-Diff" in title and "seed 5" in title and "EOT K=2" in title
+    status, *_ = list(ap.audit_demo(*values(threat_model="official", steps=2)))[-1]
+    assert "CLIPure-Cos" in status and "seed" not in status and "EOT" not in status
+    with pytest.raises(gr.Error, match="EOT count must be 1 here, not 2"):   # CLIPure-Cos draws nothing
+        list(ap.audit_demo(*values(threat_model="adaptive", steps=2, eot=2)))

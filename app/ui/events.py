@@ -60,14 +60,25 @@ def on_method_menu(backbone, method):
     return gr.update(choices=choices, value=keep)
 
 
+def eot_attacks() -> list[str]:
+    """The attacks that can average K gradients per step (EOT), from the attack registry."""
+    return [name for name, spec in ATTACKS.items() if spec.eot]
+
+
 def on_method(method):
-    """A randomised purifier (CLIPure-Diff) says so and shows its seed and the attacker's EOT count."""
+    """A randomised purifier (CLIPure-Diff) says so and shows its seed and the attacker's EOT count.
+
+    A deterministic one hides both, and the EOT count goes back to 1 as it hides: a hidden field
+    still sends its value, and the engine refuses K > 1 against a defence that draws nothing."""
     spec = PURIFIERS.get(method)
     randomised = bool(spec and spec.randomised)
+    if not randomised:
+        return "", gr.update(visible=False), gr.update(visible=False, value=1)
     note = (f"**{spec.label} is a randomised defence:** each purification step draws a random diffusion "
-            f"timestep, so the purification seed fixes one draw, and an adaptive attacker should average "
-            f"its gradient over K draws (EOT, attacks PGD and APGD*)." if randomised else "")
-    return note, gr.update(visible=randomised), gr.update(visible=randomised)
+            f"timestep and noise; the purification seed fixes the draws (the same seed repeats them). An honest "
+            f"adaptive attacker averages its gradient over K draws per step (EOT K > 1; evaluations use 10), "
+            f"with {', '.join(eot_attacks())}; the default K = 1 is one draw, a weak attacker.")
+    return note, gr.update(visible=True), gr.update(visible=True)
 
 
 def on_backbone(name, active):

@@ -80,9 +80,11 @@ def _inputs(c: dict) -> dict:
                                                 min_width=120)
             with gr.Row():
                 # Numbers, not sliders: a slider clamps what is typed; the engine refuses it in one sentence.
+                # No precision=0, minimum or maximum on any gr.Number: Gradio would round 2.5 to 2 without a
+                # word, or answer with its own generic sentence; the engine's checks name the field.
                 c["eps"] = gr.Number(4, label="eps (L-inf, in 1/255)", elem_id="eps", min_width=90)
-                c["steps"] = gr.Number(10, label="Attack steps", precision=0, elem_id="steps", min_width=90)
-                c["p_steps"] = gr.Number(PAPER_DEFAULTS.steps, label="Purify steps T", precision=0,
+                c["steps"] = gr.Number(10, label="Attack steps", elem_id="steps", min_width=90)
+                c["p_steps"] = gr.Number(PAPER_DEFAULTS.steps, label="Purify steps T",
                                          elem_id="p-steps", min_width=90)
                 c["p_step_size"] = gr.Number(PAPER_DEFAULTS.step_size, label="Step size η", min_width=90)
             with gr.Row(elem_id="run-row"):
@@ -112,7 +114,7 @@ def _settings(c: dict) -> dict:
     with gr.Accordion("More settings: model, classes, attack and purification details", open=False):
         with gr.Row():
             c["backbone"] = gr.Dropdown([(f"{k} — {v.description}", k) for k, v in BACKBONES.items()],
-                                        value=c["_start"], label="Backbone")
+                                        value=c["_start"], label="Backbone", elem_id="backbone")
             c["_preset"] = gr.Dropdown(presets_for(c["_start"]), label="Class-name presets", value=None)
         with gr.Row():
             c["template_set"] = gr.Radio(list(TEMPLATE_SETS), value=c["_templates"], label="Prompt templates",
@@ -124,7 +126,7 @@ def _settings(c: dict) -> dict:
         c["_attack_note"] = gr.Markdown(ev.on_attack("PGD")[1])
         with gr.Row():
             c["step_size"] = gr.Number(0, label="Attack step size (eps units; 0 = eps/4)")
-            c["seed"] = gr.Number(0, label="Seed", precision=0)
+            c["seed"] = gr.Number(0, label="Seed")
             c["targeted"] = gr.Checkbox(False, label="Targeted")
             c["target"] = gr.Dropdown([], label="Target class", interactive=True, allow_custom_value=True)
         with gr.Row():
@@ -136,12 +138,12 @@ def _settings(c: dict) -> dict:
                                        label="Gradient norm scope", info="batch = the official code's coupling")
         c["_method_note"] = gr.Markdown(elem_id="method-note")
         with gr.Row():
-            # Shown for randomised purifiers only (CLIPure-Diff); hidden widgets still send their values.
-            c["p_seed"] = gr.Number(PAPER_DEFAULTS.seed, label="Purification seed", precision=0, visible=False,
+            # Shown for randomised purifiers only (CLIPure-Diff); hidden widgets still send their values,
+            # so hiding the EOT count resets it to 1 (events.on_method).
+            c["p_seed"] = gr.Number(PAPER_DEFAULTS.seed, label="Purification seed", visible=False,
                                     elem_id="p-seed", min_width=90)
             c["eot"] = gr.Number(1, label=f"EOT K: gradients the attacker averages per step (1-{LIMITS.max_eot})",
-                                 precision=0, minimum=1, maximum=LIMITS.max_eot, visible=False, elem_id="eot",
-                                 min_width=90)
+                                 visible=False, elem_id="eot", min_width=90)
         c["_defaults"] = gr.Button("Restore the paper's defaults (T=10, η=30, γ=0, L2)", size="sm")
     return c
 
@@ -262,7 +264,8 @@ def build_demo(backbone: str, notice: str | None = None) -> gr.Blocks:
         c["backbone"].change(ev.on_backbone, [c["backbone"], active],
                              [c["backbone"], active, c["_examples"], c["classnames"], c["_backbone_note"],
                               c["_preset"]], **private).then(
-            ev.on_method_menu, [active, c["method"]], c["method"], **private)
+            ev.on_method_menu, [active, c["method"]], c["method"], **private).then(
+            ev.on_method, c["method"], [c["_method_note"], c["p_seed"], c["eot"]], **private)
         c["method"].change(ev.on_method, c["method"], [c["_method_note"], c["p_seed"], c["eot"]], **private)
         c["template_set"].change(ev.on_template_set, [c["template_set"], c["classnames"], active],
                                  c["_template_note"], **private)
