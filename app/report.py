@@ -74,6 +74,15 @@ def yes_no(ok: bool) -> str:
     return "yes" if ok else "no"
 
 
+def clean_change(result: PipelineResult) -> str | None:
+    """'red circle → yellow square' when CLIPure changed bare CLIP's answer on the clean image, else None.
+
+    Then an attack that "failed" against CLIPure only left it on its already changed answer."""
+    if result.clean_purified.index == result.clean.index:
+        return None
+    return f"{result.clean.label} → {result.clean_purified.label}"
+
+
 def caveats(result: PipelineResult) -> list[str]:
     """One sentence for each thing a reader must know before reading the yes/no answers."""
     out = []
@@ -91,7 +100,10 @@ def caveats(result: PipelineResult) -> list[str]:
     if math.isinf(a.psnr_db):
         out.append(f"{cfg.attack} returned the clean image unchanged: it found no adversarial example.")
     elif o.failed:
-        out.append("The attack failed: neither bare CLIP nor CLIPure changed its answer.")
+        changed = clean_change(result)
+        out.append("The attack failed: neither bare CLIP nor CLIPure changed its answer." if changed is None else
+                   f"The attack failed: neither bare CLIP nor CLIPure changed its answer, but CLIPure had already "
+                   f"changed the clean answer ({changed}).")
     return out
 
 
@@ -100,8 +112,7 @@ def outcome_notes(result: PipelineResult) -> dict[str, str]:
     notes = {"clean_note": "", "adv_note": "", "purified_note": ""}
     bare, pur = result.clean.label, result.clean_purified.label
     notes["clean_note"] = (f"CLIPure on the clean image: **changed** the answer to {pur} (bare CLIP: {bare})."
-                           if result.clean_purified.index != result.clean.index else
-                           f"CLIPure on the clean image: **same** answer ({pur}).")
+                           if clean_change(result) else f"CLIPure on the clean image: **same** answer ({pur}).")
     if result.attack is None:
         return notes
     o, cfg = result.outcome, result.attack_config
@@ -115,6 +126,11 @@ def outcome_notes(result: PipelineResult) -> dict[str, str]:
     over = " (but past eps: see below)" if o.exceeds_eps else ""
     notes["adv_note"] = sentence("bare CLIP", o.fooled_clip, bare, result.adversarial.label) + over
     notes["purified_note"] = sentence("CLIPure", o.fooled_clipure, pur, result.purified.label) + over
+    changed = clean_change(result)
+    if changed is not None:   # the verdict is about CLIPure's own clean answer, which is not bare CLIP's
+        notes["purified_note"] += (f" CLIPure had **already changed the clean answer** ({changed})" +
+                                   (f", so “failed” only means it stayed on {pur}." if not o.fooled_clipure
+                                    else "."))
     return notes
 
 

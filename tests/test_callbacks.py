@@ -102,6 +102,21 @@ def test_every_yes_no_comes_from_the_one_outcome():
     assert row["fooled CLIPure"].startswith("yes" if o.fooled_clipure else "no")
 
 
+def test_the_status_says_when_clipure_had_already_changed_the_clean_answer():
+    from app.presets import EXAMPLES_DIR
+    final = dict(zip(fm.RUN_OUTPUTS, list(cb.run_demo(*values(
+        image=str(EXAMPLES_DIR / "toy-red-circle.png"), classnames="red circle, red square, yellow square, blue square",
+        backbone="toy-shapes", method="clipure-diff", threat_model="undefended", eps=4, steps=1, p_steps=10)))[-1]))
+    r = final["result_state"]
+    assert r.outcome.clipure_changed_clean and not r.outcome.fooled_clipure   # the toy prior: wrong before any attack
+    status = final["status"]
+    assert "on CLIPure: **failed**" in status and "already changed the clean answer" in status
+    assert f"({r.clean.label} → {r.clean_purified.label})" in status and "left it there" in status
+    assert "already changed the clean answer" in final["purified_note"]
+    other = dict(zip(fm.RUN_OUTPUTS, list(cb.run_demo(*values()))[-1]))["result_state"]
+    assert ("already changed" in cb.done_status(other, 1.0)) == other.outcome.clipure_changed_clean
+
+
 def test_a_target_equal_to_the_clean_class_is_refused_in_one_sentence():
     clean = list(cb.classify_api(*values(fm.COMMON + fm.PRECISION)))[-1]["label"]
     with pytest.raises(gr.Error, match="already the clean prediction"):

@@ -69,3 +69,30 @@ def test_compare_table_has_a_row_per_threat_model(noise_image):
     for row, r in zip(table["data"], results):    # the yes/no columns are the scorer's Outcome
         assert row[3] == ("yes" if r.outcome.fooled_clip else "no")
         assert row[4] == ("yes" if r.outcome.fooled_clipure else "no")
+
+
+@pytest.fixture(scope="module")
+def changed_clean():
+    """CLIPure-Diff with the small toy prior moves the red circle to yellow square before any attack."""
+    from app.presets import EXAMPLES_DIR
+    names = "red circle, red square, yellow square, yellow circle, blue square, green triangle"
+    r = run_pipeline(EXAMPLES_DIR / "toy-red-circle.png", names, AttackConfig(attack="PGD", eps=4, steps=1),
+                     PurifyConfig(method="clipure-diff", seed=0), model="toy-shapes", template_set="single")
+    assert r.outcome.clipure_changed_clean and not r.outcome.fooled_clipure, (r.clean.label, r.clean_purified.label)
+    return r
+
+
+def test_a_failed_attack_on_clipure_says_clipure_had_already_changed_the_clean_answer(changed_clean):
+    r = changed_clean
+    change = f"{r.clean.label} → {r.clean_purified.label}"
+    assert report.clean_change(r) == change
+    note = report.outcome_notes(r)["purified_note"]
+    assert "**failed**" in note and "already changed the clean answer" in note and change in note, note
+    assert f"only means it stayed on {r.clean_purified.label}" in note
+    assert any("already changed the clean answer" in c and change in c for c in report.caveats(r))
+
+
+def test_the_clean_change_is_said_exactly_when_the_outcome_has_it(result):
+    changed = result.outcome.clipure_changed_clean
+    assert (report.clean_change(result) is not None) == changed
+    assert ("already changed" in report.outcome_notes(result)["purified_note"]) == changed

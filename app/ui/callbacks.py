@@ -98,7 +98,11 @@ def done_status(r, wall_s: float | None) -> str:
     text = f"**Done in {took}.**"
     if r.outcome is not None:
         text += (f" Attack on bare CLIP: **{'succeeded' if r.outcome.fooled_clip else 'failed'}**; "
-                 f"on CLIPure: **{'succeeded' if r.outcome.fooled_clipure else 'failed'}**.")
+                 f"on CLIPure: **{'succeeded' if r.outcome.fooled_clipure else 'failed'}**")
+        changed = report.clean_change(r)
+        text += "." if changed is None else (f", but CLIPure had already changed the clean answer ({changed})" +
+                                             (", and the attack left it there." if not r.outcome.fooled_clipure
+                                              else "."))
     if r.meaningless:
         text += " Random weights: the predictions are MEANINGLESS."
     return text
