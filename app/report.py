@@ -199,13 +199,21 @@ def streamed_figure(steps: list[TrajectoryStep], classnames, top_k: int = 5):
                               top_k)
 
 
+def step_measure(cos_to_blank, prior_loss=None) -> str:
+    """What a purification step optimises, at that step: CLIPure-Diff's prior loss (one draw: its own
+    t and noise), else CLIPure-Cos's cosine to the blank. Arguments: (N,) tensors, image 0 shown."""
+    if prior_loss is not None:
+        return f"prior loss **{float(prior_loss[0]):.4f}** (one draw)"
+    return f"cos to the blank **{float(cos_to_blank[0]):.4f}**"
+
+
 def step_markdown(result: PipelineResult, step: int) -> str:
     """What the replay slider shows for one purification step."""
     traj = result.trajectory
     which = "adversarial" if result.adv_trajectory is not None else "clean"
+    loss = None if traj.prior_loss is None else traj.prior_loss[step]
     return (f"**Step {step}/{traj.steps}** of the {which} trajectory: top-1 "
-            f"**{traj.prediction(step, result.classnames).label}**, cos to the blank "
-            f"**{float(traj.cos_to_blank[step, 0]):.4f}**")
+            f"**{traj.prediction(step, result.classnames).label}**, {step_measure(traj.cos_to_blank[step], loss)}")
 
 
 def export(result: PipelineResult, folder: Path) -> dict[str, Path | float]:

@@ -215,6 +215,20 @@ def test_clipure_diff_run_plots_the_prior_loss_per_step():
     fig = ev.on_plot_tab(r, r.trajectory.steps, "cos_plot")
     assert len(fig.axes) == 2 and "prior" in fig.axes[1].get_title()
     assert len(fig.axes[1].get_lines()[0].get_ydata()) == 3   # T + 1 points
+    # The replay reports what CLIPure-Diff optimises, the prior loss at that step, not the unused blank.
+    _, note, *_ = ev.on_replay(r, 1)
+    assert f"prior loss **{float(r.trajectory.prior_loss[1, 0]):.4f}**" in note and "blank" not in note
+    assert "blank" in ev.on_replay(dict(zip(fm.RUN_OUTPUTS, list(cb.run_demo(*values()))[-1]))["result_state"], 1)[1]
+
+
+def test_streamed_status_of_clipure_diff_shows_the_prior_loss():
+    from app.presets import examples_for
+    path, names = examples_for(True)[0]
+    statuses = [dict(zip(fm.RUN_OUTPUTS, u))["status"] for u in cb.run_demo(*values(
+        image=path, classnames=names, backbone="toy-shapes", method="clipure-diff", p_steps=2, steps=1,
+        threat_model="undefended"))]
+    purifying = [s for s in statuses if isinstance(s, str) and "top-1" in s]
+    assert purifying and all("prior loss" in s and "blank" not in s for s in purifying)
 
 
 def test_audit_streams_progress_then_the_checks_table_and_the_sweep():

@@ -58,8 +58,8 @@ def run_demo(*values):
             last_yield = now
             top1 = names[int(s.top1[0])]
             update = dict(purified_label=report.step_prediction(s, names).top(TOP_K, names),
-                          status=progress_text(event.fraction, f"{event.message}, cos to blank "
-                                               f"{float(s.cos_to_blank[0]):.3f}, top-1 {top1}"))
+                          status=progress_text(event.fraction, f"{event.message}, "
+                                               f"{report.step_measure(s.cos_to_blank, s.prior_loss)}, top-1 {top1}"))
             if now - last_draw >= STREAM_PLOT_INTERVAL_S:
                 update["prob_plot"] = report.streamed_figure(steps, names, TOP_K)   # only the plot in view
                 last_draw = time.monotonic()
