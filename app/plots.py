@@ -2,8 +2,8 @@
 
 Every figure shows every computed step as a point: oscillation (the 2-cycle of the official
 defaults) is drawn, never smoothed. Titles carry the caption that names the threat model,
-attack, eps, steps and backbone. Text is at least 10 pt and legends sit outside the axes; the
-figures are drawn on white, and the page inverts them in its dark theme (app/ui/layout.py CSS).
+attack, eps, steps and backbone. Text is at least 10 pt and legends sit outside the axes (to
+the right; below, in a phone's stacked layout, `narrow`); the figures are drawn on white, and the page inverts them in its dark theme (app/ui/layout.py CSS).
 """
 from __future__ import annotations
 
@@ -31,6 +31,28 @@ def _figure(w: float, h: float, ncols: int = 1, right: float = 0.97) -> tuple[Fi
     return fig, list(axes)
 
 
+def _stacked(rows: int, caption: str, legend_rows: int = 1, panel_h: float = 2.3) -> tuple[Figure, list]:
+    """A phone's layout: `rows` panels stacked in a figure about a phone's width (4.6 in = 331 px at 72 dpi,
+    so text keeps its size), the caption above and a legend of `legend_rows` rows below (fig.legend)."""
+    width = 4.6
+    cap_lines = len(textwrap.wrap(caption, int(width * 12.5))) if caption else 0
+    top_in, gap_in, bottom_in = 0.2 * cap_lines + 0.4, 0.75, 0.55 + 0.2 * legend_rows
+    height = top_in + rows * panel_h + (rows - 1) * gap_in + bottom_in
+    fig = Figure(figsize=(width, height), dpi=72)
+    axes = list(fig.subplots(rows, 1, squeeze=False)[:, 0])
+    fig.subplots_adjust(left=0.17, right=0.95, top=1 - top_in / height, bottom=bottom_in / height,
+                        hspace=gap_in / panel_h)
+    for ax in axes:
+        ax.tick_params(labelsize=SMALL)
+    return fig, axes
+
+
+def _legend_below(fig: Figure, ax) -> None:
+    """The legend at the foot of a stacked (phone) figure, two entries a row."""
+    fig.legend(*ax.get_legend_handles_labels(), fontsize=SMALL, loc="lower center", ncol=2, frameon=False,
+               bbox_to_anchor=(0.5, 0.0), columnspacing=1.0, handlelength=1.5)
+
+
 def _legend_outside(ax) -> None:
     """The legend to the right of the axes, never over the data ("best" is also slow)."""
     ax.legend(fontsize=SMALL, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0, frameon=False)
@@ -41,8 +63,11 @@ def _mark_step(axes, step: int | None) -> None:
     if step is not None:
         for ax in axes:
             ax.axvline(step, color="black", lw=1.2, ls=":", alpha=0.8)
-            ax.annotate(f"step {step}", (step, 1.0), xycoords=("data", "axes fraction"), xytext=(3, -12),
-                        textcoords="offset points", fontsize=SMALL)
+            # Right of the line, or left of it in the right half, so it never runs into the legend.
+            lo, hi = ax.get_xlim()
+            left = step > (lo + hi) / 2
+            ax.annotate(f"step {step}", (step, 1.0), xycoords=("data", "axes fraction"), xytext=(-3 if left else 3, -12),
+                        textcoords="offset points", fontsize=SMALL, ha="right" if left else "left")
 
 
 def _caption(fig: Figure, caption: str) -> None:
@@ -66,14 +91,17 @@ def _top_classes(probs: np.ndarray, k: int, must: Sequence[int]) -> list[int]:
 
 def probability_figure(traces: dict[str, np.ndarray], classnames: Sequence[str], clean_idx: int,
                        target_idx: int | None = None, caption: str = "", top_k: int = 5,
-                       step: int | None = None) -> Figure:
+                       step: int | None = None, narrow: bool = False) -> Figure:
     """Per-step class probabilities. traces: panel title -> (T+1, C) probabilities.
 
     The classes shown (top_k by peak probability over all panels, plus the clean prediction and
     the target) keep one colour across panels. The clean prediction is a thick blue line, the
-    target (if any) a dashed red one.
+    target (if any) a dashed red one. narrow: a phone's layout, panels stacked, the legend below.
     """
-    fig, axes = _figure(3.6 * len(traces) + 2.4, 3.6, len(traces), right=1 - 2.3 / (3.6 * len(traces) + 2.4))
+    if narrow:
+        fig, axes = _stacked(len(traces), caption, legend_rows=(min(top_k, len(classnames)) + 2) // 2, panel_h=2.0)
+    else:
+        fig, axes = _figure(3.6 * len(traces) + 2.4, 3.6, len(traces), right=1 - 2.3 / (3.6 * len(traces) + 2.4))
     peak = np.max(np.stack([p.max(axis=0) for p in traces.values()]), axis=0)   # (C,)
     colours = iter(OTHER_COLOURS)
     styles = {}
@@ -94,19 +122,26 @@ def probability_figure(traces: dict[str, np.ndarray], classnames: Sequence[str],
         # Every step is a point; tick labels at most every other step (text is the costly part).
         ax.set_xticks(np.unique(np.linspace(0, steps[-1], min(len(steps), 6)).round()))
         ax.grid(alpha=0.3)
-    axes[0].set_ylabel("probability", fontsize=FONT)
-    _legend_outside(axes[-1])   # one legend: colours are shared
+    for ax in axes if narrow else axes[:1]:
+        ax.set_ylabel("probability", fontsize=FONT)
+    if narrow:   # one legend: colours are shared
+        _legend_below(fig, axes[-1])
+    else:
+        _legend_outside(axes[-1])
     _mark_step(axes, step)
     _caption(fig, caption)
     return fig
 
 
 def cosine_figure(cosines: dict[str, Sequence[float]], caption: str = "", step: int | None = None,
-                  prior_losses: dict[str, Sequence[float]] | None = None) -> Figure:
+                  prior_losses: dict[str, Sequence[float]] | None = None, narrow: bool = False) -> Figure:
     """cos(z_t, b) per step for each trajectory; with `prior_losses` (CLIPure-Diff), a second
-    panel shows the diffusion prior's loss per step, in the same colours."""
+    panel shows the diffusion prior's loss per step, in the same colours. narrow: a phone's
+    layout, the panels stacked and the legend below."""
     colours = ["#d62728", "#1f77b4", "#2ca02c", "#9467bd"]
-    if prior_losses:
+    if narrow:
+        fig, axes = _stacked(2 if prior_losses else 1, caption)
+    elif prior_losses:
         fig, axes = _figure(10.0, 3.6, 2, right=0.8)
         fig.subplots_adjust(wspace=0.3)
     else:
@@ -124,7 +159,10 @@ def cosine_figure(cosines: dict[str, Sequence[float]], caption: str = "", step: 
     for a in axes:
         a.set_xlabel("purification step", fontsize=FONT)
         a.grid(alpha=0.3)
-    _legend_outside(axes[-1])
+    if narrow:
+        _legend_below(fig, axes[-1])
+    else:
+        _legend_outside(axes[-1])
     _mark_step(axes, step)
     _caption(fig, caption)
     return fig

@@ -163,14 +163,16 @@ def gradient_text(g: GradientDiagnostics, threat_model: str, precision: str) -> 
 PLOTS = ("prob_plot", "cos_plot", "map_plot")   # the three figures, in figures()' order
 
 
-def figure(result: PipelineResult, which: str, top_k: int = 5, step: int | None = None):
+def figure(result: PipelineResult, which: str, top_k: int = 5, step: int | None = None, narrow: bool = False):
     """One of the three figures (a name in PLOTS): the page draws only the one in view."""
-    return figures(result, top_k, step, only=which)[PLOTS.index(which)]
+    return figures(result, top_k, step, only=which, narrow=narrow)[PLOTS.index(which)]
 
 
-def figures(result: PipelineResult, top_k: int = 5, step: int | None = None, only: str | None = None):
+def figures(result: PipelineResult, top_k: int = 5, step: int | None = None, only: str | None = None,
+            narrow: bool = False):
     """(per-step probabilities, cosine to the blank, latent map) Figures for a result; `step`
-    marks one step on each (the replay slider). only: draw that one (a name in PLOTS), None the rest."""
+    marks one step on each (the replay slider). only: draw that one (a name in PLOTS), None the rest.
+    narrow: a phone's layout for the step plots (panels stacked, legends below)."""
     cap = caption(result)
     a = result.attack_config
     target = result.classnames.index(a.target) if a is not None and a.targeted else None
@@ -179,10 +181,10 @@ def figures(result: PipelineResult, top_k: int = 5, step: int | None = None, onl
         traces = {"adversarial input": result.adv_trajectory, **traces}
     draw = lambda name: only is None or only == name  # noqa: E731
     return (probability_figure({k: t.probs[:, 0].numpy() for k, t in traces.items()}, result.classnames,
-                               result.clean.index, target, cap, top_k, step) if draw("prob_plot") else None,
+                               result.clean.index, target, cap, top_k, step, narrow) if draw("prob_plot") else None,
             cosine_figure({k: t.cos_to_blank[:, 0].tolist() for k, t in traces.items()}, cap, step,
-                          {k: t.prior_loss[:, 0].tolist() for k, t in traces.items() if t.prior_loss is not None})
-            if draw("cos_plot") else None,
+                          {k: t.prior_loss[:, 0].tolist() for k, t in traces.items() if t.prior_loss is not None},
+                          narrow) if draw("cos_plot") else None,
             latent_map_figure({k: t.embeddings[:, 0] for k, t in traces.items()}, result.class_embeddings,
                               result.blank, result.classnames, cap, step=step) if draw("map_plot") else None)
 

@@ -89,6 +89,25 @@ def test_after_run_the_predictions_and_status_are_in_view(browser, server, viewp
         page.get_by_role("tab", name="Map").click()
         expect()(page.locator("#map-plot img")).to_be_visible(timeout=30_000)
         assert page.locator("#map-plot img").get_attribute("alt")
+    else:
+        # The block label sits above each big prediction, not over it.
+        for panel in ("#clean-panel", "#adv-panel", "#purified-panel"):
+            label = page.locator(f"{panel} [data-testid=block-label]").bounding_box()
+            answer = page.locator(f"{panel} [data-testid=label-output-value]").bounding_box()
+            assert label["y"] + label["height"] <= answer["y"] + 1, (panel, label, answer)
+        # The step plots are drawn for the phone: stacked and tall enough to read, not a 110 px strip.
+        page.get_by_role("tab", name="Cosine").click()
+        cos = page.locator("#cos-plot img")
+        expect()(cos).to_be_visible(timeout=30_000)
+        cos.scroll_into_view_if_needed()
+        box = cos.bounding_box()
+        assert box["height"] >= 250 and box["width"] <= viewport["width"], box
+        label = page.locator("#cos-plot [data-testid=block-label]").bounding_box()
+        assert label["y"] + label["height"] <= box["y"] + 1, (label, box)   # the caption is not covered
+        assert page.evaluate("document.documentElement.scrollWidth") <= viewport["width"] + 1
+        shot(page, "browser-phone-cosine.png")
+        page.get_by_role("tab", name="Probabilities").click()
+        assert page.locator("#prob-plot img").bounding_box()["height"] >= 250
     page.close()
 
 

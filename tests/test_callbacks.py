@@ -74,7 +74,8 @@ def test_replay_shows_the_prediction_at_the_chosen_step():
     marked = ev.on_plot_tab(r, 2, "cos_plot")                               # its tab opened: drawn, step marked
     assert any(line.get_xdata()[0] == 2 for line in marked.axes[0].lines if len(line.get_xdata()) == 2)
     after = ev.on_plots_after_run(r, 0, "map_plot")
-    assert not hasattr(after[0], "axes") and after[1].axes
+    assert not hasattr(after[0], "axes") and not hasattr(after[1], "axes") and after[2].axes
+    assert not hasattr(ev.on_plots_after_run(r, 0, "prob_plot")[0], "axes")   # the run drew it already
     assert ev.on_replay(None, 2)[0] is not None   # no run yet: nothing changes (gr.skip)
 
 
@@ -215,6 +216,20 @@ def test_clipure_diff_run_plots_the_prior_loss_per_step():
     fig = ev.on_plot_tab(r, r.trajectory.steps, "cos_plot")
     assert len(fig.axes) == 2 and "prior" in fig.axes[1].get_title()
     assert len(fig.axes[1].get_lines()[0].get_ydata()) == 3   # T + 1 points
+    # On a phone (narrow) the two panels are stacked and the legend goes below: readable at 390 px.
+    phone = ev.on_plot_tab(r, 1, "cos_plot", True)
+    top, bottom = (ax.get_position() for ax in phone.axes[:2])
+    assert top.y0 > bottom.y1 and abs(top.x0 - bottom.x0) < 1e-6              # one above the other
+    w, h = phone.get_size_inches()
+    assert w <= 5 and h > w and phone.legends and not phone.axes[1].get_legend()
+    assert fig.get_size_inches()[0] == 10.0                                    # the desktop figure unchanged
+    marker = [t for t in phone.axes[0].texts if t.get_text() == "step 1"]
+    assert marker and marker[0].get_ha() == "left"
+    last = ev.on_plot_tab(r, 2, "cos_plot", True).axes[0].texts
+    assert [t.get_ha() for t in last if t.get_text() == "step 2"] == ["right"]   # not into the legend
+    probs = ev.on_plot_tab(r, 1, "prob_plot", True)
+    assert probs.get_size_inches()[0] <= 5 and probs.axes[0].get_position().y0 > probs.axes[1].get_position().y1
+    assert ev.on_plots_after_run(r, 1, "prob_plot", True)[0].axes              # redrawn for the phone
     # The replay reports what CLIPure-Diff optimises, the prior loss at that step, not the unused blank.
     _, note, *_ = ev.on_replay(r, 1)
     assert f"prior loss **{float(r.trajectory.prior_loss[1, 0]):.4f}**" in note and "blank" not in note

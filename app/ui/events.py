@@ -25,27 +25,31 @@ from app.ui.callbacks import TOP_K
 
 # --- page events ----------------------------------------------------------------------------
 
-def on_replay(result, step, in_view="prob_plot"):
+def on_replay(result, step, in_view="prob_plot", narrow=False):
     """Inspect one purification step of the last run: its prediction, and a marker on the plot in
     view (the others are drawn, with the marker, when their tab is opened)."""
     if result is None:
         return gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip()
     step = int(min(max(step, 0), result.trajectory.steps))
     label = result.trajectory.prediction(step, result.classnames).top(TOP_K, result.classnames)
-    plots = [on_plot_tab(result, step, p) if p == in_view else gr.skip() for p in report.PLOTS]
+    plots = [on_plot_tab(result, step, p, narrow) if p == in_view else gr.skip() for p in report.PLOTS]
     return label, report.step_markdown(result, step), *plots
 
 
-def on_plots_after_run(result, step, in_view: str):
-    """After a run: (cosine, map) drawn if its tab is the one open, else left as the run left it."""
-    return tuple(on_plot_tab(result, step, p) if p == in_view else gr.skip() for p in ("cos_plot", "map_plot"))
+def on_plots_after_run(result, step, in_view: str, narrow=False):
+    """After a run: (probabilities, cosine, map). The plot in view is drawn, unless it is the
+    probabilities on a wide screen, which the run drew itself; a phone (`narrow`) gets it again
+    with its panels stacked. The rest are left as the run left them."""
+    return tuple(on_plot_tab(result, step, p, narrow) if p == in_view and (narrow or p != "prob_plot")
+                 else gr.skip() for p in report.PLOTS)
 
 
-def on_plot_tab(result, step, which: str):
-    """Draw one plot (a name in report.PLOTS) when its tab comes into view, at the replay step."""
+def on_plot_tab(result, step, which: str, narrow=False):
+    """Draw one plot (a name in report.PLOTS) when its tab comes into view, at the replay step;
+    narrow (a phone's screen, set by the page on load): panels stacked, so the text stays legible."""
     if result is None:
         return gr.skip()
-    return report.figure(result, which, TOP_K, int(min(max(step, 0), result.trajectory.steps)))
+    return report.figure(result, which, TOP_K, int(min(max(step, 0), result.trajectory.steps)), bool(narrow))
 
 
 def methods_for(backbone: str) -> list[tuple[str, str]]:

@@ -41,6 +41,13 @@ CSS = """
   #results-row .label-text, #results-row .confidence-set { font-size: var(--text-xs) !important; }
   .prose pre, .prose code { white-space: pre-wrap !important; word-break: break-word; }
   #status { font-size: var(--text-sm); }
+  /* Block labels above their content, not floating over it: the big predictions and the figures'
+     captions stay whole. */
+  #results-row [data-testid=block-label], .figure [data-testid=block-label] {
+    position: static !important; border-radius: 0 !important; margin-bottom: 4px; }
+  #results-row [data-testid=block-label] > span { display: none; }
+  #results-row .confidence-set .line { display: none; }   /* room for the percentages */
+  #results-row .confidence-set dl { justify-content: space-between; gap: 2px; }
 }
 """
 # What each figure shows, for screen readers (Gradio's own alt text says "undefined plot ...").
@@ -58,6 +65,8 @@ PAGE_JS = """() => {
                                                      attributeFilter: ['src']});
   fix();
 }""" % __import__("json").dumps(ALT)
+# A phone's screen (the CSS breakpoint above): the step plots are drawn with stacked panels.
+NARROW_JS = "() => window.matchMedia('(max-width: 640px)').matches"
 SCROLL_TO_STATUS = "() => { document.getElementById('run-row')?.scrollIntoView({block: 'start'}); }"
 SCROLL_TO_AUDIT = "() => { document.getElementById('audit-panel')?.scrollIntoView({block: 'start'}); }"
 
@@ -175,6 +184,7 @@ def _results(c: dict) -> dict:
         c["replay_label"] = gr.Label(num_top_classes=3, label="Prediction at this step", scale=2, min_width=160)
     c["replay_note"] = gr.Markdown(elem_id="replay-note")
     c["_plot_in_view"] = gr.State("prob_plot")   # which plot tab is open: only that plot is drawn
+    c["_narrow"] = gr.Checkbox(False, visible=False)   # a phone's screen, set on load (NARROW_JS)
     for key, tab, label, elem in (("prob_plot", "Probabilities", "Class probabilities per step", "prob-plot"),
                                   ("cos_plot", "Cosine", "Cosine to the blank per step", "cos-plot"),
                                   ("map_plot", "Map", "Latent trajectory", "map-plot")):
@@ -228,10 +238,11 @@ def build_demo(backbone: str, notice: str | None = None) -> gr.Blocks:
         run_args = (cb.run_demo, form(fm.FORM), form(fm.RUN_OUTPUTS))
         compare_args = (cb.compare_demo, form(fm.FORM), [c["_compare_table"], c["_compare_caption"]])
         quiet = dict(show_progress="hidden", **engine)
+        plots = [c[k] for k in PLOTS]
+        in_view = [c["result_state"], c["replay"], c["_plot_in_view"], c["_narrow"]]
+        after_run = dict(fn=ev.on_plots_after_run, inputs=in_view, outputs=plots, **private)
         c["_run"].click(*run_args, api_name="run", **quiet).then(
-            lambda: gr.update(interactive=True), None, c["adv_download"], **private).then(
-            ev.on_plots_after_run, [c["result_state"], c["replay"], c["_plot_in_view"]], [c["cos_plot"], c["map_plot"]],
-            **private)
+            lambda: gr.update(interactive=True), None, c["adv_download"], **private).then(**after_run)
         c["_run"].click(None, js=SCROLL_TO_STATUS, **private)
         c["_compare"].click(*compare_args, api_name="compare", show_progress_on=[c["_compare_table"]], **engine)
         c["_compare"].click(None, js=SCROLL_TO_STATUS, **private)
@@ -253,7 +264,7 @@ def build_demo(backbone: str, notice: str | None = None) -> gr.Blocks:
             if lesson.action == "compare":
                 step.then(*compare_args, show_progress_on=[c["_compare_table"]], **engine, **private)
             else:
-                step.then(*run_args, **quiet, **private)
+                step.then(*run_args, **quiet, **private).then(**after_run)
 
         c["image"].upload(ev.on_upload, c["image"], [c["image"], c["status"]], **private)
         c["_examples"].select(ev.on_example, active, [c["image"], c["classnames"]], **private)
@@ -261,6 +272,7 @@ def build_demo(backbone: str, notice: str | None = None) -> gr.Blocks:
         c["classnames"].change(ev.on_classnames, [c["classnames"], c["target"]], c["target"], **private)
         demo.load(ev.on_classnames, [c["classnames"], c["target"]], c["target"], **private)
         demo.load(None, js=PAGE_JS, **private)
+        demo.load(None, None, c["_narrow"], js=NARROW_JS, **private)
         c["backbone"].change(ev.on_backbone, [c["backbone"], active],
                              [c["backbone"], active, c["_examples"], c["classnames"], c["_backbone_note"],
                               c["_preset"]], **private).then(
@@ -276,9 +288,8 @@ def build_demo(backbone: str, notice: str | None = None) -> gr.Blocks:
         # Only the plot in view is drawn: after a run (above), on a tab change, on a replay step.
         for key in PLOTS:
             c[f"_{key}_tab"].select(lambda k=key: k, None, c["_plot_in_view"], **private).then(
-                ev.on_plot_tab, [c["result_state"], c["replay"], c["_plot_in_view"]], c[key], **private)
-        replay = dict(fn=ev.on_replay, inputs=[c["result_state"], c["replay"], c["_plot_in_view"]],
-                      outputs=[c["replay_label"], c["replay_note"], c["prob_plot"], c["cos_plot"], c["map_plot"]],
+                ev.on_plot_tab, in_view, c[key], **private)
+        replay = dict(fn=ev.on_replay, inputs=in_view, outputs=[c["replay_label"], c["replay_note"], *plots],
                       trigger_mode="always_last", show_progress="hidden", **private)
         c["replay"].release(**replay)
         c["replay"].input(**replay)
