@@ -3,7 +3,8 @@
 Every figure shows every computed step as a point: oscillation (the 2-cycle of the official
 defaults) is drawn, never smoothed. Titles carry the caption that names the threat model,
 attack, eps, steps and backbone. Text is at least 10 pt and legends sit outside the axes (to
-the right; below, in a phone's stacked layout, `narrow`); the figures are drawn on white, and the page inverts them in its dark theme (app/ui/layout.py CSS).
+the right; below, in a phone's stacked layout, `narrow`); the figures are drawn on white, and
+the page inverts them in its dark theme (app/ui/layout.py CSS).
 """
 from __future__ import annotations
 
@@ -66,8 +67,9 @@ def _mark_step(axes, step: int | None) -> None:
             # Right of the line, or left of it in the right half, so it never runs into the legend.
             lo, hi = ax.get_xlim()
             left = step > (lo + hi) / 2
-            ax.annotate(f"step {step}", (step, 1.0), xycoords=("data", "axes fraction"), xytext=(-3 if left else 3, -12),
-                        textcoords="offset points", fontsize=SMALL, ha="right" if left else "left")
+            ax.annotate(f"step {step}", (step, 1.0), xycoords=("data", "axes fraction"),
+                        xytext=(-3 if left else 3, -12), textcoords="offset points", fontsize=SMALL,
+                        ha="right" if left else "left")
 
 
 def _caption(fig: Figure, caption: str) -> None:
