@@ -31,6 +31,7 @@ from app.purifiers import (
     Trajectory,
     TrajectoryStep,
 )
+from app.purifiers.eot import check_eot
 from app.results import PipelineEvent, PipelineResult
 from app.scoring import (
     Scored,
@@ -42,7 +43,12 @@ from app.scoring import (
     score_steps,
 )
 from app.streaming import HEARTBEAT_S, EngineClock, in_thread
-from app.threat_models import THREAT_MODELS, attacked_model, check_eot_target, randomised
+from app.threat_models import (
+    THREAT_MODELS,
+    attacked_model,
+    check_eot_target,
+    randomised,
+)
 from app.zeroshot import (
     DEFAULT_TEMPLATE_SET,
     TEXT_CACHE,
@@ -107,9 +113,9 @@ def _prepare(image, classnames, model, template_set, limits, attack, precision, 
     """prepare(), then the purifier's resources for this backbone (CLIPure-Diff: its prior,
     loaded on the model's device, or one sentence if the backbone has none). The attack's EOT
     count must meet a randomised model under `threat_model` (default: the attack's own)."""
+    if attack is not None:   # before any text is encoded: K alone decides this
+        check_eot_target(check_eot(attack.eot, limits), threat_model or THREAT_MODELS.check(attack.threat_model), pcfg)
     prep, acfg = prepare(image, classnames, model, template_set, limits, attack, precision)
-    if acfg is not None:
-        check_eot_target(acfg.eot, threat_model or acfg.threat_model, pcfg)
     PURIFIERS[pcfg.method].check_backbone(prep.backbone.name, prep.backbone.device)
     return prep, acfg
 

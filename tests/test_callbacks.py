@@ -59,8 +59,9 @@ def test_run_demo_streams_to_a_complete_result():
 
 
 def test_run_demo_refuses_bad_input_in_one_sentence():
+    gen = cb.run_demo(*values(eps=50))
     with pytest.raises(gr.Error, match="L-inf eps must be between 0 and 32"):
-        list(cb.run_demo(*values(eps=50)))
+        next(gen)                                   # refused before any update: the page keeps what it shows
 
 
 def test_replay_shows_the_prediction_at_the_chosen_step():
@@ -124,6 +125,21 @@ def test_a_target_equal_to_the_clean_class_is_refused_in_one_sentence():
         list(cb.run_demo(*values(targeted=True, target=clean, threat_model="undefended")))
 
 
+def test_a_refusal_after_progress_leaves_no_stale_progress_bar(monkeypatch):
+    from app.budget import OverBudget
+    from app.results import PipelineEvent
+
+    def run(*a, **k):
+        yield PipelineEvent("attack", 0.3, "PGD under adaptive")
+        raise OverBudget("The request took longer than 120 s and was stopped.")
+    monkeypatch.setattr(cb, "run", run)
+    updates = []
+    with pytest.raises(gr.Error, match="longer than"):
+        for u in cb.run_demo(*values()):
+            updates.append(dict(zip(fm.RUN_OUTPUTS, u)))
+    assert "PGD" in updates[0]["status"] and updates[-1]["status"] == ""
+
+
 def test_a_text_file_upload_gets_one_sentence(tmp_path):
     fake = tmp_path / "notes.png"
     fake.write_text("not an image at all")
@@ -164,12 +180,13 @@ def test_clipure_diff_is_offered_only_where_a_prior_exists_and_says_it_is_random
     assert note == "" and not seed["visible"] and not eot["visible"]
 
 
-def test_hiding_the_eot_count_resets_it_to_one():
-    # A hidden field still sends its value: K = 8 left over from CLIPure-Diff would be refused for CLIPure-Cos.
-    _, _, eot = ev.on_method("clipure-cos")
-    assert eot["value"] == 1 and not eot["visible"]
-    _, _, eot = ev.on_method("clipure-diff")
-    assert "value" not in eot                       # shown again: the user's K is theirs to set
+def test_hiding_the_eot_count_and_seed_resets_them():
+    # A hidden field still sends its value: K = 8 left over from CLIPure-Diff would be refused for CLIPure-Cos,
+    # and so would a bad purification seed.
+    _, seed, eot = ev.on_method("clipure-cos")
+    assert eot["value"] == 1 and not eot["visible"] and seed["value"] == 0 and not seed["visible"]
+    _, seed, eot = ev.on_method("clipure-diff")
+    assert "value" not in eot and "value" not in seed   # shown again: the user's values are theirs to set
 
 
 def test_the_method_note_lists_the_attacks_that_average_and_asks_for_k_above_one():

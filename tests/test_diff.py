@@ -315,8 +315,10 @@ def test_eot_only_where_the_attacked_model_draws():
     image = EXAMPLES_DIR / "toy-red-circle.png"
     names = "red circle, blue square, green triangle, yellow cross"
     diff = PurifyConfig(method="clipure-diff", steps=2, step_size=0.5)
+    import app.pipeline
     for tm, pcfg, who in [("undefended", diff, "bare CLIP"), ("adaptive", PurifyConfig(), "CLIPure-Cos draws none")]:
-        with pytest.raises(UnsupportedError, match=who) as e:
+        with pytest.MonkeyPatch.context() as mp, pytest.raises(UnsupportedError, match=who) as e:
+            mp.setattr(app.pipeline, "build_classifier", None)      # refused before any text is encoded
             run_pipeline(image, names, AttackConfig(attack="PGD", eps=8, steps=1, threat_model=tm, eot=3), pcfg,
                          model="toy-shapes", template_set="single")
         assert str(e.value).count(". ") == 0 and "must be 1" in str(e.value)

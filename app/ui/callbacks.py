@@ -9,6 +9,7 @@ import time
 import gradio as gr
 
 from app import report
+from app.errors import CLIPureError
 from app.hosting import gpu, request_seconds
 from app.pipeline import classify, compare_threat_models, run, run_pipeline
 from app.server import output_dir
@@ -38,6 +39,16 @@ def run_demo(*values):
     """Classify, attack, purify; streams progress and each purification step."""
     form = Form.of(FORM, values)
     pcfg = form.purify_config()
+    shown = []   # set once this request has put progress in the status line
+    try:
+        yield from _run_stream(form, pcfg, shown)
+    except CLIPureError:
+        if shown:   # refused after progress was shown (a target, the time limit): no stale progress bar
+            yield run_outputs(status="")
+        raise
+
+
+def _run_stream(form: Form, pcfg, shown: list):
     started = time.monotonic()
     names, steps, last_draw, last_status, last_yield = [], [], None, 0.0, 0.0
     for event in run(form.image, form.classnames, form.attack_config(), pcfg, **form.engine_args()):
@@ -48,6 +59,7 @@ def run_demo(*values):
         if event.phase in ("clean", "attack", "attack-step", "heartbeat"):
             if now - last_status >= 0.1 or event.phase != "attack-step":   # at most 10 progress messages a second
                 last_status = now
+                shown.append(True)
                 yield run_outputs(status=progress_text(event.fraction, event.message))
         elif event.phase == "purify-adv":
             s = event.step
@@ -63,6 +75,7 @@ def run_demo(*values):
             if now - last_draw >= STREAM_PLOT_INTERVAL_S:
                 update["prob_plot"] = report.streamed_figure(steps, names, TOP_K)   # only the plot in view
                 last_draw = time.monotonic()
+            shown.append(True)
             yield run_outputs(**update)
         elif event.phase == "done":
             yield final_outputs(event.result, time.monotonic() - started)

@@ -72,12 +72,13 @@ def eot_attacks() -> list[str]:
 def on_method(method):
     """A randomised purifier (CLIPure-Diff) says so and shows its seed and the attacker's EOT count.
 
-    A deterministic one hides both, and the EOT count goes back to 1 as it hides: a hidden field
-    still sends its value, and the engine refuses K > 1 against a defence that draws nothing."""
+    A deterministic one hides both, and they go back to their defaults as they hide: a hidden field
+    still sends its value, and the engine refuses K > 1 against a defence that draws nothing (and
+    a bad seed, whatever the method)."""
     spec = PURIFIERS.get(method)
     randomised = bool(spec and spec.randomised)
     if not randomised:
-        return "", gr.update(visible=False), gr.update(visible=False, value=1)
+        return "", gr.update(visible=False, value=PAPER_DEFAULTS.seed), gr.update(visible=False, value=1)
     note = (f"**{spec.label} is a randomised defence:** each purification step draws a random diffusion "
             f"timestep and noise; the purification seed fixes the draws (the same seed repeats them). An honest "
             f"adaptive attacker averages its gradient over K draws per step (EOT K > 1; evaluations use 10), "
