@@ -27,7 +27,13 @@ from app.models import TOY_BACKBONE, load_backbone
 from app.purifiers import PAPER_DEFAULTS, PurifyConfig
 from app.registry import Registry
 from app.scoring import attack_and_score, reference_labels, score
-from app.threat_models import THREAT_MODELS, attacked_model, check_eot_target, randomised
+from app.threat_models import (
+    THREAT_MODELS,
+    attacked_model,
+    check_eot_target,
+    eot_for,
+    randomised,
+)
 from app.zeroshot import TEXT_CACHE, ZeroShotClassifier, build_classifier
 
 VANISHING = 1e-6      # a gradient below this share of the exact one is "vanishing"
@@ -81,9 +87,8 @@ def gradient_diagnostics(threat_model: str, classifier: ZeroShotClassifier, blan
     gradient of the draw the defence scores (stream 0), which the attacker never sees: their
     cosine says how well the attacker's estimate points where it matters, not 1 by construction.
     """
-    rand = randomised(threat_model, pcfg)
+    rand, k = randomised(threat_model, pcfg), eot_for(eot, threat_model, pcfg)
     attacker = attacked_model(threat_model, classifier, blank, pcfg, backbone)
-    k = eot if rand else 1
     g = sum(_input_gradient(attacker, x, labels).float() for _ in range(k)) / k
     e = _input_gradient(attacked_model("adaptive", exact[0], exact[1], pcfg, backbone, stream=0), x, labels).float()
     gn, en = g.norm().item(), e.norm().item()
@@ -156,7 +161,7 @@ def audit(x: torch.Tensor, classifier: ZeroShotClassifier, blank: torch.Tensor, 
 
     def under(tm: str, **changes) -> AttackConfig:
         """The base attack under another threat model: EOT where that model draws randomness."""
-        return replace(base, threat_model=tm, eot=eot if randomised(tm, pcfg) else 1, **changes)
+        return replace(base, threat_model=tm, eot=eot_for(eot, tm, pcfg), **changes)
 
     labels = reference_labels(base, clean, classnames)
 

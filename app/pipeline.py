@@ -47,7 +47,7 @@ from app.threat_models import (
     THREAT_MODELS,
     attacked_model,
     check_eot_target,
-    randomised,
+    eot_for,
 )
 from app.zeroshot import (
     DEFAULT_TEMPLATE_SET,
@@ -291,9 +291,8 @@ def compare_threat_models(image, classnames, attack: AttackConfig, purify: Purif
         if on_progress is not None:
             on_progress(k / len(THREAT_MODELS), f"{acfg.attack} under the {name} threat model")
         t = time.perf_counter()
-        eot = acfg.eot if randomised(name, pcfg) else 1
-        a = attack_and_score(replace(acfg, threat_model=name, eot=eot), prep.classifier, prep.blank, pcfg, prep.x,
-                             prep.classnames, clean=clean, backbone=prep.backbone.name)
+        a = attack_and_score(replace(acfg, threat_model=name, eot=eot_for(acfg.eot, name, pcfg)), prep.classifier,
+                             prep.blank, pcfg, prep.x, prep.classnames, clean=clean, backbone=prep.backbone.name)
         results.append(_result(prep, template_set, pcfg, clean, a.attack, a.adversarial,
                                {"total": time.perf_counter() - t}))
     return results

@@ -14,7 +14,14 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from app.errors import UnsupportedError
-from app.purifiers import BACKWARDS, PAPER_DEFAULTS, PURIFIERS, PurifyConfig, purify, seeded
+from app.purifiers import (
+    BACKWARDS,
+    PAPER_DEFAULTS,
+    PURIFIERS,
+    PurifyConfig,
+    purify,
+    seeded,
+)
 from app.registry import Registry
 from app.zeroshot import ZeroShotClassifier
 
@@ -86,6 +93,11 @@ def attacked_model(threat_model: str, classifier: ZeroShotClassifier, blank: tor
 def randomised(threat_model: str, cfg: PurifyConfig) -> bool:
     """Whether the model the attacker queries draws randomness (so EOT, K > 1, means something)."""
     return THREAT_MODELS[threat_model].backward != "none" and PURIFIERS[cfg.method].randomised
+
+
+def eot_for(eot: int, threat_model: str, cfg: PurifyConfig) -> int:
+    """The EOT count a run under `threat_model` uses: K where the attacked model draws, else 1."""
+    return eot if randomised(threat_model, cfg) else 1
 
 
 def check_eot_target(eot: int, threat_model: str, cfg: PurifyConfig) -> None:
