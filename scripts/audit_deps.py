@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import argparse
 import sys
-import tomllib
+try:  # Python 3.11+; on 3.10 (ZeroGPU's Python) the same parser from PyPI
+    import tomllib  # novermin: the 3.10 branch below
+except ModuleNotFoundError:
+    import tomli as tomllib
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 

@@ -1,7 +1,10 @@
 """The dependency audit runs offline and fails when an installed package is below its floor."""
 import subprocess
 import sys
-import tomllib
+try:  # Python 3.11+; on 3.10 (ZeroGPU's Python) the same parser from PyPI
+    import tomllib  # novermin: the 3.10 branch below
+except ModuleNotFoundError:
+    import tomli as tomllib
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
