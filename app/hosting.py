@@ -7,10 +7,17 @@ duration and a short one does not spend a long slot of the visitor's daily quota
 """
 from __future__ import annotations
 
+import copy
+import dataclasses
+import functools
+import inspect
+
 try:
     import spaces
 except ImportError:  # not on a Space: run on whatever device the engine picked
     spaces = None
+
+import torch  # noqa: E402  (after spaces, which must come first)
 
 MIN_SECONDS, MAX_SECONDS = 20, 300   # ZeroGPU allows about 5 minutes a call
 # Generous GPU seconds per unit of work (ViT-L-14 on an H200 slice is well under these).
@@ -42,9 +49,46 @@ def request_seconds(*values, names=None, threat_models: int = 1) -> int:
     return int(min(max(seconds, MIN_SECONDS), MAX_SECONDS))
 
 
+def to_host(value, device: str = "cpu"):
+    """value with every tensor inside detached and moved to `device`: through tuples, lists,
+    dicts and dataclasses (a PipelineResult and what it holds). Anything else is left as it is."""
+    if isinstance(value, torch.Tensor):
+        return value.detach().to(device)
+    if isinstance(value, (list, tuple)) and not hasattr(value, "_fields"):
+        return type(value)(to_host(v, device) for v in value)
+    if isinstance(value, dict):
+        return {k: to_host(v, device) for k, v in value.items()}
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        moved = copy.copy(value)   # frozen dataclasses too: set through object.__setattr__
+        for f in dataclasses.fields(value):
+            object.__setattr__(moved, f.name, to_host(getattr(value, f.name), device))
+        return moved
+    return value
+
+
+def _host_outputs(fn):
+    """fn, with each value it returns or yields passed through to_host."""
+    if inspect.isgeneratorfunction(fn):
+        @functools.wraps(fn)
+        def stream(*args, **kwargs):
+            for value in fn(*args, **kwargs):
+                yield to_host(value)
+        return stream
+
+    @functools.wraps(fn)
+    def call(*args, **kwargs):
+        return to_host(fn(*args, **kwargs))
+    return call
+
+
 def gpu(duration=60):
     """Decorator: request a ZeroGPU slot per call, where available. `duration` is seconds, or a
-    function of the call's arguments that returns them (spaces' dynamic duration)."""
+    function of the call's arguments that returns them (spaces' dynamic duration).
+
+    On ZeroGPU the call runs in a forked worker and what it returns or yields is pickled back to
+    the main process, which must not receive CUDA tensors: every value leaves through to_host,
+    here as on any other machine. Put the decorator outermost: a gr.Error raised inside reaches
+    the visitor as it is, any other exception only as "ZeroGPU worker error"."""
     if spaces is not None:
-        return spaces.GPU(duration=duration)
-    return lambda fn: fn
+        return lambda fn: spaces.GPU(duration=duration)(_host_outputs(fn))
+    return _host_outputs

@@ -149,6 +149,10 @@ class Backbone:
 # request holds its own reference, and the memory is freed when the last one ends.
 _CACHE: dict[tuple, Backbone] = {}
 _CACHE_LOCK = threading.Lock()
+# Keys loaded at the server's start (app/warm.py): they stay loaded and do not count towards the
+# limit, so a request for the default backbone never reloads it from disk (on ZeroGPU, a reload
+# inside a GPU call would be repeated by every call that gets a fresh worker).
+_PINNED: set[tuple] = set()
 
 # Called with a backbone's name once no copy of it (any device or precision) is loaded any more,
 # so what was loaded for it goes too (CLIPure-Diff's prior: about 1 GB beside ViT-L/14).
@@ -161,9 +165,30 @@ def _remember(key: tuple, backbone: Backbone) -> list[str]:
     _CACHE.pop(key, None)
     _CACHE[key] = backbone
     dropped = []
-    while len(_CACHE) > max(1, limits.LIMITS.max_loaded_backbones):
-        dropped.append(_CACHE.pop(next(iter(_CACHE))).name)
+    unpinned = [k for k in _CACHE if k not in _PINNED]
+    while len(unpinned) > max(1, limits.LIMITS.max_loaded_backbones):
+        dropped.append(_CACHE.pop(unpinned.pop(0)).name)
     return [n for n in dropped if n not in loaded_names()]
+
+
+def _key(name: str | None, device: str | None, precision: str | None, pretrained: bool) -> tuple:
+    name = name or DEFAULT_BACKBONE
+    dev = pick_device(device)
+    return (name, str(dev), pick_precision(dev, precision), pretrained and get_spec(name).source != "random")
+
+
+def is_loaded(name: str | None = None, device: str | None = None, precision: str | None = None,
+              pretrained: bool = True) -> bool:
+    """Whether load_backbone with these arguments would be served from memory."""
+    return _key(name, device, precision, pretrained) in _CACHE
+
+
+def pin(backbone: Backbone) -> None:
+    """Keep a loaded backbone for the life of the process (the server's warm start)."""
+    with _CACHE_LOCK:
+        key = (backbone.name, str(backbone.device), backbone.precision, backbone.pretrained)
+        if _CACHE.get(key) is backbone:
+            _PINNED.add(key)
 
 
 def loaded_names() -> set[str]:
@@ -222,12 +247,9 @@ def load_backbone(name: str | None = None, device: str | None = None, precision:
     Raises UnknownNameError for names outside BACKBONES and WeightsUnavailableError when the
     weights cannot be fetched.
     """
-    name = name or DEFAULT_BACKBONE
+    key = _key(name, device, precision, pretrained)
+    name, dev, prec, pretrained = key[0], pick_device(device), key[2], key[3]
     spec = get_spec(name)
-    dev = pick_device(device)
-    prec = pick_precision(dev, precision)
-    pretrained = pretrained and spec.source != "random"
-    key = (name, str(dev), prec, pretrained)
     with _CACHE_LOCK:
         if key in _CACHE:
             _remember(key, _CACHE[key])       # a hit only reorders: nothing is dropped

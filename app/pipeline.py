@@ -19,9 +19,10 @@ from app.attacks import ATTACKS, AttackConfig, AttackResult, run_attack, validat
 from app.audit import exact_setup, gradient_diagnostics
 from app.budget import Budget
 from app.classnames import parse_classnames
-from app.errors import InvalidClassNamesError
+from app.errors import CLIPureError, InvalidClassNamesError
 from app.images import load_image
 from app.limits import LIMITS, Limits
+from app import models
 from app.models import Backbone, load_backbone
 from app.purifiers import (
     PAPER_DEFAULTS,
@@ -120,6 +121,19 @@ def _prepare(image, classnames, model, template_set, limits, attack, precision, 
     return prep, acfg
 
 
+def preparing_message(model: str | None, precision: str | None) -> str:
+    """What the preparation is doing: a backbone the server did not load at start (app/warm.py) is
+    loaded by this request, which takes a while; otherwise only the text cache may need filling."""
+    try:
+        loaded = models.is_loaded(model, precision=precision)
+    except CLIPureError:   # an unknown name: prepare() refuses it in its turn, after the image
+        loaded = True
+    if loaded:
+        return "Encoding the class names"
+    return (f"Loading {model or models.DEFAULT_BACKBONE} (not loaded at start, so this request loads its weights; "
+            f"the first use takes a while) and encoding the class names")
+
+
 def _stream_worker(events: Iterator, fraction: float, message: str, clock: EngineClock, out: list):
     """Relay a worker's (kind, value) stream as heartbeat events; append its result to `out`."""
     clock.background = True
@@ -190,11 +204,14 @@ def _run(clock: EngineClock, image, classnames, attack: AttackConfig | None, pur
     timings: dict[str, float] = {}
     t0 = clock.now()
     pcfg = purify.validate(limits)
-    yield PipelineEvent("prepare", 0.0, "Loading the model and encoding the class names")
+    message = preparing_message(model, precision)
+    yield PipelineEvent("prepare", 0.0, message)
+    if message.startswith("Loading"):   # shown at once: loading a backbone can take a minute
+        yield PipelineEvent("heartbeat", 0.0, message)
     found: list = []
     yield from _stream_worker(_with_text_progress(
         lambda: _prepare(image, classnames, model, template_set, limits, attack, precision, pcfg), "clipure-prepare"),
-        0.0, "Loading the model and encoding the class names", clock, found)
+        0.0, message, clock, found)
     prep, acfg = found[0]
     timings["prepare"] = clock.now() - t0
     names = prep.classnames

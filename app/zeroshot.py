@@ -6,6 +6,7 @@
 """
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import threading
 from collections import OrderedDict
@@ -65,6 +66,8 @@ class TextEmbeddingCache:
     def __init__(self, max_entries: int = 64):
         self.max_entries = max_entries
         self._store: OrderedDict[tuple, torch.Tensor] = OrderedDict()
+        self._pinned: set[tuple] = set()   # filled at the server's start (app/warm.py); never evicted
+        self._pinning = False               # inside `pinned()`: every entry computed or hit is pinned
         self._lock = threading.Lock()
         self.hits = 0
         self.misses = 0
@@ -74,14 +77,28 @@ class TextEmbeddingCache:
             if key in self._store:
                 self._store.move_to_end(key)
                 self.hits += 1
+                if self._pinning:
+                    self._pinned.add(key)
                 return self._store[key]
         value = compute()
         with self._lock:
             self.misses += 1
             self._store[key] = value
-            while len(self._store) > self.max_entries:
-                self._store.popitem(last=False)
+            if self._pinning:
+                self._pinned.add(key)
+            unpinned = [k for k in self._store if k not in self._pinned]
+            while len(unpinned) > self.max_entries:
+                del self._store[unpinned.pop(0)]
         return value
+
+    @contextlib.contextmanager
+    def pinned(self):
+        """Entries computed or looked up inside stay for the life of the process (the warm start)."""
+        self._pinning = True
+        try:
+            yield self
+        finally:
+            self._pinning = False
 
     def class_embeddings(self, backbone: Backbone, classnames: Sequence[str], template_set: str) -> torch.Tensor:
         """(C, D) unit class embeddings t_c."""

@@ -5,6 +5,8 @@ import sys
 import types
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -35,11 +37,13 @@ def test_gpu_decorator_uses_spaces_when_present(monkeypatch):
     import app.hosting
     hosting = importlib.reload(app.hosting)
     try:
-        assert hosting.gpu(duration=42)(len) == ("wrapped", len) and calls == [42]
+        tag, fn = hosting.gpu(duration=42)(len)
+        assert tag == "wrapped" and fn.__wrapped__ is len and calls == [42]   # spaces gets fn, outputs to the host
     finally:
         monkeypatch.delitem(sys.modules, "spaces")
         hosting = importlib.reload(app.hosting)
-    assert hosting.spaces is None and hosting.gpu(duration=42)(len) is len
+    assert hosting.spaces is None and hosting.gpu(duration=42)(len).__wrapped__ is len
+    assert hosting.gpu(duration=42)(len)([1, 2]) == 2
 
 
 def test_app_py_serves_with_the_registrys_spaces_package(tmp_path):
@@ -50,7 +54,7 @@ def test_app_py_serves_with_the_registrys_spaces_package(tmp_path):
     import time
     import urllib.request
 
-    import pytest
+
 
     from tests.conftest import free_port
     target = tmp_path / "site"
@@ -81,3 +85,162 @@ def test_app_py_serves_with_the_registrys_spaces_package(tmp_path):
             proc.terminate()
             proc.wait(timeout=30)
     assert f"spaces {target}" in log.read_text()   # the registry's package, not a stub
+
+
+# --- ZeroGPU's conventions: a warm start, and values that travel back from a GPU worker ----------
+
+def _tensors(value, seen=None):
+    """Every torch.Tensor reachable from value through containers, dataclasses and object attributes."""
+    import dataclasses
+
+    import torch
+    seen = set() if seen is None else seen
+    if id(value) in seen:
+        return []
+    seen.add(id(value))
+    if isinstance(value, torch.Tensor):
+        return [value]
+    if isinstance(value, dict):
+        items = list(value.values())
+    elif isinstance(value, (list, tuple, set)):
+        items = list(value)
+    elif dataclasses.is_dataclass(value) and not isinstance(value, type):
+        items = [getattr(value, f.name) for f in dataclasses.fields(value)]
+    else:
+        return []
+    return [t for v in items for t in _tensors(v, seen)]
+
+
+def _endpoint_values():
+    """Every value each GPU-decorated endpoint returns or yields on a small request (streams whole)."""
+    from app.ui import audit_panel as ap
+    from app.ui import callbacks as cb
+    from tests.test_callbacks import values
+    from app.ui import form as fm
+    small = dict(threat_model="official", steps=2)
+    calls = {
+        "run_demo": lambda: cb.run_demo(*values()),
+        "compare_demo": lambda: cb.compare_demo(*values()),
+        "classify_api": lambda: cb.classify_api(*values(fm.COMMON + fm.PRECISION)),
+        "attack_api": lambda: cb.attack_api(*values()),
+        "purify_api": lambda: cb.purify_api(*values(fm.PURIFY_API)),
+        "audit_demo": lambda: ap.audit_demo(*values(**small)),
+        "audit_api": lambda: ap.audit_api(*values(**small)),
+    }
+    return {name: list(call()) for name, call in calls.items()}
+
+
+def test_every_gpu_endpoint_yields_values_that_pickle_and_hold_only_host_tensors():
+    """On ZeroGPU each value a decorated function returns or yields is pickled back to the main
+    process, which has no GPU: it must pickle, and every tensor in it must be detached on the CPU."""
+    import pickle
+    out = _endpoint_values()
+    assert set(out) == {"run_demo", "compare_demo", "classify_api", "attack_api", "purify_api", "audit_demo",
+                        "audit_api"}
+    for name, updates in out.items():
+        assert updates, name
+        for value in updates:
+            pickle.loads(pickle.dumps(value))
+            for t in _tensors(value):
+                assert t.device.type == "cpu" and not t.requires_grad and t.grad_fn is None, name
+    final = dict(zip(__import__("app.ui.form", fromlist=["RUN_OUTPUTS"]).RUN_OUTPUTS, out["run_demo"][-1]))
+    assert _tensors(final["result_state"]), "the run's result travels with its tensors (the replay needs them)"
+
+
+def test_to_host_reaches_every_tensor_of_a_pipeline_result():
+    """to_host moves each tensor inside a PipelineResult (here to the meta device, so that a
+    missed one shows on a CPU-only machine) and leaves the original as it was."""
+    from app.attacks import AttackConfig
+    from app.hosting import to_host
+    from app.pipeline import run_pipeline
+    from app.presets import EXAMPLES_DIR
+    r = run_pipeline(EXAMPLES_DIR / "cat.png", "cat, dog, car", AttackConfig(attack="PGD", eps=4, steps=1),
+                     model="tiny-random", template_set="single")
+    before = _tensors(r)
+    moved = to_host(r, device="meta")
+    assert len(_tensors(moved)) == len(before) >= 8
+    assert all(t.device.type == "meta" for t in _tensors(moved))
+    assert all(t.device.type == "cpu" for t in _tensors(r))
+    assert to_host((1, "a", [None])) == (1, "a", [None])
+
+
+def test_user_errors_sit_inside_the_gpu_call():
+    """A gr.Error raised in a ZeroGPU worker reaches the visitor; any other exception becomes
+    "ZeroGPU worker error". So each decorated endpoint turns engine errors into gr.Error inside."""
+    import inspect
+
+    from app.ui import audit_panel, callbacks
+    for module in (callbacks, audit_panel):
+        source = inspect.getsource(module)
+        assert "@user_errors\n@gpu" not in source
+        assert source.count("@gpu(") >= 2
+        for block in source.split("@gpu(")[1:]:
+            assert block.split("\n", 1)[1].startswith("@user_errors"), block[:120]
+
+
+@pytest.fixture
+def cold_process(monkeypatch):
+    """This process's backbone and text caches emptied for the test, and restored after it."""
+    import app.models as models
+    from app.zeroshot import TEXT_CACHE
+    saved = (dict(models._CACHE), set(models._PINNED), TEXT_CACHE._store.copy(), set(TEXT_CACHE._pinned))
+    models._CACHE.clear()
+    TEXT_CACHE._store.clear()
+    yield
+    models._CACHE.clear()
+    models._CACHE.update(saved[0])
+    models._PINNED.clear()
+    models._PINNED.update(saved[1])
+    TEXT_CACHE._store.clear()
+    TEXT_CACHE._store.update(saved[2])
+    TEXT_CACHE._pinned.clear()
+    TEXT_CACHE._pinned.update(saved[3])
+
+
+def test_after_the_warm_start_a_request_loads_nothing(cold_process, monkeypatch):
+    """The server's start loads the default backbone, the bundled one and the lessons' settings and
+    fills the text cache; then, with every loader made to fail, the default request and each lesson
+    still answer. A backbone that is not warm says so in the request's progress."""
+    import open_clip
+
+    import app.models
+    import app.purifiers.priors
+    import app.zeroshot
+    from app.ui import callbacks as cb
+    from app.ui import form as fm
+    from app.ui.layout import warm_items
+    from app.warm import warm_start
+    from tests.test_callbacks import values
+    warmed = warm_start(warm_items("tiny-random"))
+    assert {(w.item.backbone, w.item.precision) for w in warmed} >= {("tiny-random", None), ("toy-shapes", "fp32"),
+                                                                    ("toy-shapes", "fp16")}
+
+    def refuse(*a, **k):
+        raise AssertionError("a request loaded something from disk")
+    monkeypatch.setattr(app.models, "_create", refuse)
+    monkeypatch.setattr(open_clip, "create_model_and_transforms", refuse)
+    monkeypatch.setattr(app.zeroshot, "_encode_prompts", refuse)
+    monkeypatch.setattr(app.purifiers.priors, "_load_bundled", refuse)
+    monkeypatch.setattr(app.purifiers.priors, "_load_laion", refuse)
+
+    from app.presets import LESSONS, default_classnames
+    start = values(classnames=default_classnames("tiny-random"), backbone="tiny-random", template_set="single")
+    updates = list(cb.run_demo(*start))
+    final = dict(zip(fm.RUN_OUTPUTS, updates[-1]))
+    assert final["status"].startswith("**Done in"), final["status"]
+    statuses = " ".join(str(dict(zip(fm.RUN_OUTPUTS, u))["status"]) for u in updates)
+    assert "not loaded at start" not in statuses
+    for lesson in LESSONS:
+        form = values(**{**lesson.settings, "steps": 2})
+        if lesson.action == "compare":
+            table, _ = list(cb.compare_demo(*form))[-1]
+            assert len(table["data"]) == 4
+        else:
+            assert dict(zip(fm.RUN_OUTPUTS, list(cb.run_demo(*form))[-1]))["status"].startswith("**Done in")
+    # a backbone that is not warm: loaded in the request (here it cannot be), with a message saying so
+    from app.pipeline import preparing_message
+    assert preparing_message("tiny-random", None) == "Encoding the class names"
+    assert "not loaded at start" in preparing_message("toy-shapes", "bf16")
+    monkeypatch.undo()
+    cold = list(cb.run_demo(*values(backbone="toy-shapes", precision="bf16", classnames="red circle, blue square")))
+    assert "not loaded at start" in str(dict(zip(fm.RUN_OUTPUTS, cold[0]))["status"])

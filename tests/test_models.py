@@ -125,3 +125,31 @@ def test_a_diffusion_prior_goes_with_the_last_copy_of_its_backbone(monkeypatch):
     load_backbone("tiny-random", precision="fp16")        # drops the last toy-shapes: its prior goes
     assert "toy-shapes" not in models.loaded_names() and not priors._CACHE
     assert priors.load_prior("toy-shapes") is not prior
+
+
+def test_backbones_and_text_embeddings_pinned_at_the_start_are_never_dropped(monkeypatch):
+    """The warm start's backbones (models.pin) and text entries (TEXT_CACHE.pinned) stay loaded
+    and do not count towards the limits; the others are dropped least recently used first."""
+    from dataclasses import replace
+
+    import app.limits
+    import app.models as models
+    from app.zeroshot import TextEmbeddingCache
+    monkeypatch.setattr(models, "_CACHE", {})
+    monkeypatch.setattr(models, "_PINNED", set())
+    monkeypatch.setattr(app.limits, "LIMITS", replace(app.limits.LIMITS, max_loaded_backbones=1))
+    warm = load_backbone("tiny-random")
+    models.pin(warm)
+    load_backbone("toy-shapes")
+    load_backbone("toy-shapes", precision="fp16")           # drops toy fp32, never the pinned one
+    assert models.is_loaded("tiny-random") and not models.is_loaded("toy-shapes")
+    assert load_backbone("tiny-random") is warm and models.is_loaded("toy-shapes", precision="fp16")
+    cache = TextEmbeddingCache(max_entries=1)
+    with cache.pinned():
+        pinned = cache.blank_embedding(warm, "single")
+    cache.class_embeddings(warm, ["cat", "dog"], "single")
+    cache.class_embeddings(warm, ["car", "tree"], "single")  # drops cat/dog, never the pinned blank
+    misses = cache.misses
+    assert cache.blank_embedding(warm, "single") is pinned and cache.misses == misses
+    cache.class_embeddings(warm, ["cat", "dog"], "single")
+    assert cache.misses == misses + 1

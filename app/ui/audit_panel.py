@@ -53,8 +53,8 @@ def _audit_in_thread(form: Form):
     return in_thread(lambda report: _audit(form, lambda f, m: report((f, m))), "clipure-audit")
 
 
-@user_errors
 @gpu(duration=lambda *values: request_seconds(*values, threat_models=AUDIT_ATTACKS))
+@user_errors
 def audit_demo(*values):
     """The audit panel: progress beside the button while the audit runs, then the result."""
     started = time.monotonic()
@@ -68,8 +68,8 @@ def audit_demo(*values):
             yield progress_text(value[0], f"Audit: {value[1]}"), gr.skip(), gr.skip(), gr.skip()
 
 
-@user_errors
 @gpu(duration=lambda *values: request_seconds(*values, threat_models=AUDIT_ATTACKS))
+@user_errors
 @cancellable()
 def audit_api(*values) -> dict:
     """The masking audit (checks a-f, the attacker's gradient, the eps sweep) as one JSON object."""

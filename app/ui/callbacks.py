@@ -33,8 +33,8 @@ STREAM_STEP_INTERVAL_S = 0.05  # at most 20 updates a second while streaming; th
 
 # --- endpoints ------------------------------------------------------------------------------
 
-@user_errors
 @gpu(duration=request_seconds)
+@user_errors
 def run_demo(*values):
     """Classify, attack, purify; streams progress and each purification step."""
     form = Form.of(FORM, values)
@@ -121,8 +121,8 @@ def done_status(r, wall_s: float | None) -> str:
     return text
 
 
-@user_errors
 @gpu(duration=lambda *values: request_seconds(*values, threat_models=len(THREAT_MODELS)))
+@user_errors
 @cancellable(outputs=2)
 def compare_demo(*values):
     """The same attack under all four threat models; one table row each."""
@@ -134,8 +134,8 @@ def compare_demo(*values):
     return table, f"Clean prediction: **{results[0].clean.label}**. <sub>{cap}</sub>"
 
 
-@user_errors
 @gpu(duration=lambda *values: request_seconds(*values, names=COMMON))
+@user_errors
 @cancellable()
 def classify_api(*values) -> dict:
     """Bare zero-shot CLIP: the label and the top class probabilities."""
@@ -145,8 +145,8 @@ def classify_api(*values) -> dict:
             "meaningless": prep.backbone.spec.meaningless, "classnames": prep.classnames, "warnings": prep.warnings}
 
 
-@user_errors
 @gpu(duration=request_seconds)
+@user_errors
 @cancellable(outputs=3)
 def attack_api(*values):
     """Attack only: the adversarial PNG, the clean PNG at model resolution, and the statistics."""
@@ -158,8 +158,8 @@ def attack_api(*values):
     return str(files["adversarial"]), str(files["clean"]), stats
 
 
-@user_errors
 @gpu(duration=lambda *values: request_seconds(*values, names=PURIFY_API))
+@user_errors
 @cancellable()
 def purify_api(*values) -> dict:
     """Purify the clean image's embedding: the whole trajectory with per-step probabilities."""

@@ -24,6 +24,7 @@ from app.ui import callbacks as cb
 from app.ui import events as ev
 from app.ui import form as fm
 from app.ui.components import ImagePath, lenient_numbers
+from app.warm import WarmItem, warm_start
 from app.zeroshot import TEMPLATE_SETS
 
 HOW_IT_WORKS = (Path(__file__).resolve().parent.parent / "how_it_works.md").read_text()
@@ -196,11 +197,23 @@ def _results(c: dict) -> dict:
     return c
 
 
+def start_templates(backbone: str) -> str:
+    """The template set the page starts on. The 80-template ensemble costs ~800 text-encoder passes
+    the first time (about 26 s for 10 classes with ViT-B/32 on 2 CPU cores), so CPU machines start
+    on the single template."""
+    return "ensemble" if load_backbone(backbone).device.type == "cuda" else "single"
+
+
+def warm_items(backbone: str) -> list[WarmItem]:
+    """What a request can ask for without touching the disk: the page's start, and every lesson."""
+    start = WarmItem(backbone, default_classnames(backbone), start_templates(backbone))
+    return [start] + [WarmItem(s["backbone"], s["classnames"], s["template_set"], s["precision"])
+                      for s in (lesson.settings for lesson in LESSONS)]
+
+
 def build_demo(backbone: str, notice: str | None = None) -> gr.Blocks:
     """The whole page. `backbone` is the one active at start; `notice` explains a fallback."""
-    # The 80-template ensemble costs ~800 text-encoder passes the first time (about 26 s for 10
-    # classes with ViT-B/32 on 2 CPU cores), so CPU machines start on the single template.
-    templates = "ensemble" if load_backbone(backbone).device.type == "cuda" else "single"
+    templates = start_templates(backbone)
     c: dict = {"_start": backbone, "_templates": templates}
     with gr.Blocks(title="CLIPure: seeing adversarial robustness in CLIP") as demo:
         active = gr.State(backbone)
@@ -301,6 +314,11 @@ def launch(prevent_thread_lock: bool = False, **launch_kwargs) -> gr.Blocks:
     backbone, notice = load_default()
     if notice:
         print(f"[clipure] {notice}", flush=True)
+    # Before the server starts (on ZeroGPU, before `spaces` packs the models for its GPU workers).
+    for w in warm_start(warm_items(backbone.name)):
+        i = w.item
+        print(f"[clipure] warm: {i.backbone} ({i.precision or 'fp32'}, {i.template_set} templates) in "
+              f"{w.seconds:.1f} s" + (f"; {w.note}" if w.note else ""), flush=True)
     demo = build_demo(backbone.name, notice)
     # One engine request at a time (they share the model and the CPU/GPU); a bounded queue.
     demo.queue(default_concurrency_limit=1, max_size=int(os.environ.get("CLIPURE_QUEUE_SIZE", 16)))
