@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import importlib
 
+__version__ = "0.9.0"   # the record of every result names it (app/record.py), with the git commit
+
 # public name -> the module that defines it
 _SURFACE = {
     "load_backbone": "app.models", "BACKBONES": "app.models",

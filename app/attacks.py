@@ -15,7 +15,7 @@ import torch
 import torch.nn as nn
 import torchattacks
 
-from app import budget
+from app.attack_progress import ForwardCounter, Phase, report_phases
 from app.errors import (
     InvalidClassNamesError,
     OutOfRangeError,
@@ -226,25 +226,6 @@ class AttackResult:
     forwards: int                  # forward passes of the attacked model
 
 
-class ForwardCounter(nn.Module):
-    """Counts forward passes, so a caller can report per-step progress of a running attack.
-    Each pass first checks the active request budget (app/budget.py): a cancelled or overdue
-    request stops here, at most one forward pass late."""
-
-    def __init__(self, model: nn.Module, on_forward: Callable[[int], None] | None = None):
-        super().__init__()
-        self.model = model
-        self.count = 0
-        self.on_forward = on_forward
-
-    def forward(self, x):
-        budget.check()
-        self.count += 1
-        if self.on_forward is not None:
-            self.on_forward(self.count)
-        return self.model(x)
-
-
 # torchattacks' APGD, FAB, Square and AutoAttack reseed the global torch RNG. Every attack runs
 # inside fork_rng under this lock, so its randomness is its own and the caller's RNG is untouched.
 # It serialises attacks across threads; the app runs one engine request at a time anyway
@@ -254,13 +235,16 @@ _RNG_LOCK = threading.Lock()
 
 def run_attack(cfg: AttackConfig, model: nn.Module, x: torch.Tensor, classnames: Sequence[str],
                labels: torch.Tensor, on_forward: Callable[[int], None] | None = None,
-               limits: Limits = LIMITS, quantize: bool = True) -> AttackResult:
+               limits: Limits = LIMITS, quantize: bool = True,
+               on_phase: Callable[[Phase], None] | None = None) -> AttackResult:
     """Attack x (N, 3, S, S) in [0,1] through `model` (pixels -> logits; the threat model's choice,
     see app.threat_models.attacked_model). cfg is validated here (validation is idempotent and cheap).
 
     labels: (N,) the classes to move away from: the attacked model's clean prediction (APGD and
     CW skip inputs that are already misclassified), or the true classes.
     quantize: round the result to 8 bits (towards x), so it survives a PNG round trip.
+    on_phase(Phase): each APGD restart or target class as it starts (AutoAttack and the APGD
+    attacks), so progress can say where the attack is.
     """
     cfg = validate_attack(cfg, classnames, limits)
     spec = ATTACKS[cfg.attack]
@@ -271,6 +255,8 @@ def run_attack(cfg: AttackConfig, model: nn.Module, x: torch.Tensor, classnames:
     # left in training mode would switch CLIP itself to training mode.
     counter = ForwardCounter(model, on_forward).eval()
     atk = spec.build(cfg, counter, len(names))
+    if on_phase is not None:
+        report_phases(atk, counter, on_phase)
     devices = [x.device.index or 0] if x.device.type == "cuda" else []
     t0 = time.perf_counter()
     with _RNG_LOCK, torch.random.fork_rng(devices=devices):

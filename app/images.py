@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import math
+import hashlib
 import os
 import warnings
 from pathlib import Path
@@ -129,3 +130,13 @@ def load_image(source, limits: Limits = LIMITS) -> Image.Image:
             return _to_rgb(img)
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombWarning, Image.DecompressionBombError) as e:
         raise InvalidImageError(f"The image file is corrupt or truncated ({type(e).__name__}).") from None
+
+
+def source_sha256(source) -> str | None:
+    """SHA-256 of an image given as a file or bytes (what the user uploaded); None for arrays and
+    PIL images, which have no file. Call after load_image accepted the source."""
+    if isinstance(source, (str, os.PathLike)):
+        return hashlib.sha256(Path(source).read_bytes()).hexdigest()
+    if isinstance(source, (bytes, bytearray)):
+        return hashlib.sha256(bytes(source)).hexdigest()
+    return None

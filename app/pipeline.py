@@ -15,12 +15,13 @@ from typing import Iterator
 import torch
 
 from app import budget as budgets
+from app.attack_progress import Phase
 from app.attacks import ATTACKS, AttackConfig, AttackResult, run_attack, validate_attack
 from app.audit import exact_setup, gradient_diagnostics
 from app.budget import Budget
 from app.classnames import parse_classnames
 from app.errors import CLIPureError, InvalidClassNamesError
-from app.images import load_image
+from app.images import load_image, source_sha256
 from app.limits import LIMITS, Limits
 from app import models
 from app.models import Backbone, load_backbone
@@ -69,6 +70,7 @@ class Prepared:
     x: torch.Tensor                  # (1, 3, S, S)
     classnames: list[str]
     warnings: list[str]
+    input_sha256: str | None = None  # the uploaded file's hash (app/record.py)
 
 
 def prepare(image, classnames, model: str | None = None, template_set: str = DEFAULT_TEMPLATE_SET,
@@ -84,18 +86,30 @@ def prepare(image, classnames, model: str | None = None, template_set: str = DEF
     pil = load_image(image, limits)
     backbone = load_backbone(model, precision=precision)
     names, warnings = parse_classnames(classnames, backbone.tokenizer, backbone.context_length, templates, limits)
+    warnings += unknown_words(backbone, names)
     attack = validate_attack(attack, names, limits) if attack is not None else None
     classifier = build_classifier(backbone, names, template_set)
     blank = TEXT_CACHE.blank_embedding(backbone, template_set)
     x = torch.round(backbone.to_pixels(pil) * 255) / 255   # an 8-bit image at model resolution
-    return Prepared(backbone, classifier, blank, x, names, warnings), attack
+    return Prepared(backbone, classifier, blank, x, names, warnings, source_sha256(image)), attack
+
+
+def unknown_words(backbone: Backbone, names: list[str]) -> list[str]:
+    """A warning for class names outside a backbone's vocabulary (the bundled model knows 16 names)."""
+    vocab = backbone.spec.vocabulary
+    unknown = [n for n in names if vocab and n not in vocab]
+    if not unknown:
+        return []
+    return [f"The bundled {backbone.name} model knows only its {len(vocab)} shape names ({', '.join(vocab)}); "
+            f"{', '.join(repr(n) for n in unknown)} {'is' if len(unknown) == 1 else 'are'} not among them, so "
+            f"{'its' if len(unknown) == 1 else 'their'} probabilities mean nothing."]
 
 
 def _attack_in_thread(prep: Prepared, cfg: AttackConfig, pcfg: PurifyConfig, labels: torch.Tensor):
     """The attack in a worker thread (see app.streaming.in_thread); progress values are forward passes."""
     model = attacked_model(cfg.threat_model, prep.classifier, prep.blank, pcfg, prep.backbone.name)
-    return in_thread(lambda report: run_attack(cfg, model, prep.x, prep.classnames, labels, on_forward=report),
-                      "clipure-attack")
+    return in_thread(lambda report: run_attack(cfg, model, prep.x, prep.classnames, labels, on_forward=report,
+                                               on_phase=report), "clipure-attack")
 
 
 def _with_text_progress(fn, name: str):
@@ -185,8 +199,19 @@ def _attack_events(prep: Prepared, acfg: AttackConfig, pcfg: PurifyConfig, clean
     expected = acfg.steps * spec.forwards_per_step * acfg.eot if spec.forwards_per_step else None
     yield PipelineEvent("attack", 0.05, f"Running {acfg.attack} ({THREAT_MODELS[acfg.threat_model].label})")
     last, last_yield, now = -1, time.monotonic(), (0.05, f"Running {acfg.attack}")
+    phase = None   # the APGD run in progress (AutoAttack, APGD): its restart or target class
     for kind, value in _attack_in_thread(prep, acfg, pcfg, reference_labels(acfg, clean, prep.classnames)):
-        if kind == "progress" and expected and value != last and value <= expected:
+        if kind == "progress" and isinstance(value, Phase):
+            phase = value
+        if kind == "progress" and phase is not None and not expected:
+            count = phase.start if isinstance(value, Phase) else value
+            k = phase.step(count)
+            if isinstance(value, Phase) or k != last:
+                last, last_yield = k, time.monotonic()
+                done = (phase.run - 1 + k / max(phase.steps, 1)) / max(phase.runs, 1)
+                now = (0.05 + 0.7 * done, f"{acfg.attack}: {phase.text}, step {k}/{phase.steps}")
+                yield PipelineEvent("attack-step", *now)
+        elif kind == "progress" and isinstance(value, int) and expected and value != last and value <= expected:
             last, last_yield = value, time.monotonic()
             now = (0.05 + 0.7 * value / expected, f"{acfg.attack}: step {value}/{expected}")
             yield PipelineEvent("attack-step", *now)
@@ -276,7 +301,7 @@ def _result(prep: Prepared, template_set: str, pcfg: PurifyConfig, clean: Scored
         clean_trajectory=clean.trajectory, attack=attack, adv_trajectory=None if adv is None else adv.trajectory,
         outcome=None if attack is None else outcomes(attack, clean, adv)[0],
         attack_config=None if attack is None else attack.config, purify_config=pcfg, warnings=list(prep.warnings),
-        timings=timings)
+        timings=timings, device=str(prep.backbone.device), input_sha256=prep.input_sha256)
 
 
 def run_pipeline(image, classnames, attack: AttackConfig | None = AttackConfig(),
@@ -297,21 +322,31 @@ def compare_threat_models(image, classnames, attack: AttackConfig, purify: Purif
     count K > 1 needs a randomised purifier and applies where the attacker queries it (the
     undefended row attacks bare CLIP with K = 1).
 
-    on_progress(fraction, message) is called as each threat model starts.
+    on_progress(fraction, message) is called as each threat model starts ("row 2/4: official") and
+    as its attack runs. Each row carries the attacker's gradient at the clean input (its diagnostics).
     """
     pcfg = purify.validate(limits)
+    report = on_progress or (lambda fraction, message: None)
+    report(0.0, preparing_message(model, precision))
     prep, acfg = _prepare(image, classnames, model, template_set, limits, attack, precision, pcfg, "adaptive")
     clean = score(prep.classifier, prep.blank, pcfg, prep.x, prep.backbone.name)
     _check_target(acfg, clean, prep.classnames)
-    results = []
+    exact = exact_setup(prep.classifier, prep.blank, prep.backbone.name, prep.classnames, template_set,
+                        prep.backbone.precision)
+    results, n = [], len(THREAT_MODELS)
     for k, name in enumerate(THREAT_MODELS):
-        if on_progress is not None:
-            on_progress(k / len(THREAT_MODELS), f"{acfg.attack} under the {name} threat model")
+        row = f"row {k + 1}/{n}: {name}"
+        report(k / n, row)
         t = time.perf_counter()
-        a = attack_and_score(replace(acfg, threat_model=name, eot=eot_for(acfg.eot, name, pcfg)), prep.classifier,
-                             prep.blank, pcfg, prep.x, prep.classnames, clean=clean, backbone=prep.backbone.name)
-        results.append(_result(prep, template_set, pcfg, clean, a.attack, a.adversarial,
-                               {"total": time.perf_counter() - t}))
+        cfg = replace(acfg, threat_model=name, eot=eot_for(acfg.eot, name, pcfg))
+        a = attack_and_score(cfg, prep.classifier, prep.blank, pcfg, prep.x, prep.classnames, clean=clean,
+                             backbone=prep.backbone.name,
+                             on_forward=lambda count: report(k / n, f"{row}, {cfg.attack} forward pass {count}"))
+        labels = reference_labels(cfg, clean, prep.classnames)
+        r = _result(prep, template_set, pcfg, clean, a.attack, a.adversarial, {"total": time.perf_counter() - t})
+        r.gradient = gradient_diagnostics(name, prep.classifier, prep.blank, pcfg, prep.x, labels, exact,
+                                          prep.backbone.name, cfg.eot)
+        results.append(r)
     return results
 
 

@@ -19,7 +19,9 @@ from app.audit import GradientDiagnostics
 from app.plots import cosine_figure, latent_map_figure, probability_figure
 from app.purifiers import PURIFIERS, Prediction, PurifyConfig, TrajectoryStep
 from app.results import PipelineResult
-from app.threat_models import THREAT_MODELS
+from app.scoring import near_uniform
+from app.record import run_record
+from app.threat_models import THREAT_MODELS, as_attacked
 
 
 def eps_text(cfg: AttackConfig) -> str:
@@ -43,7 +45,10 @@ def caption(result: PipelineResult, threat_model: str | None = None) -> str:
 
     threat_model replaces the result's own (e.g. "each row" under a comparison table)."""
     p = result.purify_config
-    pur = f"{p.method} T={p.steps} eta={p.step_size:g} gamma={p.momentum:g} {p.norm} ({p.grad_scope})"
+    scope, attacked = p.grad_scope, attacked_scope(result)
+    if attacked != scope:   # `official` differentiates its own graph: the batch norm
+        scope = f"{scope}; the attacked graph: {attacked}, as the official code"
+    pur = f"{p.method} T={p.steps} eta={p.step_size:g} gamma={p.momentum:g} {p.norm} ({scope})"
     if PURIFIERS[p.method].randomised:   # the draw and the attacker's averaging decide the numbers too
         pur += f" seed={p.seed} t in [{p.diffusion_timesteps[0]}, {p.diffusion_timesteps[1]}]"
     model = f"{result.backbone} {result.precision}" + (" [random weights: MEANINGLESS]" if result.meaningless else "")
@@ -54,6 +59,15 @@ def caption(result: PipelineResult, threat_model: str | None = None) -> str:
     target += f", EOT K={a.eot}" if a.eot > 1 else ""
     return (f"threat model: {threat_model or a.threat_model} | {a.attack}, {eps_text(a)}, {a.steps} steps{target} | "
             f"{model} | {pur}")
+
+
+def attacked_scope(result: PipelineResult) -> str:
+    """The gradient-norm scope of the purification the attacker differentiated (`official` forces
+    the batch norm); the page's scope where there was no attack."""
+    a = result.attack_config
+    if a is None:
+        return result.purify_config.grad_scope
+    return as_attacked(result.purify_config, THREAT_MODELS[a.threat_model].backward).grad_scope
 
 
 def to_pil(x: torch.Tensor) -> Image.Image:
@@ -83,9 +97,24 @@ def clean_change(result: PipelineResult) -> str | None:
     return f"{result.clean.label} → {result.clean_purified.label}"
 
 
+def unknown_words_notice(result: PipelineResult) -> str | None:
+    """One sentence when bare CLIP's clean probabilities are near uniform (scoring.near_uniform): the
+    model does not know these words, and no verdict means anything. Else None."""
+    probs = result.clean.probs
+    if not near_uniform(probs):
+        return None
+    text = (f"The model does not know these class names: it gives each about {100 / len(probs):.0f}%, so "
+            f"neither its answer nor any attack verdict means anything here.")
+    from app.models import BACKBONES   # the bundled model says what it does know
+    vocab = BACKBONES[result.backbone].vocabulary
+    return text + (f" The bundled model knows: {', '.join(vocab)}." if vocab else "")
+
+
 def caveats(result: PipelineResult) -> list[str]:
     """One sentence for each thing a reader must know before reading the yes/no answers."""
     out = []
+    if unknown_words_notice(result) is not None:
+        out.append(unknown_words_notice(result))
     p = result.purify_config
     if p.method == "clipure-cos" and p.steps % 2 == 1 and p.step_size >= 1 and p.momentum == 0 and p.norm == "l2":
         out.append(f"T = {p.steps} is odd: with η = {p.step_size:g} each step overshoots the blank, so the "
@@ -110,6 +139,12 @@ def caveats(result: PipelineResult) -> list[str]:
 def outcome_notes(result: PipelineResult) -> dict[str, str]:
     """The sentence under each prediction panel, from the one Outcome (app/scoring.py)."""
     notes = {"clean_note": "", "adv_note": "", "purified_note": ""}
+    unknown = unknown_words_notice(result)
+    if unknown is not None:
+        notes["clean_note"] = f"**{unknown}**"
+        if result.attack is not None:
+            notes["adv_note"] = notes["purified_note"] = "**No verdict:** the model does not know these class names."
+        return notes
     bare, pur = result.clean.label, result.clean_purified.label
     notes["clean_note"] = (f"CLIPure on the clean image: **changed** the answer to {pur} (bare CLIP: {bare})."
                            if clean_change(result) else f"CLIPure on the clean image: **same** answer ({pur}).")
@@ -138,11 +173,13 @@ def stats_markdown(result: PipelineResult, factor: float) -> str:
     """The perturbation's size and the attack's outcome, with the caption, as Markdown."""
     a, o = result.attack, result.outcome
     psnr = "∞" if math.isinf(a.psnr_db) else f"{a.psnr_db:.1f} dB"
+    verdict = ("**No attack verdict:** the model does not know these class names" if unknown_words_notice(result)
+               else f"**Attack succeeded** against bare CLIP: **{yes_no(o.fooled_clip)}** · against CLIPure: "
+                    f"**{yes_no(o.fooled_clipure)}** · CLIPure changed the clean answer: "
+                    f"**{yes_no(o.clipure_changed_clean)}**")
     lines = [f"**Perturbation:** L-inf **{a.linf_255:.2f}/255** · L2 **{a.l2:.3f}** · PSNR **{psnr}** · "
              f"shown amplified **× {factor:.1f}** around mid grey",
-             f"**Attack succeeded** against bare CLIP: **{yes_no(o.fooled_clip)}** · "
-             f"against CLIPure: **{yes_no(o.fooled_clipure)}** · CLIPure changed the clean answer: "
-             f"**{yes_no(o.clipure_changed_clean)}** · {a.seconds:.2f} s, {a.forwards} forward passes"]
+             f"{verdict} · {a.seconds:.2f} s, {a.forwards} forward passes"]
     if result.gradient is not None:
         lines.append(gradient_text(result.gradient, result.attack_config.threat_model, result.precision))
     lines += [f"**Note:** {c}" for c in caveats(result)]
@@ -273,7 +310,8 @@ def to_dict(result: PipelineResult, embeddings: bool = True) -> dict:
         "meaningless": result.meaningless,
         "classnames": result.classnames,
         "template_set": result.template_set,
-        "purify_config": result.purify_config.to_dict(),
+        "purify_config": {**result.purify_config.to_dict(), "grad_scope_attacked": attacked_scope(result)},
+        "run": run_record(result.device, result.precision, result.x, result.input_sha256),
         "attack_config": None if result.attack_config is None else
         {**result.attack_config.to_dict(), "step_size": step_size_used(result.attack_config),
          "step_size_default": result.attack_config.step_size is None},
@@ -290,6 +328,8 @@ def to_dict(result: PipelineResult, embeddings: bool = True) -> dict:
             "purified": {"label": result.purified.label, "probs": result.purified.probs},
             "perturbation": {"linf_255": a.linf_255, "l2": a.l2, "psnr_db": _finite(a.psnr_db)},
             "attack_succeeded": {"bare_clip": result.outcome.fooled_clip, "clipure": result.outcome.fooled_clipure},
+            # near-uniform clean probabilities: the model does not know the words; the yes/no mean nothing
+            "verdict_meaningful": unknown_words_notice(result) is None,
             "clipure_changed_clean": result.outcome.clipure_changed_clean,
             "exceeds_eps": result.outcome.exceeds_eps,
             "attack_failed": result.outcome.failed,
@@ -309,16 +349,24 @@ def to_json(result: PipelineResult) -> str:
 
 
 COMPARE_COLUMNS = ["threat model", "bare CLIP, attacked image", "CLIPure, attacked image", "fooled bare CLIP",
-                   "fooled CLIPure", "CLIPure changed the clean answer", "L-inf (/255)", "seconds"]
+                   "fooled CLIPure", "CLIPure changed the clean answer", "attacker's gradient: exact zeros",
+                   "gradient norm", "L-inf (/255)", "seconds"]
+# Under the table: what its L-inf column counts, so a row that "never moved" is not misread.
+RANDOM_START_NOTE = ("L-inf is the perturbation the attack returned. PGD starts from a uniform random point "
+                     "within eps (its random start), so a row whose gradient is exactly zero still shows up to eps "
+                     "there: the attack stayed at its random start and never moved towards another class.")
 
 
 def threat_model_row(result: PipelineResult) -> dict:
     """A row of the 'compare threat models' table, keyed by COMPARE_COLUMNS; yes/no from the Outcome."""
-    a, o, tm = result.attack, result.outcome, result.attack_config.threat_model
+    a, o, tm, g = result.attack, result.outcome, result.attack_config.threat_model, result.gradient
     over = " (past eps)" if o.exceeds_eps else ""
-    values = [THREAT_MODELS[tm].label, result.adversarial.label, result.purified.label,
-              yes_no(o.fooled_clip) + over, yes_no(o.fooled_clipure) + over, yes_no(o.clipure_changed_clean),
-              f"{a.linf_255:.2f}", f"{a.seconds:.1f}"]
+    fooled = [yes_no(o.fooled_clip) + over, yes_no(o.fooled_clipure) + over]
+    if unknown_words_notice(result) is not None:   # the model does not know the words: no verdict
+        fooled = ["no verdict", "no verdict"]
+    values = [THREAT_MODELS[tm].label, result.adversarial.label, result.purified.label, *fooled,
+              yes_no(o.clipure_changed_clean), "—" if g is None else f"{g.zero_fraction:.0%}",
+              "—" if g is None else f"{g.norm:.2g}", f"{a.linf_255:.2f}", f"{a.seconds:.1f}"]
     return dict(zip(COMPARE_COLUMNS, values))
 
 

@@ -30,6 +30,8 @@ class PipelineResult:
     warnings: list[str]
     timings: dict[str, float]        # seconds per phase
     gradient: GradientDiagnostics | None = None   # the attacker's pixel gradient at x (app/audit.py)
+    device: str = "cpu"              # where the backbone ran
+    input_sha256: str | None = None  # the uploaded file's SHA-256 (None for an in-memory image)
 
     @property
     def x_adv(self) -> torch.Tensor | None:

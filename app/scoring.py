@@ -67,6 +67,18 @@ def reference_labels(cfg: AttackConfig, clean: Scored, classnames: Sequence[str]
     return clean.bare if THREAT_MODELS[cfg.threat_model].backward == "none" else clean.purified
 
 
+# A model that does not know the class names spreads its probability about evenly over them
+# (the bundled model gives each of "cat, dog, car, plane, tree" 20%); then no answer, and no
+# attack verdict, means anything. A trained CLIP's logit scale (about 100) makes even a small
+# preference far larger than this, so the threshold flags ignorance, not a hard image.
+UNIFORM_RATIO = 1.25
+
+
+def near_uniform(probs: Sequence[float]) -> bool:
+    """No class gets more than UNIFORM_RATIO times the uniform share 1/C."""
+    return max(probs) <= UNIFORM_RATIO / len(probs)
+
+
 @dataclass(frozen=True)
 class Outcome:
     """The yes/no answers about one attacked image, each defined once.

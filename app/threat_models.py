@@ -52,6 +52,12 @@ THREAT_MODELS: Registry[ThreatModel] = Registry("threat model", {
 assert all(tm.backward in BACKWARDS for tm in THREAT_MODELS.values())
 
 
+def as_attacked(cfg: PurifyConfig, backward: str) -> PurifyConfig:
+    """The purification the attacker's graph runs: the official pipeline normalises the step over
+    the batch it is given (batch mates couple), whatever the page's gradient-norm scope says."""
+    return replace(cfg, grad_scope="batch") if backward == "official" else cfg
+
+
 class PurifiedClassifier(nn.Module):
     """CLIPure: pixels -> E_img -> normalize -> purification -> zero-shot logits.
 
@@ -64,8 +70,7 @@ class PurifiedClassifier(nn.Module):
         super().__init__()
         self.classifier = classifier
         self.register_buffer("blank", blank.float())
-        # The official pipeline normalises the step over the batch it is given (batch mates couple).
-        self.cfg = replace(cfg, grad_scope="batch") if backward == "official" else cfg
+        self.cfg = as_attacked(cfg, backward)
         self.backward = BACKWARDS.check(backward)
         self.backbone = backbone
         # One generator for the module's life: each forward pass of a randomised purifier

@@ -83,7 +83,9 @@ def test_compare_encodes_the_clean_image_once(noise_image, tiny, monkeypatch):
     results = compare_threat_models(noise_image, CLASSES, AttackConfig(attack="FGSM", eps=8), model="tiny-random",
                                     template_set="single")
     assert [r.attack_config.threat_model for r in results] == list(THREAT_MODELS)
-    assert len(calls) == 1 + len(THREAT_MODELS) * (1 + 1)    # clean once; per threat model: FGSM + x_adv
+    # clean once; per threat model: FGSM + x_adv, and the gradient diagnostics (the attacker's and the exact)
+    assert len(calls) == 1 + len(THREAT_MODELS) * (1 + 1 + 2)
+    assert all(r.gradient is not None for r in results)
     assert all(r.clean_trajectory is results[0].clean_trajectory for r in results)
 
 

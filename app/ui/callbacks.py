@@ -13,6 +13,7 @@ from app.errors import CLIPureError
 from app.hosting import gpu, request_seconds
 from app.pipeline import classify, compare_threat_models, run, run_pipeline
 from app.server import output_dir
+from app.streaming import in_thread
 from app.threat_models import THREAT_MODELS
 from app.ui.form import (
     COMMON,
@@ -109,7 +110,9 @@ def done_status(r, wall_s: float | None) -> str:
     """The status line after a run: wall time, the verdict in words, and any caveat."""
     took = f"{wall_s:.1f} s" if wall_s is not None else f"{r.timings['total']:.1f} s (engine)"
     text = f"**Done in {took}.**"
-    if r.outcome is not None:
+    if report.unknown_words_notice(r) is not None:
+        text += " No attack verdict: the model does not know these class names (see below)."
+    elif r.outcome is not None:
         text += (f" Attack on bare CLIP: **{'succeeded' if r.outcome.fooled_clip else 'failed'}**; "
                  f"on CLIPure: **{'succeeded' if r.outcome.fooled_clipure else 'failed'}**")
         changed = report.clean_change(r)
@@ -123,15 +126,30 @@ def done_status(r, wall_s: float | None) -> str:
 
 @gpu(duration=lambda *values: request_seconds(*values, threat_models=len(THREAT_MODELS)))
 @user_errors
-@cancellable(outputs=2)
 def compare_demo(*values):
-    """The same attack under all four threat models; one table row each."""
+    """The same attack under all four threat models; one table row each. Streams its progress
+    ("row 2/4: official") in the caption; the last value is (table, caption)."""
     form = Form.of(FORM, values)
-    results = compare_threat_models(form.image, form.classnames, form.attack_config(), form.purify_config(),
-                                    **form.engine_args())
-    table = report.compare_table(results)
+
+    def work(say):
+        return compare_threat_models(form.image, form.classnames, form.attack_config(), form.purify_config(),
+                                     on_progress=lambda f, m: say((f, m)), **form.engine_args())
+    last = 0.0
+    for kind, value in in_thread(work, "clipure-compare"):
+        if kind == "done":
+            yield compare_outputs(value)
+        elif kind == "progress" and time.monotonic() - last >= 0.1:   # at most 10 messages a second
+            last = time.monotonic()
+            yield gr.skip(), progress_text(value[0], f"Compare: {value[1]}")
+        elif kind == "tick":   # a heartbeat, so a cancel can close the stream
+            yield gr.skip(), gr.skip()
+
+
+def compare_outputs(results) -> tuple:
+    """(table, caption) of a comparison: the clean answer, what L-inf counts, what ran."""
     cap = report.caption(results[0], threat_model="each row")
-    return table, f"Clean prediction: **{results[0].clean.label}**. <sub>{cap}</sub>"
+    return (report.compare_table(results),
+            f"Clean prediction: **{results[0].clean.label}**. {report.RANDOM_START_NOTE} <sub>{cap}</sub>")
 
 
 @gpu(duration=lambda *values: request_seconds(*values, names=COMMON))
