@@ -219,7 +219,10 @@ def _create(spec: BackboneSpec, name: str, device: torch.device, precision: str,
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
         try:
-            model, _, preprocess = open_clip.create_model_and_transforms(arch, pretrained=weights, device=device)
+            # require_pretrained: for an hf-hub: name whose config is cached but whose weights are not,
+            # open_clip only logs a warning and returns random weights; this makes it an error.
+            model, _, preprocess = open_clip.create_model_and_transforms(arch, pretrained=weights, device=device,
+                                                                         require_pretrained=pretrained)
             apply_precision(model, precision)
         except (OSError, RuntimeError, ValueError, ConnectionError, ImportError) as e:
             if not (pretrained and (spec.needs_download or spec.source == "bundled")):
@@ -231,7 +234,7 @@ def _create(spec: BackboneSpec, name: str, device: torch.device, precision: str,
 def _reason(e: Exception) -> str:
     """A short, human reason for a failed load (open_clip wraps hub failures in RuntimeError)."""
     text = str(e).strip()
-    if "download" in text.lower() or "hf hub" in text.lower():
+    if any(w in text.lower() for w in ("download", "hf hub", "required pretrained weights")):
         offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes")
         return ("they are not in the local cache and HF_HUB_OFFLINE is set" if offline
                 else "they are not in the local cache and the Hugging Face hub could not be reached")

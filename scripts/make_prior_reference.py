@@ -1,16 +1,8 @@
 """Write tests/fixtures/dalle2_prior_reference.safetensors: dalle2_pytorch's own prior loss on a tiny net.
 
-Needs dalle2_pytorch==0.15.4 in a virtual environment of its own (later releases want
-open-clip-torch<3, and no release is a dependency of the app). 0.15.4 is the release that the
-official CLIPure_Diff.py's own `decoder_versions` list (taken from LAION's notebook) names, and the
-last of 0.11.0 to 0.15.4, the only releases whose state dict (LayerNorm `gamma`/`beta`, schedule
-under `noise_scheduler.*`, no null text parameters) the official strict load accepts.
-Its imports need, installed with --no-deps: einops einops-exts kornia kornia-rs x-clip
-coca-pytorch resize-right rotary-embedding-torch vector-quantize-pytorch einx frozendict loguru
-torch-einops-utils ema-pytorch accelerate psutil (plus torch, torchvision, numpy, tqdm, ftfy,
-regex, packaging, pillow, pydantic, safetensors, e.g. from the app's venv via a .pth file).
+Runs in a virtual environment with dalle2_pytorch==0.15.4 (official_prior.py says which release
+and how to make one):
 
-    python -m venv /somewhere/d2 && /somewhere/d2/bin/pip install --no-deps dalle2_pytorch==0.15.4 ...
     /somewhere/d2/bin/python scripts/make_prior_reference.py
 
 The network is the official DiffusionPriorNetwork with small sizes; DiffusionPrior gets clip=None,
@@ -27,7 +19,8 @@ from pathlib import Path
 import dalle2_pytorch
 import torch
 import torch.nn.functional as F
-from dalle2_pytorch import DiffusionPrior, DiffusionPriorNetwork
+from dalle2_pytorch import DiffusionPrior
+from official_prior import official_prior
 from safetensors.torch import save_file
 
 OUT = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "dalle2_prior_reference.safetensors"
@@ -37,11 +30,7 @@ DIM, TEXT_LEN, N = 32, 77, 4      # embedding width, text tokens (CLIP context),
 
 def build() -> DiffusionPrior:
     torch.manual_seed(0)
-    net = DiffusionPriorNetwork(dim=DIM, depth=2, dim_head=48, heads=4, normformer=True, attn_dropout=5e-2,
-                                ff_dropout=5e-2, num_time_embeds=1, num_image_embeds=1, num_text_embeds=1,
-                                num_timesteps=1000, ff_mult=4)
-    prior = DiffusionPrior(net=net, clip=None, image_embed_dim=DIM, timesteps=1000, cond_drop_prob=0.1,
-                           loss_type="l2", condition_on_text_encodings=True)
+    prior = official_prior(dim=DIM, depth=2, dim_head=48, heads=4, attn_dropout=5e-2, ff_dropout=5e-2)
     # null_kv, learned_query, time and rel-pos tables are already N(0, 1); move the LayerNorm gains
     # away from 1 too, so a dropped or misplaced gain shows (the bias `beta` is a fixed zero buffer)
     with torch.no_grad():
@@ -53,7 +42,6 @@ def build() -> DiffusionPrior:
 
 
 def main() -> None:
-    assert dalle2_pytorch.__version__ == "0.15.4", dalle2_pytorch.__version__
     prior = build()
     g = torch.Generator().manual_seed(1)
     z = F.normalize(torch.randn(N, DIM, generator=g), dim=-1)
