@@ -46,45 +46,74 @@ def test_gpu_decorator_uses_spaces_when_present(monkeypatch):
     assert hosting.gpu(duration=42)(len)([1, 2]) == 2
 
 
-def test_app_py_serves_with_the_registrys_spaces_package(tmp_path):
-    """app.py imports the real `spaces` first (as on a Space, outside ZeroGPU) and still serves the page.
-    `spaces` goes to a temporary folder, never into the project's environment."""
+def _listening_on_all_interfaces(port: int) -> bool:
+    """Whether a socket listens on 0.0.0.0:port (Linux's /proc/net/tcp: local address, state 0A = LISTEN)."""
+    rows = Path("/proc/net/tcp").read_text().splitlines()[1:]
+    return any(r.split()[1] == f"00000000:{port:04X}" and r.split()[3] == "0A" for r in rows)
+
+
+def test_the_space_rehearsal_serves_the_default_backbone(tmp_path):
+    """As on a Space: SPACE_ID set, the registry's `spaces` imported first, HF_HUB_OFFLINE=1 and a
+    Hugging Face cache holding the default backbone's real layout (random weights at the real
+    shapes). `python app.py` serves that backbone with no fallback notice, on 0.0.0.0, warm, and
+    answers /run through gradio_client. `spaces` goes to a temporary folder, never into the project's
+    environment."""
     import os
     import subprocess
     import time
     import urllib.request
 
+    from gradio_client import Client, handle_file
 
-
+    from app.models import DEFAULT_BACKBONE
     from tests.conftest import free_port
+    from tests.test_layouts import hub_file, random_clip, save_weights
+    assert DEFAULT_BACKBONE == "ViT-B-32-quickgelu/openai"
     target = tmp_path / "site"
     pip = subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--target", str(target),
                           "spaces"], capture_output=True, text=True, timeout=120)
     if pip.returncode != 0:
         pytest.skip(f"could not install `spaces` from the registry (offline?): {pip.stderr.strip()[-200:]}")
+    home = tmp_path / "hf"
+    save_weights(hub_file(home, "timm/vit_base_patch32_clip_224.openai", "open_clip_model.safetensors"),
+                 random_clip("ViT-B-32-quickgelu"))
     port = free_port()
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(target), str(ROOT)]), "CLIPURE_MODEL": "tiny-random",
-           "GRADIO_SERVER_PORT": str(port), "GRADIO_SERVER_NAME": "127.0.0.1", "HF_HUB_OFFLINE": "1"}
+    env = {k: v for k, v in os.environ.items() if k not in ("CLIPURE_MODEL", "GRADIO_SERVER_NAME", "HF_HUB_CACHE")}
+    env.update(PYTHONPATH=os.pathsep.join([str(target), str(ROOT)]), SPACE_ID="clipure/explorer", HF_HOME=str(home),
+               HF_HUB_OFFLINE="1", GRADIO_SERVER_PORT=str(port), CLIPURE_DEVICE="cpu")
     code = ("import runpy, sys; import spaces; print('spaces', spaces.__file__, flush=True); "
             "runpy.run_path('app.py', run_name='__main__')")
     log = tmp_path / "app.log"   # a file, not a pipe: a full pipe would block the server
     proc = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, env=env, stdout=log.open("w"),
                             stderr=subprocess.STDOUT, text=True)
     try:
-        deadline, page = time.monotonic() + 120, None
+        deadline, page = time.monotonic() + 180, None
         while time.monotonic() < deadline and proc.poll() is None and page is None:
             try:
                 page = urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5).read().decode()
             except OSError:
                 time.sleep(1)
         if page is None:
-            pytest.fail(f"app.py with `spaces` did not serve within 120 s:\n{log.read_text()[-2000:]}")
-        assert "gradio" in page.lower()
+            pytest.fail(f"app.py did not serve within 180 s:\n{log.read_text()[-2000:]}")
+        assert _listening_on_all_interfaces(port), "a Space listens on 0.0.0.0"
+        config = urllib.request.urlopen(f"http://127.0.0.1:{port}/config", timeout=10).read().decode()
+        assert "fallback-notice" not in config and DEFAULT_BACKBONE in config
+        client = Client(f"http://127.0.0.1:{port}/", verbose=False, download_files=False)
+        values = dict(image=handle_file(str(ROOT / "assets" / "examples" / "cat.png")), classnames="cat, dog, car",
+                      backbone=DEFAULT_BACKBONE, template_set="single", attack="PGD", threat_model="adaptive", eps=4,
+                      steps=1, step_size=0, seed=0, targeted=False, target=None, method="clipure-cos", p_steps=2,
+                      p_step_size=30.0, momentum=0.0, norm="l2", grad_scope="sample", precision="fp32", p_seed=0, eot=1)
+        from app.ui.form import FORM, RUN_OUTPUTS
+        out = client.predict(*[values[n] for n in FORM], api_name="/run")
+        status = out[[n for n in RUN_OUTPUTS if n != "result_state"].index("status")]
+        assert status.startswith("**Done in"), status
     finally:
         if proc.poll() is None:
             proc.terminate()
             proc.wait(timeout=30)
-    assert f"spaces {target}" in log.read_text()   # the registry's package, not a stub
+    text = log.read_text()
+    assert f"spaces {target}" in text                       # the registry's package, not a stub
+    assert f"[clipure] warm: {DEFAULT_BACKBONE}" in text and "could not be loaded" not in text
 
 
 # --- ZeroGPU's conventions: a warm start, and values that travel back from a GPU worker ----------
