@@ -25,26 +25,26 @@ PER_FORWARD, PER_PROMPT, PER_PURIFY_STEP = 0.05, 0.004, 0.02
 PRIOR_FACTOR = 10   # a diffusion-prior step against a cosine step: a generous guess, not measured on a GPU
 
 
-def request_seconds(*values, names=None, threat_models: int = 1) -> int:
-    """The ZeroGPU duration for one request, from the widget values by FORM name (or `names`):
-    setup, the prompts to encode, the attack's forward passes (each through T purification
-    steps unless the threat model is undefended) and the purification itself; capped at MAX_SECONDS."""
+def request_seconds(form, threat_models: int = 1) -> int:
+    """The ZeroGPU duration for one request (a Form: its fields by name, as sent): setup, the prompts
+    to encode, the attack's forward passes (each through T purification steps unless the threat model
+    is undefended) and the purification itself; capped at MAX_SECONDS."""
     from app.attacks import ATTACKS
-    from app.ui.form import FORM
-    v = dict(zip(names or FORM, values))
-    number = lambda key, default: float(v[key]) if isinstance(v.get(key), (int, float)) else default  # noqa: E731
-    classes = max(len(str(v.get("classnames") or "").replace("\n", ",").split(",")), 2)
-    prompts = (classes + 1) * (80 if v.get("template_set") == "ensemble" else 1)
+    number = lambda key, default: (float(getattr(form, key)) if isinstance(getattr(form, key, None), (int, float))  # noqa: E731
+                                   else default)
+    classes = max(len(str(form.classnames or "").replace("\n", ",").split(",")), 2)
+    prompts = (classes + 1) * (80 if form.template_set == "ensemble" else 1)
     T = max(number("p_steps", 10), 0)
     # CLIPure-Diff's steps run the diffusion prior (forward, and backward through it when attacked).
-    diff = v.get("method") == "clipure-diff"
+    diff = form.method == "clipure-diff"
     per_step = PER_PURIFY_STEP * (PRIOR_FACTOR if diff else 1)
     seconds = 10 + prompts * PER_PROMPT + 2 * (T + 1) * per_step
-    spec = ATTACKS.get(v.get("attack")) if isinstance(v.get("attack"), str) else None
+    attack = getattr(form, "attack", None)
+    spec = ATTACKS.get(attack) if isinstance(attack, str) else None
     if spec is not None:
         steps = max(number("steps", 10), 1)
         forwards = steps * (spec.forwards_per_step or 20) * max(number("eot", 1), 1)   # unknown: ~20 a step
-        through = 1 if v.get("threat_model") == "undefended" else 1 + 2 * T * (PRIOR_FACTOR if diff else 1)
+        through = 1 if form.threat_model == "undefended" else 1 + 2 * T * (PRIOR_FACTOR if diff else 1)
         seconds += threat_models * forwards * PER_FORWARD * through
     return int(min(max(seconds, MIN_SECONDS), MAX_SECONDS))
 

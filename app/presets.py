@@ -56,11 +56,14 @@ def presets_for(backbone_name: str) -> list[str]:
 
 @dataclass(frozen=True)
 class Lesson:
-    """A teacher's lesson: an example, settings (FORM names) and the action that makes its point."""
+    """A teacher's lesson: an example, settings (FORM names), the action that makes its point and
+    the one view that proves it, shown beside its text (app/ui/lessons.py)."""
     title: str
-    text: str                 # two sentences beside the buttons
+    text: str                 # what the class should see, beside the result
     action: str               # "run" or "compare"
+    proof: str                # "images" (clean, attacked, perturbation), "rotation" or "compare"
     settings: dict = field(default_factory=dict)
+    replay_from: int | None = None   # the purification step the rotation view opens at
 
 
 _TOY = dict(image=str(EXAMPLES_DIR / "toy-green-circle.png"), classnames=CLASS_PRESETS["Toy shapes (16)"],
@@ -70,19 +73,22 @@ _TOY = dict(image=str(EXAMPLES_DIR / "toy-green-circle.png"), classnames=CLASS_P
 
 LESSONS: list[Lesson] = [
     Lesson("1 · An attack fools CLIP",
-           "PGD changes every pixel of this green circle by at most 4/255, too little to see, and bare CLIP now "
-           "answers with another shape (middle panel). The perturbation image shows the change, amplified.",
-           "run", _TOY),
+           "PGD changes every pixel of this green circle by at most 4/255, too little to see: compare the clean "
+           "and the attacked image below. Bare CLIP now answers with another shape. The third image is the "
+           "change itself, amplified until it shows.",
+           "run", "images", _TOY),
     Lesson("2 · The paper's defaults do nothing (the 2-cycle)",
-           "With η = 30 one purification step rotates the embedding by atan(30) ≈ 88°, past the blank, and the "
-           "next step rotates it back, so after T = 10 steps CLIPure is handed back the adversarial embedding "
-           "and is fooled too (right panel). The cosine plot zig-zags between the same two values.",
-           "run", _TOY),
+           "Each CLIPure step turns the embedding towards the blank by atan(η) = 88.1° at η = 30, more than the "
+           "angle between them, so step 1 lands on the far side of the blank and step 2 turns it back to where it "
+           "started. After T = 10 steps CLIPure is handed the adversarial embedding and is fooled too. Move the "
+           "step slider to walk the steps.",
+           "run", "rotation", {**_TOY, "image": str(EXAMPLES_DIR / "toy-red-square.png")}, replay_from=1),
     Lesson("3 · Why the paper looks robust, and the adaptive attacker",
-           "In the official code's fp16 the gradient through its purification rounds to exactly zero, so the "
-           "attack never moves and the `official` row keeps the clean answer (measured on this toy model). The "
-           "`adaptive` row differentiates the purification exactly, at the same precision, and is fooled.",
-           "compare", {**_TOY, "precision": "fp16"}),
+           "In the official code's fp16 the gradient through its purification rounds to exactly zero (the "
+           "table's exact-zeros column), so the `official` row's attack never moves from PGD's random start and "
+           "keeps the clean answer (measured on this toy model). The `adaptive` row differentiates the "
+           "purification exactly, at the same precision, and is fooled.",
+           "compare", "compare", {**_TOY, "precision": "fp16"}),
 ]
 
 

@@ -16,7 +16,7 @@ from PIL import Image
 
 from app.attacks import ATTACKS, AttackConfig, step_size_used
 from app.audit import GradientDiagnostics
-from app.plots import cosine_figure, latent_map_figure, probability_figure
+from app.plots import cosine_figure, latent_map_figure, probability_figure, rotation_figure
 from app.purifiers import PURIFIERS, Prediction, PurifyConfig, TrajectoryStep
 from app.results import PipelineResult
 from app.scoring import near_uniform
@@ -197,19 +197,27 @@ def gradient_text(g: GradientDiagnostics, threat_model: str, precision: str) -> 
             f"(norm {g.exact_norm:.3g}): **{cos}**")
 
 
-PLOTS = ("prob_plot", "cos_plot", "map_plot")   # the three figures, in figures()' order
+PLOTS = ("prob_plot", "cos_plot", "rot_plot", "map_plot")   # the figures, in figures()' order
 
 
 def figure(result: PipelineResult, which: str, top_k: int = 5, step: int | None = None, narrow: bool = False):
-    """One of the three figures (a name in PLOTS): the page draws only the one in view."""
+    """One of the figures (a name in PLOTS): the page draws only the one in view."""
     return figures(result, top_k, step, only=which, narrow=narrow)[PLOTS.index(which)]
+
+
+def exact_step_size(result: PipelineResult) -> float | None:
+    """CLIPure-Cos's η where each step is exactly a rotation by atan(η) (L2 update, per-sample norm,
+    γ = 0), for the figures to say so; None otherwise."""
+    p = result.purify_config
+    exact = p.method == "clipure-cos" and p.norm == "l2" and p.grad_scope == "sample" and p.momentum == 0
+    return p.step_size if exact else None
 
 
 def figures(result: PipelineResult, top_k: int = 5, step: int | None = None, only: str | None = None,
             narrow: bool = False):
-    """(per-step probabilities, cosine to the blank, latent map) Figures for a result; `step`
-    marks one step on each (the replay slider). only: draw that one (a name in PLOTS), None the rest.
-    narrow: a phone's layout for the step plots (panels stacked, legends below)."""
+    """(per-step probabilities, cosine to the blank, rotation in the plane, latent map) Figures for a
+    result; `step` marks one step on each (the replay slider). only: draw that one (a name in PLOTS),
+    None the rest. narrow: a phone's layout (panels stacked, legends and keys below)."""
     cap = caption(result)
     a = result.attack_config
     target = result.classnames.index(a.target) if a is not None and a.targeted else None
@@ -217,13 +225,18 @@ def figures(result: PipelineResult, top_k: int = 5, step: int | None = None, onl
     if result.adv_trajectory is not None:
         traces = {"adversarial input": result.adv_trajectory, **traces}
     draw = lambda name: only is None or only == name  # noqa: E731
+    eta = exact_step_size(result)
+    inspected = "adversarial input" if result.adv_trajectory is not None else "clean input"
     return (probability_figure({k: t.probs[:, 0].numpy() for k, t in traces.items()}, result.classnames,
                                result.clean.index, target, cap, top_k, step, narrow) if draw("prob_plot") else None,
             cosine_figure({k: t.cos_to_blank[:, 0].tolist() for k, t in traces.items()}, cap, step,
                           {k: t.prior_loss[:, 0].tolist() for k, t in traces.items() if t.prior_loss is not None},
-                          narrow) if draw("cos_plot") else None,
+                          narrow, step_size=eta) if draw("cos_plot") else None,
+            rotation_figure(result.trajectory.embeddings, result.blank, result.class_embeddings, result.classnames,
+                            cap, step, narrow, step_size=eta, name=inspected) if draw("rot_plot") else None,
             latent_map_figure({k: t.embeddings[:, 0] for k, t in traces.items()}, result.class_embeddings,
-                              result.blank, result.classnames, cap, step=step) if draw("map_plot") else None)
+                              result.blank, result.classnames, cap, step=step, narrow=narrow)
+            if draw("map_plot") else None)
 
 
 def step_prediction(step: TrajectoryStep, classnames) -> Prediction:
@@ -348,9 +361,9 @@ def to_json(result: PipelineResult) -> str:
     return json.dumps(to_dict(result))
 
 
-COMPARE_COLUMNS = ["threat model", "bare CLIP, attacked image", "CLIPure, attacked image", "fooled bare CLIP",
-                   "fooled CLIPure", "CLIPure changed the clean answer", "attacker's gradient: exact zeros",
-                   "gradient norm", "L-inf (/255)", "seconds"]
+COMPARE_COLUMNS = ["threat model", "bare CLIP (attacked)", "CLIPure (attacked)", "fooled bare CLIP",
+                   "fooled CLIPure", "CLIPure changed clean", "gradient: exact zeros", "gradient norm",
+                   "L-inf (/255)", "time (s)"]
 # Under the table: what its L-inf column counts, so a row that "never moved" is not misread.
 RANDOM_START_NOTE = ("L-inf is the perturbation the attack returned. PGD starts from a uniform random point "
                      "within eps (its random start), so a row whose gradient is exactly zero still shows up to eps "

@@ -6,6 +6,7 @@ os.environ.setdefault("CLIPURE_DEVICE", "cpu")
 # The suite loads several small backbones; the public default (2) is tested on its own.
 os.environ.setdefault("CLIPURE_MAX_LOADED_BACKBONES", "8")
 
+import contextlib  # noqa: E402
 import socket  # noqa: E402
 
 import numpy as np  # noqa: E402
@@ -49,22 +50,27 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+@contextlib.contextmanager
 def launched(default_backbone: str):
-    """Launch the app as app.py does, with the given default backbone (CLIPURE_MODEL)."""
+    """The app launched as app.py does, with the given default backbone (CLIPURE_MODEL), for the
+    block's life: yields (demo, url). The server makes the backbone it starts on the engine's default
+    (for API calls that name none); the test process's default is restored after."""
     import app.models
     from app.ui import launch
     before, app.models.DEFAULT_BACKBONE = app.models.DEFAULT_BACKBONE, default_backbone
+    demo = None
     try:
         port = free_port()
         demo = launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=port, quiet=True)
+        yield demo, f"http://127.0.0.1:{port}/"
     finally:
+        if demo is not None:
+            demo.close()
         app.models.DEFAULT_BACKBONE = before
-    return demo, f"http://127.0.0.1:{port}/"
 
 
 @pytest.fixture(scope="session")
 def server():
     """The app on 127.0.0.1 with CLIPURE_MODEL=tiny-random, shared by the end-to-end and browser tests."""
-    demo, url = launched("tiny-random")
-    yield url
-    demo.close()
+    with launched("tiny-random") as (_, url):
+        yield url

@@ -14,6 +14,8 @@ from app.presets import EXAMPLES_DIR  # noqa: E402
 from app.ui.form import RUN_OUTPUTS  # noqa: E402
 from tests.conftest import launched  # noqa: E402
 
+IMAGE = str(EXAMPLES_DIR / "cat.png")
+
 CLASSES = "cat, dog, car, plane"
 # attack, threat model, eps, steps, step size, seed, targeted, target
 ATTACK = ["PGD", "undefended", 8, 5, 0, 3, False, None]
@@ -151,8 +153,7 @@ def test_two_users_at_once_get_their_own_results(server, image):
 
 def test_offline_the_default_falls_back_to_the_bundled_model_and_its_examples_are_right():
     from app.presets import examples_for
-    demo, url = launched("ViT-B-32-quickgelu/openai")    # no hub here: HF_HUB_OFFLINE=1
-    try:
+    with launched("ViT-B-32-quickgelu/openai") as (_, url):    # no hub here: HF_HUB_OFFLINE=1
         with urllib.request.urlopen(url + "config") as f:
             config = f.read().decode()
         assert "Offline mode" in config and "toy-shapes" in config
@@ -162,5 +163,30 @@ def test_offline_the_default_falls_back_to_the_bundled_model_and_its_examples_ar
             out = client.predict(handle_file(path), names, "toy-shapes", "single", api_name="/classify")
             assert out["label"] == expected, (path, out)
             assert out["confidences"][expected] > 0.9
-    finally:
-        demo.close()
+        # an API call that names no backbone gets the one the page fell back to
+        out = client.predict(image=handle_file(examples_for(toy=True)[0][0]), classnames=examples_for(toy=True)[0][1],
+                             api_name="/classify")
+        assert out["backbone"] == "toy-shapes"
+
+
+@pytest.mark.parametrize("api_name", ["/classify", "/attack", "/purify", "/run", "/compare", "/audit"])
+def test_every_endpoint_answers_a_keyword_call_with_only_the_image_and_the_class_names(server, api_name):
+    """Each endpoint's signature is the form's names with their defaults (app/ui/form.py): a client
+    calls by name and leaves out what has a default, the target included."""
+    client = Client(server, verbose=False, download_files=False)
+    out = client.predict(image=handle_file(IMAGE), classnames="cat, dog, car, plane", api_name=api_name)
+    assert out is not None
+    info = client.view_api(print_info=False, return_format="dict")["named_endpoints"][api_name]
+    names = [p["parameter_name"] for p in info["parameters"]]
+    assert names[:2] == ["image", "classnames"] and "param_0" not in names
+    required = [p["parameter_name"] for p in info["parameters"] if not p["parameter_has_default"]]
+    assert "image" in required and set(required) <= {"image", "classnames"}   # Gradio may offer the page's classes
+    assert all(not r["label"].startswith("value_") for r in info["returns"]), info["returns"]
+
+
+def test_keyword_and_positional_calls_agree(server):
+    client = Client(server, verbose=False, download_files=False)
+    by_name = client.predict(image=handle_file(IMAGE), classnames="cat, dog", backbone="tiny-random",
+                             template_set="single", precision="fp32", api_name="/classify")
+    by_order = client.predict(handle_file(IMAGE), "cat, dog", "tiny-random", "single", api_name="/classify")
+    assert by_name["confidences"] == by_order["confidences"]

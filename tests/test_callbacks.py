@@ -67,15 +67,16 @@ def test_run_demo_refuses_bad_input_in_one_sentence():
 def test_replay_shows_the_prediction_at_the_chosen_step():
     final = dict(zip(fm.RUN_OUTPUTS, list(cb.run_demo(*values()))[-1]))
     r = final["result_state"]
-    label, note, probs, cos, latent = ev.on_replay(r, 2)
+    label, note, probs, cos, rotation, latent = ev.on_replay(r, 2)
     assert label == r.adv_trajectory.prediction(2, r.classnames).top(cb.TOP_K, r.classnames)
     assert "Step 2/4" in note
     assert probs.axes[0].lines and cos is not None and latent is not None   # only the plot in view is drawn
-    assert all(isinstance(f, type(cos)) for f in (cos, latent)) and not hasattr(cos, "axes")
+    assert all(isinstance(f, type(cos)) for f in (cos, rotation, latent)) and not hasattr(cos, "axes")
     marked = ev.on_plot_tab(r, 2, "cos_plot")                               # its tab opened: drawn, step marked
     assert any(line.get_xdata()[0] == 2 for line in marked.axes[0].lines if len(line.get_xdata()) == 2)
     after = ev.on_plots_after_run(r, 0, "map_plot")
-    assert not hasattr(after[0], "axes") and not hasattr(after[1], "axes") and after[2].axes
+    assert not any(hasattr(f, "axes") for f in after[:3]) and after[3].axes
+    assert ev.on_plot_tab(r, 1, "rot_plot").axes                              # the rotation view, at step 1
     assert not hasattr(ev.on_plots_after_run(r, 0, "prob_plot")[0], "axes")   # the run drew it already
     assert ev.on_replay(None, 2)[0] is not None   # no run yet: nothing changes (gr.skip)
 
@@ -147,17 +148,28 @@ def test_a_text_file_upload_gets_one_sentence(tmp_path):
     assert image is None and status.count(".") >= 1 and "image" in status.lower()
 
 
-def test_lessons_set_form_fields_and_say_two_sentences():
+def test_lessons_set_form_fields_and_open_the_stage_with_only_their_proof():
     from app.presets import LESSONS
+    from app.ui import lessons as ls
+    proofs = {"images": "_lesson_images", "rotation": "_lesson_plot", "compare": "_lesson_table"}
     for k, lesson in enumerate(LESSONS):
         assert set(lesson.settings) <= set(fm.FORM)
-        out = ev.on_lesson(k)()
-        assert len(out) == len(lesson.settings) + 1 and lesson.text in out[-1]
+        out = ls.on_lesson(k)()
+        assert len(out) == len(lesson.settings) + len(ls.lesson_outputs(k))
+        stage = dict(zip(ls.lesson_outputs(k), out[len(lesson.settings):]))
+        assert stage["_stage"]["visible"] and lesson.text in stage["_lesson_text"]
+        assert [key for key in proofs.values() if stage[key]["visible"]] == [proofs[lesson.proof]]
+        if lesson.action == "compare":   # earlier results cleared, the page's compare panel hidden
+            assert stage["status"] == "" and stage["result_state"] is None and stage["clean_label"] is None
+            assert stage["_compare_panel"]["visible"] is False
+    assert [lesson.proof for lesson in LESSONS] == ["images", "rotation", "compare"]   # each lesson distinct
     assert LESSONS[2].settings["precision"] == "fp16" and LESSONS[2].action == "compare"
+    assert LESSONS[1].replay_from == 1 and LESSONS[1].settings["image"] != LESSONS[0].settings["image"]
 
 
 def test_gpu_duration_grows_with_the_request():
-    from app.hosting import MAX_SECONDS, request_seconds
+    from app.hosting import MAX_SECONDS
+    request_seconds = fm.gpu_seconds(fm.FORM)   # what spaces calls: the call's own arguments
     short = request_seconds(*values(steps=10, threat_model="undefended"))
     long = request_seconds(*values(steps=100, threat_model="adaptive", p_steps=10))
     assert short < long <= MAX_SECONDS
@@ -239,7 +251,7 @@ def test_clipure_diff_run_plots_the_prior_loss_per_step():
     assert top.y0 > bottom.y1 and abs(top.x0 - bottom.x0) < 1e-6              # one above the other
     w, h = phone.get_size_inches()
     assert w <= 5 and h > w and phone.legends and not phone.axes[1].get_legend()
-    assert fig.get_size_inches()[0] == 10.0                                    # the desktop figure unchanged
+    assert fig.get_size_inches()[0] > 15                                       # desktop: the panel's width
     marker = [t for t in phone.axes[0].texts if t.get_text() == "step 1"]
     assert marker and marker[0].get_ha() == "left"
     last = ev.on_plot_tab(r, 2, "cos_plot", True).axes[0].texts
@@ -264,12 +276,15 @@ def test_streamed_status_of_clipure_diff_shows_the_prior_loss():
 
 
 def test_audit_streams_progress_then_the_checks_table_and_the_sweep():
+    import json
+    from pathlib import Path
     updates = list(ap.audit_demo(*values(threat_model="official", steps=2)))
     assert all(u[0].startswith("⏳") for u in updates[:-1]) and len(updates) >= 3
-    status, table, gradient, fig = updates[-1]
+    status, table, gradient, fig, exported = updates[-1]
     assert status.startswith("**Audit done in")
     assert list(table["check"]) == [f"({k})" for k in "abcdef"]
-    assert set(table["result"]) <= {"FLAGGED", "ok"}
+    assert set(table["result"]) <= {'<span class="flagged">FLAGGED</span>', "ok"}   # FLAGGED in red on the page
+    assert exported["visible"] and json.loads(Path(exported["value"]).read_text())["checks"][0]["name"] == "a"
     assert "norm" in gradient and "exactly zero" in gradient
     assert len(fig.axes[0].get_lines()) == 2   # the threat model and adaptive
 
@@ -288,13 +303,17 @@ def test_audit_api_returns_the_audit_as_json_and_refuses_bad_input():
 def test_paper_preset_sets_the_protocol_and_says_what_is_scaled_down():
     from app.evaluate.protocols import PROTOCOLS
     from app.limits import LIMITS
-    out = ap.on_paper_preset()
+    from app.ui import lessons as ls
+    out = ls.on_paper("toy-shapes")
     v = dict(zip(ap.PAPER_PRESET_FIELDS, out))
+    image, stage = out[len(ap.PAPER_PRESET_FIELDS)], dict(zip(ls.STAGE, out[len(ap.PAPER_PRESET_FIELDS) + 1:]))
+    assert image.endswith(".png") and "toy-" in image                       # an example that fits the backbone
+    assert "Now press Run" in stage["_lesson_text"] and f"about {ls.PAPER_RUN_S['cpu']} s" in stage["_lesson_text"]
     assert set(v) <= set(fm.FORM)
     assert (v["attack"], v["eps"], v["steps"], v["threat_model"], v["precision"], v["template_set"]) == \
         ("AutoAttack-custom", 4.0, 100, "official", "fp16", "ensemble")
     assert (v["p_steps"], v["p_step_size"], v["momentum"], v["norm"], v["grad_scope"]) == (10, 30.0, 0.0, "l2", "batch")
-    note = out[-1]
+    note = stage["_lesson_text"]
     assert all(u in note for u in PROTOCOLS["paper"].unmatched)
     assert "batches of 2" in note and f"{LIMITS.max_request_seconds:.0f} s" in note and "Attack steps" in note
     assert ap.paper_preset_api()["values"] == ap.paper_preset()
@@ -308,7 +327,7 @@ def test_the_audit_takes_the_forms_eot_count_and_names_the_defence():
     *_, out = ap.audit_api(*diff)
     assert out["attack"]["eot"] == 2 and (out["purify"]["method"], out["purify"]["seed"]) == ("clipure-diff", 5)
     assert out["gradient"]["draws"] == 2
-    status, _, gradient, fig = list(ap.audit_demo(*diff))[-1]
+    status, _, gradient, fig, _ = list(ap.audit_demo(*diff))[-1]
     assert "CLIPure-Diff" in status and "seed 5" in status and "EOT K=2" in status
     assert "mean of 2 draws" in gradient
     title = fig.get_suptitle().replace("\n", " ")

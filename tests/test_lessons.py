@@ -23,6 +23,9 @@ def test_lesson_two_clipure_is_fooled_too_and_the_cosine_zig_zags():
     cos = r.adv_trajectory.cos_to_blank[:, 0]
     assert all((cos[t + 1] - cos[t]) * (cos[t + 2] - cos[t + 1]) < 0 for t in range(len(cos) - 2))   # zig-zag
     assert abs(float(cos[-1] - cos[0])) < 1e-4                                                         # back home
+    from app.ui.lessons import _turns, result_text
+    assert all(abs(t - 88.09) < 0.05 for t in _turns(r))   # each step turns atan(30), as the lesson says
+    assert "88.1°" in result_text(1, r)
 
 
 def test_lesson_three_official_fp16_keeps_the_clean_answer_and_adaptive_is_fooled():
@@ -32,6 +35,12 @@ def test_lesson_three_official_fp16_keeps_the_clean_answer_and_adaptive_is_foole
         f.image, f.classnames, f.attack_config(), f.purify_config(), **f.engine_args())}
     assert not rows["official"].outcome.fooled_clipure
     assert rows["adaptive"].outcome.fooled_clipure
+    # the table shows why: the official attacker's gradient is exactly zero, the adaptive one's is not
+    assert rows["official"].gradient.zero_fraction == 1.0 and rows["adaptive"].gradient.zero_fraction < 0.5
+    from app.report import compare_table
+    from app.ui.lessons import rows_text
+    text = rows_text(compare_table(list(rows.values())))
+    assert "Official pipeline:** CLIPure **not fooled**" in text and "exactly zero: **100%**" in text
 
 
 def test_how_it_works_clipure_diff_figures_hold_on_the_toy_model():

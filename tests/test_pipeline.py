@@ -110,3 +110,30 @@ def test_cold_text_encoding_reports_progress_and_a_closed_stream_stops_it(noise_
     while any(t.name == "clipure-prepare" for t in threading.enumerate()) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not any(t.name == "clipure-prepare" for t in threading.enumerate())
+
+
+def test_autoattack_progress_names_its_apgd_run_and_step():
+    """torchattacks reports nothing inside AutoAttack: the pipeline's progress still says which APGD
+    run (restart or target class) and which step it is at, and moves forward."""
+    from app.pipeline import run
+    from app.presets import EXAMPLES_DIR
+    names = "red circle, blue square, green triangle, yellow cross, red square"
+    events = [e for e in run(EXAMPLES_DIR / "toy-red-circle.png", names,
+                             AttackConfig(attack="AutoAttack-custom", eps=4, steps=3, threat_model="official"),
+                             model="toy-shapes", template_set="single", precision="fp16", diagnose=False)
+              if e.phase == "attack-step"]
+    messages = [e.message for e in events]
+    assert "AutoAttack-custom: APGD-CE restart 1/5, step 0/3" in messages
+    assert any(m.startswith("AutoAttack-custom: APGD-T target 1/") for m in messages), messages
+    fractions = [e.fraction for e in events]
+    assert fractions == sorted(fractions) and 0.05 <= fractions[0] < fractions[-1] <= 0.75
+
+
+def test_compare_reports_each_row_as_it_starts(noise_image, tiny):
+    from app.pipeline import compare_threat_models
+    said = []
+    compare_threat_models(noise_image, CLASSES, AttackConfig(attack="FGSM", eps=8), model="tiny-random",
+                          template_set="single", on_progress=lambda f, m: said.append((f, m)))
+    rows = [m for _, m in said if m.startswith("row ") and "," not in m]
+    assert rows == ["row 1/4: undefended", "row 2/4: official", "row 3/4: adaptive", "row 4/4: bpda"]
+    assert any(m.startswith("row 2/4: official, FGSM forward pass") for _, m in said)

@@ -96,3 +96,61 @@ def test_the_clean_change_is_said_exactly_when_the_outcome_has_it(result):
     changed = result.outcome.clipure_changed_clean
     assert (report.clean_change(result) is not None) == changed
     assert ("already changed" in report.outcome_notes(result)["purified_note"]) == changed
+
+
+def test_the_record_says_what_ran(tmp_path):
+    """The JSON names the app's version and commit, the packages, the device, the precision, the
+    upload's SHA-256 and the evaluated pixels' (those of the exported clean.png); under `official` the
+    caption and the JSON say the attacked graph ran the batch norm, whatever the page's scope."""
+    import hashlib
+    from importlib.metadata import version
+
+    import numpy as np
+    from PIL import Image
+
+    import app
+    from app.models import TOY_DIR
+    image = TOY_DIR.parent / "examples" / "toy-red-circle.png"
+    r = run_pipeline(image, "red circle, blue square, green triangle", AttackConfig(attack="PGD", eps=4, steps=1,
+                     threat_model="official"), PurifyConfig(grad_scope="sample"), model="toy-shapes",
+                     template_set="single")
+    data = json.loads(report.to_json(r))
+    run = data["run"]
+    assert run["app_version"] == app.__version__ and run["precision"] == "fp32" and run["device"] == "cpu"
+    assert run["commit"] is None or len(run["commit"].split("-")[0]) == 40
+    assert run["packages"]["torch"] == version("torch") and run["packages"]["open_clip_torch"] == version("open_clip_torch")
+    assert run["input_sha256"] == hashlib.sha256(image.read_bytes()).hexdigest()
+    files = report.export(r, tmp_path)
+    pixels = np.asarray(Image.open(files["clean"]).convert("RGB")).tobytes()
+    assert run["pixels_sha256"] == hashlib.sha256(pixels).hexdigest()
+    assert data["purify_config"]["grad_scope"] == "sample" and data["purify_config"]["grad_scope_attacked"] == "batch"
+    assert "the attacked graph: batch" in data["caption"]
+    bpda = run_pipeline(image, "red circle, blue square, green triangle", AttackConfig(attack="PGD", eps=4, steps=1,
+                        threat_model="bpda"), model="toy-shapes", template_set="single")
+    assert "attacked graph" not in report.caption(bpda) and report.to_dict(bpda)["purify_config"]["grad_scope_attacked"] == "sample"
+
+
+def test_words_the_model_does_not_know_get_a_notice_and_no_verdict():
+    """The bundled model gives each of five unknown words 20%: the page says it does not know them,
+    lists what it knows, and reports no attack verdict; a known vocabulary gets none of that."""
+    from app.models import TOY_CLASSNAMES, TOY_DIR
+    from app.scoring import near_uniform
+    from app.ui import callbacks as cb
+    image = TOY_DIR.parent / "examples" / "toy-green-circle.png"
+    r = run_pipeline(image, "cat, dog, car, plane, tree", AttackConfig(attack="PGD", eps=4, steps=2),
+                     model="toy-shapes", template_set="single")
+    assert near_uniform(r.clean.probs)
+    notes = report.outcome_notes(r)
+    assert "does not know these class names" in notes["clean_note"] and TOY_CLASSNAMES[0] in notes["clean_note"]
+    assert notes["adv_note"].startswith("**No verdict") and "succeeded" not in notes["purified_note"]
+    assert "succeeded" not in cb.done_status(r, 1.0) and "No attack verdict" in cb.done_status(r, 1.0)
+    assert "No attack verdict" in report.stats_markdown(r, 1.0) and "Attack succeeded" not in report.stats_markdown(r, 1.0)
+    assert report.to_dict(r)["verdict_meaningful"] is False
+    assert any("knows only its 16 shape names" in w and "'cat'" in w for w in r.warnings)
+    row = report.threat_model_row(r)
+    assert row["fooled bare CLIP"] == row["fooled CLIPure"] == "no verdict"
+    known = run_pipeline(image, "red circle, green circle, blue square", AttackConfig(attack="PGD", eps=4, steps=2),
+                         model="toy-shapes", template_set="single")
+    assert not near_uniform(known.clean.probs) and report.to_dict(known)["verdict_meaningful"] is True
+    assert not known.warnings and "does not know" not in report.outcome_notes(known)["clean_note"]
+    assert near_uniform([0.5, 0.5]) and near_uniform([0.22, 0.2, 0.2, 0.19, 0.19]) and not near_uniform([0.7, 0.3])

@@ -1,6 +1,7 @@
 """The masking audit's panel and endpoint, and the paper's protocol as a preset."""
 from __future__ import annotations
 
+import json
 import time
 
 import gradio as gr
@@ -9,16 +10,20 @@ import pandas as pd
 from app import report
 from app.audit import CHECKS, Audit, audit_image
 from app.evaluate.protocols import PROTOCOLS
-from app.hosting import gpu, request_seconds
+from app.hosting import gpu
 from app.limits import LIMITS
 from app.plots import sweep_figure
+from app.server import output_dir
 from app.streaming import in_thread
 from app.ui.form import (
     AUDIT_ATTACKS,
     AUDIT_COLUMNS,
+    AUDIT_OUTPUTS,
     FORM,
     Form,
     cancellable,
+    endpoint,
+    gpu_seconds,
     progress_text,
     user_errors,
 )
@@ -27,14 +32,17 @@ from app.ui.form import (
 def _audit(form: Form, on_progress=None) -> Audit:
     """The masking audit of the form's image: PGD (L-inf) at the form's eps, steps and seed, under
     its threat model, with its backbone, templates, precision and purification."""
-    return audit_image(form.image, form.classnames, form.backbone, form.template_set, form.values.get("precision"),
+    return audit_image(form.image, form.classnames, form.backbone, form.template_set, form.precision,
                        form.threat_model, form.purify_config(), form.eps, form.steps, form.seed, on_progress,
                        eot=form.attack_config().eot)
 
 
 def audit_view(result: Audit, wall_s: float) -> tuple:
-    """The audit panel's (status, checks table, gradient line, eps-sweep figure)."""
-    rows = [[f"({c.name})", CHECKS[c.name], "FLAGGED" if c.flagged else "ok", c.detail] for c in result.checks]
+    """The audit panel's (status, checks table with FLAGGED in red, gradient line, eps-sweep figure,
+    the audit's JSON behind its export button)."""
+    # The result column is HTML (the table's datatype): FLAGGED in the page's red (app/ui/page.py).
+    rows = [[f"({c.name})", CHECKS[c.name], '<span class="flagged">FLAGGED</span>' if c.flagged else "ok", c.detail]
+            for c in result.checks]
     flagged = [c.name for c in result.checks if c.flagged]
     verdict = (f"checks {', '.join(f'({n})' for n in flagged)} flagged: signs of gradient masking" if flagged
                else "no check flagged")
@@ -44,7 +52,9 @@ def audit_view(result: Audit, wall_s: float) -> tuple:
               f"(reference class: {result.image_label}).")
     fig = sweep_figure(result.sweep_eps, result.sweep, result.image_label,
                        f"PGD (L-inf) | threat model: {result.threat_model} | {defence} | {result.precision}")
-    return status, pd.DataFrame(rows, columns=AUDIT_COLUMNS), gradient, fig
+    path = output_dir() / "audit.json"
+    path.write_text(json.dumps(result.to_dict(), indent=1))
+    return status, pd.DataFrame(rows, columns=AUDIT_COLUMNS), gradient, fig, gr.update(value=str(path), visible=True)
 
 
 def _audit_in_thread(form: Form):
@@ -53,27 +63,30 @@ def _audit_in_thread(form: Form):
     return in_thread(lambda report: _audit(form, lambda f, m: report((f, m))), "clipure-audit")
 
 
-@gpu(duration=lambda *values: request_seconds(*values, threat_models=AUDIT_ATTACKS))
+@gpu(duration=gpu_seconds(FORM, threat_models=AUDIT_ATTACKS))
 @user_errors
-def audit_demo(*values):
+@endpoint(FORM)
+def audit_demo(form: Form):
     """The audit panel: progress beside the button while the audit runs, then the result."""
     started = time.monotonic()
-    yield progress_text(None, "Audit: loading the model and the class names"), gr.skip(), gr.skip(), gr.skip()
-    for kind, value in _audit_in_thread(Form.of(FORM, values)):
+    skip = tuple(gr.skip() for _ in AUDIT_OUTPUTS[1:])
+    yield progress_text(None, "Audit: loading the model and the class names"), *skip
+    for kind, value in _audit_in_thread(form):
         if kind == "done":
             yield audit_view(value, time.monotonic() - started)
         elif kind == "tick":   # a heartbeat, so a cancel can close the stream during a long phase
-            yield gr.skip(), gr.skip(), gr.skip(), gr.skip()
+            yield gr.skip(), *skip
         elif kind == "progress":
-            yield progress_text(value[0], f"Audit: {value[1]}"), gr.skip(), gr.skip(), gr.skip()
+            yield progress_text(value[0], f"Audit: {value[1]}"), *skip
 
 
-@gpu(duration=lambda *values: request_seconds(*values, threat_models=AUDIT_ATTACKS))
+@gpu(duration=gpu_seconds(FORM, threat_models=AUDIT_ATTACKS))
 @user_errors
 @cancellable()
-def audit_api(*values) -> dict:
+@endpoint(FORM)
+def audit_api(form: Form) -> dict:
     """The masking audit (checks a-f, the attacker's gradient, the eps sweep) as one JSON object."""
-    *_, (_, result) = _audit_in_thread(Form.of(FORM, values))
+    *_, (_, result) = _audit_in_thread(form)
     return result.to_dict()
 
 
@@ -97,12 +110,6 @@ def paper_preset_note() -> str:
             f"**What this demo scales down:** one image instead of batches of 2 (so the batch norm couples "
             f"nothing), and one request may run at most {LIMITS.max_request_seconds:.0f} s: if it is cut off, "
             f"lower **Attack steps**.")
-
-
-def on_paper_preset():
-    """The preset button: the widgets in PAPER_PRESET_FIELDS order, then the note."""
-    values = paper_preset()
-    return (*(values[k] for k in PAPER_PRESET_FIELDS), paper_preset_note())
 
 
 PAPER_PRESET_FIELDS = tuple(paper_preset())

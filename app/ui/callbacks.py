@@ -10,7 +10,7 @@ import gradio as gr
 
 from app import report
 from app.errors import CLIPureError
-from app.hosting import gpu, request_seconds
+from app.hosting import gpu
 from app.pipeline import classify, compare_threat_models, run, run_pipeline
 from app.server import output_dir
 from app.streaming import in_thread
@@ -22,6 +22,8 @@ from app.ui.form import (
     PURIFY_API,
     Form,
     cancellable,
+    endpoint,
+    gpu_seconds,
     progress_text,
     run_outputs,
     user_errors,
@@ -34,11 +36,11 @@ STREAM_STEP_INTERVAL_S = 0.05  # at most 20 updates a second while streaming; th
 
 # --- endpoints ------------------------------------------------------------------------------
 
-@gpu(duration=request_seconds)
+@gpu(duration=gpu_seconds(FORM))
 @user_errors
-def run_demo(*values):
+@endpoint(FORM)
+def run_demo(form: Form):
     """Classify, attack, purify; streams progress and each purification step."""
-    form = Form.of(FORM, values)
     pcfg = form.purify_config()
     shown = []   # set once this request has put progress in the status line
     try:
@@ -124,12 +126,12 @@ def done_status(r, wall_s: float | None) -> str:
     return text
 
 
-@gpu(duration=lambda *values: request_seconds(*values, threat_models=len(THREAT_MODELS)))
+@gpu(duration=gpu_seconds(FORM, threat_models=len(THREAT_MODELS)))
 @user_errors
-def compare_demo(*values):
+@endpoint(FORM)
+def compare_demo(form: Form):
     """The same attack under all four threat models; one table row each. Streams its progress
     ("row 2/4: official") in the caption; the last value is (table, caption)."""
-    form = Form.of(FORM, values)
 
     def work(say):
         return compare_threat_models(form.image, form.classnames, form.attack_config(), form.purify_config(),
@@ -152,23 +154,23 @@ def compare_outputs(results) -> tuple:
             f"Clean prediction: **{results[0].clean.label}**. {report.RANDOM_START_NOTE} <sub>{cap}</sub>")
 
 
-@gpu(duration=lambda *values: request_seconds(*values, names=COMMON))
+@gpu(duration=gpu_seconds(COMMON + PRECISION))
 @user_errors
 @cancellable()
-def classify_api(*values) -> dict:
+@endpoint(COMMON + PRECISION)
+def classify_api(form: Form) -> dict:
     """Bare zero-shot CLIP: the label and the top class probabilities."""
-    form = Form.of(COMMON + PRECISION, values)
     pred, prep = classify(form.image, form.classnames, **form.engine_args())
     return {"label": pred.label, "confidences": pred.top(TOP_K, prep.classnames), "backbone": prep.backbone.name,
             "meaningless": prep.backbone.spec.meaningless, "classnames": prep.classnames, "warnings": prep.warnings}
 
 
-@gpu(duration=request_seconds)
+@gpu(duration=gpu_seconds(FORM))
 @user_errors
 @cancellable(outputs=3)
-def attack_api(*values):
+@endpoint(FORM)
+def attack_api(form: Form):
     """Attack only: the adversarial PNG, the clean PNG at model resolution, and the statistics."""
-    form = Form.of(FORM, values)
     r = run_pipeline(form.image, form.classnames, form.attack_config(), form.purify_config(), **form.engine_args())
     files = report.export(r, output_dir())
     stats = report.to_dict(r, embeddings=False)
@@ -176,11 +178,11 @@ def attack_api(*values):
     return str(files["adversarial"]), str(files["clean"]), stats
 
 
-@gpu(duration=lambda *values: request_seconds(*values, names=PURIFY_API))
+@gpu(duration=gpu_seconds(PURIFY_API))
 @user_errors
 @cancellable()
-def purify_api(*values) -> dict:
+@endpoint(PURIFY_API)
+def purify_api(form: Form) -> dict:
     """Purify the clean image's embedding: the whole trajectory with per-step probabilities."""
-    form = Form.of(PURIFY_API, values)
     r = run_pipeline(form.image, form.classnames, None, form.purify_config(), **form.engine_args())
     return report.to_dict(r, embeddings=False)

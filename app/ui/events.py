@@ -14,7 +14,6 @@ from app.limits import LIMITS
 from app.models import BACKBONES, load_backbone, pick_device
 from app.presets import (
     CLASS_PRESETS,
-    LESSONS,
     default_classnames,
     examples_for,
     presets_for,
@@ -133,16 +132,6 @@ def on_template_set(template_set, classnames, active):
     where = "on this CPU that takes minutes" if pick_device().type == "cpu" else "seconds on a GPU"
     return (f"**Cost:** the ensemble encodes 80 prompts per class, {80 * n} text-encoder passes for these "
             f"{n - 1} classes and the blank the first time ({where}); later runs reuse them.")
-
-
-def on_lesson(k: int):
-    """The k-th teacher's lesson: its settings (in the order of its fields) and its two sentences."""
-    lesson = LESSONS[k]
-
-    def apply():
-        return (*lesson.settings.values(), f"**{lesson.title}.** {lesson.text}")
-    apply.__name__ = f"lesson_{k + 1}"
-    return apply
 
 
 def on_classnames(text, current_target):

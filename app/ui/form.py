@@ -1,14 +1,15 @@
-"""The request form: which widget values each endpoint takes, in API order, and the one adapter
-from those values to the engine's configs.
+"""The request form: one typed Form, the only decoder of what the page and the API send, and the
+endpoints' signatures made from it.
 
-Every endpoint takes the fields of FORM it names, in FORM's order, so the positional API and the
-page never drift: `Form.of(names, values)` builds the configs; callbacks return {name: value} and
-`run_outputs` orders them as RUN_OUTPUTS.
+Every endpoint takes fields of Form, in Form's order, positionally or by name, with Form's
+defaults (`endpoint`); Gradio reads that signature, so an API client calls `/run` with only the
+image and the class names. Callbacks return {name: value} and `run_outputs` orders them as
+RUN_OUTPUTS.
 """
 from __future__ import annotations
 
 import inspect
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, fields
 from functools import wraps
 
 import gradio as gr
@@ -17,8 +18,59 @@ from app.attacks import AttackConfig
 from app.budget import Budget, activate_each, active
 from app.errors import CLIPureError
 from app.limits import LIMITS
-from app.purifiers import PurifyConfig
+from app.purifiers import PAPER_DEFAULTS, PurifyConfig
 from app.streaming import in_thread
+
+
+@dataclass
+class Form:
+    """One request's widget values, by name, with the page's defaults. Values are kept as sent: a
+    wrong one is the engine's to refuse, in one sentence that names the field."""
+    image: object = None              # a file path (an upload or an example); required by every endpoint
+    classnames: str = ""              # comma- or newline-separated; required by every endpoint
+    backbone: str | None = None       # a BACKBONES key; None: the default (the one the page starts on)
+    template_set: str = "single"      # "single" or "ensemble" (80 prompts a class: slow on a CPU)
+    attack: str = "PGD"
+    threat_model: str = "undefended"
+    eps: float = 4.0                  # L-inf in 1/255, L2 in pixel units
+    steps: int = 10                   # attack iterations (queries for Square)
+    step_size: float = 0.0            # the attack's step in eps units; 0 = the attack's default (eps/4)
+    seed: int = 0
+    targeted: bool = False
+    target: str | None = None         # a class name; used only when targeted
+    method: str = PAPER_DEFAULTS.method
+    p_steps: int = PAPER_DEFAULTS.steps              # purification steps T
+    p_step_size: float = PAPER_DEFAULTS.step_size    # purification step size η
+    momentum: float = PAPER_DEFAULTS.momentum        # γ
+    norm: str = PAPER_DEFAULTS.norm
+    grad_scope: str = PAPER_DEFAULTS.grad_scope
+    precision: str = "fp32"
+    p_seed: int = PAPER_DEFAULTS.seed  # the purification's seed (CLIPure-Diff)
+    eot: int = 1                       # the attacker's EOT draws per step (randomised defences)
+
+    @classmethod
+    def of(cls, names, values) -> "Form":
+        """From values in the order of `names` (the positional API, the page's inputs)."""
+        if len(names) != len(values):
+            raise CLIPureError(f"This endpoint takes {len(names)} values ({', '.join(names)}), got {len(values)}.")
+        return cls(**dict(zip(names, values)))
+
+    @property
+    def values(self) -> dict:
+        return asdict(self)
+
+    def attack_config(self) -> AttackConfig:
+        return AttackConfig(attack=self.attack, threat_model=self.threat_model, eps=self.eps, steps=self.steps,
+                            step_size=self.step_size or None, seed=self.seed, targeted=bool(self.targeted),
+                            target=(self.target or None) if self.targeted else None, eot=self.eot)
+
+    def purify_config(self) -> PurifyConfig:
+        return PurifyConfig(method=self.method, steps=self.p_steps, step_size=self.p_step_size,
+                            momentum=self.momentum, norm=self.norm, grad_scope=self.grad_scope, seed=self.p_seed)
+
+    def engine_args(self) -> dict:
+        return dict(model=self.backbone, template_set=self.template_set, precision=self.precision)
+
 
 # The request form, in API order: what the user picked, then the attack, then the purification.
 COMMON = ("image", "classnames", "backbone", "template_set")
@@ -29,12 +81,14 @@ PRECISION = ("precision",)
 # For randomised purifiers (CLIPure-Diff): the purification seed and the attacker's EOT count K.
 # Appended after PRECISION for the same reason (they default to 0 and 1).
 RANDOMISED = ("p_seed", "eot")
-FORM = COMMON + ATTACK_FIELDS + PURIFY_FIELDS + PRECISION + RANDOMISED
+FORM = tuple(f.name for f in fields(Form))
+assert FORM == COMMON + ATTACK_FIELDS + PURIFY_FIELDS + PRECISION + RANDOMISED
+REQUIRED = ("image", "classnames")   # no default in any endpoint's signature
 
 # /purify's inputs: no attack; the purification seed appended last.
 PURIFY_API = COMMON + PURIFY_FIELDS + PRECISION + ("p_seed",)
-# The masking audit's outputs on the page: progress, the checks, the gradient, the eps sweep.
-AUDIT_OUTPUTS = ("_audit_status", "_audit_table", "_audit_gradient", "_audit_plot")
+# The masking audit's outputs on the page: progress, the checks, the gradient, the eps sweep, its JSON.
+AUDIT_OUTPUTS = ("_audit_status", "_audit_table", "_audit_gradient", "_audit_plot", "_audit_json")
 AUDIT_COLUMNS = ["check", "what it looks for", "result", "detail"]
 # The audit runs about 13 PGD attacks and a Square attack of 10x the steps (app/audit.py).
 AUDIT_ATTACKS = 14
@@ -45,39 +99,54 @@ RUN_OUTPUTS = ("clean_label", "adv_label", "purified_label", "clean_note", "adv_
                "json_file", "csv_file", "status", "result_state", "replay", "replay_label", "replay_note")
 
 
+def signature(names) -> inspect.Signature:
+    """The endpoint signature for fields `names`: image and class names required, the rest Form's defaults."""
+    defaults = Form()
+    return inspect.Signature([inspect.Parameter(n, inspect.Parameter.POSITIONAL_OR_KEYWORD,
+                                                **({} if n in REQUIRED else {"default": getattr(defaults, n)}))
+                              for n in names])
 
 
-@dataclass
-class Form:
-    """The widget values of one request, by FORM name."""
-    values: dict
+def bind(names, args, kwargs) -> Form:
+    """The Form of one call, positional (in `names` order) or by keyword; a bad call gets one sentence."""
+    try:
+        bound = signature(names).bind(*args, **kwargs)
+    except TypeError as e:
+        raise CLIPureError(f"This endpoint takes {', '.join(names)} (image and classnames required): {e}.") from None
+    return Form(**bound.arguments)
 
-    @classmethod
-    def of(cls, names, values) -> "Form":
-        if len(names) != len(values):
-            raise CLIPureError(f"This endpoint takes {len(names)} values ({', '.join(names)}), got {len(values)}.")
-        return cls(dict(zip(names, values)))
 
-    def __getattr__(self, name):
+def gpu_seconds(names, threat_models: int = 1):
+    """ZeroGPU's dynamic duration for an endpoint taking `names`: spaces calls it with the call's own
+    arguments (hosting.request_seconds, on their Form). A call that does not bind gets the minimum."""
+    from app.hosting import MIN_SECONDS, request_seconds
+
+    def seconds(*args, **kwargs) -> int:
         try:
-            return self.values[name]
-        except KeyError:
-            raise AttributeError(name) from None
+            return request_seconds(bind(names, args, kwargs), threat_models)
+        except CLIPureError:   # refused in the call itself, in one sentence
+            return MIN_SECONDS
+    return seconds
 
-    def attack_config(self) -> AttackConfig:
-        v = self.values
-        return AttackConfig(attack=v["attack"], threat_model=v["threat_model"], eps=v["eps"], steps=v["steps"],
-                            step_size=v["step_size"] or None, seed=v["seed"], targeted=bool(v["targeted"]),
-                            target=(v["target"] or None) if v["targeted"] else None, eot=v.get("eot", 1))
 
-    def purify_config(self) -> PurifyConfig:
-        v = self.values
-        return PurifyConfig(method=v["method"], steps=v["p_steps"], step_size=v["p_step_size"],
-                            momentum=v["momentum"], norm=v["norm"], grad_scope=v["grad_scope"],
-                            seed=v.get("p_seed", 0))
+def endpoint(names):
+    """Decorator: fn(form: Form) becomes an endpoint taking the fields `names`, positionally or by name,
+    with Form's defaults. Its signature is what Gradio shows and API clients call."""
+    sig = signature(names)
 
-    def engine_args(self) -> dict:
-        return dict(model=self.backbone, template_set=self.template_set, precision=self.values.get("precision"))
+    def wrap(fn):
+        if inspect.isgeneratorfunction(fn):
+            @wraps(fn)
+            def stream(*args, **kwargs):
+                yield from fn(bind(names, args, kwargs))
+            call = stream
+        else:
+            @wraps(fn)
+            def call(*args, **kwargs):
+                return fn(bind(names, args, kwargs))
+        call.__signature__ = sig   # functools.wraps copies it outwards, through every decorator
+        return call
+    return wrap
 
 
 def user_errors(fn):
@@ -111,8 +180,8 @@ def cancellable(outputs: int = 1):
     the endpoint's answer, so API clients see no difference."""
     def wrap(fn):
         @wraps(fn)
-        def stream(*values):
-            for kind, value in in_thread(lambda report: fn(*values), f"clipure-{fn.__name__}"):
+        def stream(*args, **kwargs):
+            for kind, value in in_thread(lambda report: fn(*args, **kwargs), f"clipure-{fn.__name__}"):
                 if kind == "done":
                     yield value
                 elif kind == "tick":
