@@ -97,6 +97,7 @@ def test_least_recently_used_backbones_are_dropped_beyond_the_limit(monkeypatch)
     import app.limits
     import app.models as models
     monkeypatch.setattr(models, "_CACHE", {})
+    monkeypatch.setattr(models, "_PINNED", set())   # a launched server's warm start pins its own
     monkeypatch.setattr(app.limits, "LIMITS", replace(app.limits.LIMITS, max_loaded_backbones=2))
     a = load_backbone("tiny-random")
     toy = load_backbone("toy-shapes")
