@@ -54,6 +54,7 @@ class GradientDiagnostics:
     exact_norm: float      # ||exact gradient||_2
     draws: int = 1         # gradients the attacker averaged (EOT K); > 1 only against a randomised defence
     randomised: bool = False   # the defence draws randomness: the exact gradient is that of the scored draw
+    exact_zero_fraction: float = 0.0   # share of the exact gradient's entries that are exactly 0
 
     def to_dict(self) -> dict:
         return {k: (None if v != v else v) for k, v in asdict(self).items()}   # NaN -> null in JSON
@@ -93,7 +94,22 @@ def gradient_diagnostics(threat_model: str, classifier: ZeroShotClassifier, blan
     e = _input_gradient(attacked_model("adaptive", exact[0], exact[1], pcfg, backbone, stream=0), x, labels).float()
     gn, en = g.norm().item(), e.norm().item()
     cos = F.cosine_similarity(g.flatten(), e.flatten(), dim=0).item() if gn > 0 and en > 0 else float("nan")
-    return GradientDiagnostics(gn, (g == 0).float().mean().item(), cos, en, k, rand)
+    return GradientDiagnostics(gn, (g == 0).float().mean().item(), cos, en, k, rand,
+                               exact_zero_fraction=(e == 0).float().mean().item())
+
+
+def random_start(x: torch.Tensor, eps: float, seed: int) -> torch.Tensor:
+    """A random start like PGD's, where it takes its first gradient: x + U(-eps, eps) per pixel (eps
+    in 1/255), clipped to [0, 1], from its own generator seeded by `seed` (the global RNG is left
+    alone; torchattacks draws its own start from the global one)."""
+    g = torch.Generator(device="cpu").manual_seed(seed)
+    noise = (torch.rand(x.shape, generator=g) * 2 - 1).to(x.device) * eps / 255
+    return (x + noise).clamp(0, 1)
+
+
+def _gradient_detail(g: GradientDiagnostics) -> str:
+    return (f"gradient norm {g.norm:.3g} ({g.zero_fraction:.0%} exact zeros) against {g.exact_norm:.3g} for the "
+            f"exact fp32 gradient ({g.exact_zero_fraction:.0%} exact zeros)")
 
 
 # --- the audit ------------------------------------------------------------------------------
@@ -117,12 +133,19 @@ class Audit:
     attack: AttackConfig              # the white-box attack of checks (b), (d), (e) (PGD, with its EOT K)
     purify: PurifyConfig              # the defence audited (method, T, eta, seed, ...)
     backbone: str | None = None
+    # Check (a) at PGD's random start (random_start with the attack's eps and seed), taken only when
+    # the attacker's gradient at the clean input is exactly zero everywhere; else None.
+    gradient_at_random_start: GradientDiagnostics | None = None
+    clean_confidence: float | None = None   # CLIPure's largest class probability on the clean image
 
     def to_dict(self) -> dict:
+        start = self.gradient_at_random_start
         return {"label": self.image_label, "threat_model": self.threat_model, "precision": self.precision,
                 "backbone": self.backbone, "attack": asdict(self.attack), "purify": self.purify.to_dict(),
                 "gradient": self.gradient.to_dict(), "checks": [asdict(c) for c in self.checks],
-                "sweep_eps": list(self.sweep_eps), "sweep": self.sweep}
+                "sweep_eps": list(self.sweep_eps), "sweep": self.sweep,
+                "gradient_at_random_start": None if start is None else start.to_dict(),
+                "clean_confidence": self.clean_confidence}
 
 
 CHECKS = Registry("check", {
@@ -172,10 +195,19 @@ def audit(x: torch.Tensor, classifier: ZeroShotClassifier, blank: torch.Tensor, 
         return a.outcomes[0].fooled_clipure, float(a.adversarial.trajectory.probs[-1, 0, int(labels[0])])
 
     say(0.0, "gradient diagnostics")
+    x_start = random_start(x, eps, seed)   # also check (f)'s noisy image
     grad = gradient_diagnostics(threat_model, classifier, blank, pcfg, x, labels, exact, backbone, eot)
     vanishing = grad.zero_fraction >= 0.99 or grad.norm < VANISHING * max(grad.exact_norm, 1e-30)
-    checks = [Check("a", vanishing, f"gradient norm {grad.norm:.3g} ({grad.zero_fraction:.0%} exact zeros) "
-                                    f"against {grad.exact_norm:.3g} for the exact fp32 gradient")]
+    confidence = float(clean.trajectory.probs[-1, 0].max())
+    detail = f"{_gradient_detail(grad)}; CLIPure's clean confidence {confidence:.7g}"
+    at_start = None
+    if grad.zero_fraction == 1.0:
+        # A zero gradient at a confident clean input can be a saturated loss, not the defence: 1 - p
+        # (about 1e-6) is lost in fp16's backward (smallest subnormal 6e-8). PGD's first gradient is
+        # taken at its random start.
+        at_start = gradient_diagnostics(threat_model, classifier, blank, pcfg, x_start, labels, exact, backbone, eot)
+        detail += f"; at PGD's random start (uniform in ±{eps:g}/255): {_gradient_detail(at_start)}"
+    checks = [Check("a", vanishing, detail)]
     say(0.1, "the threat model against adaptive and BPDA")
     own = fooled(base)[0]
     others = {tm: fooled(under(tm))[0] for tm in ("adaptive", "bpda") if tm != threat_model}
@@ -204,15 +236,13 @@ def audit(x: torch.Tensor, classifier: ZeroShotClassifier, blank: torch.Tensor, 
     doubled = fooled(replace(base, steps=2 * steps))[0]
     checks.append(Check("e", doubled != own, f"PGD-{steps}: {own}; PGD-{2 * steps}: {doubled}"))
     say(0.9, "random noise")
-    g = torch.Generator(device="cpu").manual_seed(seed)
-    noise = (torch.rand(x.shape, generator=g) * 2 - 1).to(x.device) * eps / 255
-    noisy = score(classifier, blank, pcfg, (x + noise).clamp(0, 1), backbone)
+    noisy = score(classifier, blank, pcfg, x_start, backbone)
     noise_fools = bool(noisy.purified[0] != labels[0])
     checks.append(Check("f", noise_fools and not own, f"uniform noise of L-inf {eps:g}/255 fooled CLIPure: "
                         f"{noise_fools}; PGD under {threat_model}: {own}"))
     say(1.0, "done")
     return Audit(classnames[int(labels[0])], threat_model, precision, grad, checks, sweep, probs_by_tm, base, pcfg,
-                 backbone)
+                 backbone, at_start, confidence)
 
 
 def audit_image(image, classnames, model: str | None = None, template_set: str = "single",

@@ -57,6 +57,27 @@ def _encode_prompts(backbone: Backbone, names: Sequence[str], templates, full_pr
     return emb.view(len(names), len(templates), -1).mean(dim=1)
 
 
+@torch.no_grad()
+def _encode_blank(backbone: Backbone, templates) -> torch.Tensor:
+    """(D,) the blank target b = mean_k normalize(E_txt(template_k(""))), not re-normalised.
+
+    At fp16 and bf16 as the official code computes it: each template's prompt encoded on its own
+    (a batch of one), normalised, divided by its norm once more, then the mean. In half precision
+    a prompt's embedding depends on its batch (the kernels block a batch of 80 differently from one
+    prompt): batched, the toy model's 80-template blank was 1.45e-5 from the official one. In fp32,
+    the app's default, the prompts stay one batch (80 encoder passes cost 1.2 to 4 times one batch
+    on this CPU; the two differ by 3e-8, fp32 rounding)."""
+    if backbone.precision == "fp32":
+        return _encode_prompts(backbone, [""], templates, False)[0]
+    embs = []
+    with backbone.text_tower(False) as model:
+        for t in templates:
+            budget.check()   # a cancelled or overdue request stops between prompts
+            e = F.normalize(model.encode_text(backbone.tokenizer([t("")]).to(backbone.device)).float(), dim=-1)
+            embs.append(e / e.norm())
+    return torch.stack(embs, dim=1).mean(dim=1)[0]
+
+
 class TextEmbeddingCache:
     """LRU cache of class embeddings keyed by (model, device, template set, class names).
 
@@ -111,7 +132,7 @@ class TextEmbeddingCache:
         """(D,) blank target b: the class slot left empty ("a photo of a ."). Not re-normalised."""
         templates = get_templates(template_set)
         key = (backbone.name, str(backbone.device), backbone.precision, backbone.pretrained, template_set, None)
-        return self._get(key, lambda: _encode_prompts(backbone, [""], templates, False)[0])
+        return self._get(key, lambda: _encode_blank(backbone, templates))
 
 
 TEXT_CACHE = TextEmbeddingCache()

@@ -13,10 +13,11 @@ import torch
 import torch.nn.functional as F
 
 from app.models import TOY_CLASSNAMES, TOY_DIR, load_backbone
+from app.precision import GradModeAttention
 from app.purifiers import PAPER_DEFAULTS
 from app.threat_models import PurifiedClassifier
 from app.toy.evaluate import heldout
-from app.zeroshot import TEXT_CACHE, build_classifier
+from app.zeroshot import TEXT_CACHE, TextEmbeddingCache, build_classifier, get_templates
 
 NAMES = list(TOY_CLASSNAMES)
 DEFAULT_THREADS = torch.get_num_threads()   # as conftest.py leaves it
@@ -40,10 +41,11 @@ def official_model(precision: str) -> torch.nn.Module:
     return model.eval()
 
 
-def official_blank(model, tokenizer) -> torch.Tensor:
-    """temp_emb_all: each blank template's embedding normalised, then the mean (not re-normalised)."""
+def official_blank(model, tokenizer, templates=TEMPLATES) -> torch.Tensor:
+    """temp_emb_all: each blank template encoded alone, its embedding normalised (l2norm, then
+    divided by its norm), then the mean (not re-normalised)."""
     embs = []
-    for temp in [t("") for t in TEMPLATES]:
+    for temp in [t("") for t in templates]:
         e = F.normalize(model.encode_text(tokenizer([temp])).float(), dim=-1)
         embs.append(e / e.norm())
     return torch.stack(embs, dim=1).mean(dim=1)                        # (1, D)
@@ -90,19 +92,35 @@ def threads(request):
 def test_official_threat_model_agrees_with_the_retyped_official_code(precision, threads):
     bb = load_backbone("toy-shapes", precision=precision)
     clf = build_classifier(bb, NAMES, "single")
-    blank = TEXT_CACHE.blank_embedding(bb, "single")
+    texts = TextEmbeddingCache()   # the blank encoded afresh, under this test's thread count
+    blank = texts.blank_embedding(bb, "single")
     ref_model = official_model(precision)
     tok = open_clip.get_tokenizer("toy-shapes")
     # the recipe: same dtypes and values, parameter by parameter
     ours = dict(bb.model.named_parameters())
     for name, p in ref_model.named_parameters():
         assert ours[name].dtype == p.dtype and torch.equal(ours[name], p), name
+    # and the same module types (LayerNormFp32 where open_clip's fp16 creation puts it), attention
+    # aside: at fp16 the app's is GradModeAttention, torch's MultiheadAttention held on the path it
+    # takes under gradients, where the official code (weights requiring grad) always runs it
+    modules = dict(bb.model.named_modules())
+    for name, m in ref_model.named_modules():
+        if precision == "fp16" and type(m) is torch.nn.MultiheadAttention:
+            assert type(modules[name]) is GradModeAttention, name
+        else:
+            assert type(modules[name]) is type(m), (name, type(modules[name]), type(m))
     with torch.no_grad():
         ref_blank = official_blank(ref_model, tok)
+        ref_blank80 = official_blank(ref_model, tok, get_templates("ensemble"))
         # class embeddings: encoded before the half cast, per class normalise, mean, normalise
         class_emb = torch.stack([F.normalize(F.normalize(official_model("fp32").encode_text(tok(
             [t(c) for t in TEMPLATES])).float(), dim=-1).mean(0), dim=0) for c in NAMES], dim=1)   # (D, C)
-    torch.testing.assert_close(blank[None], ref_blank, atol=1e-6, rtol=1e-5)
+    blank80 = texts.blank_embedding(bb, "ensemble")
+    if precision == "fp16":   # each prompt encoded alone, as the official code: bit for bit, 1 and 80 templates
+        assert torch.equal(blank[None], ref_blank) and torch.equal(blank80[None], ref_blank80)
+    else:                     # fp32 keeps the 80 prompts in one batch: fp32 rounding apart
+        torch.testing.assert_close(blank[None], ref_blank, atol=1e-6, rtol=1e-5)
+        torch.testing.assert_close(blank80[None], ref_blank80, atol=1e-6, rtol=1e-5)
     torch.testing.assert_close(clf.class_embeddings.T, class_emb, atol=1e-6, rtol=1e-5)
 
     x, y = heldout(2, bb.image_size)                                   # the official batch size: 2
@@ -115,19 +133,53 @@ def test_official_threat_model_agrees_with_the_retyped_official_code(precision, 
     grad = torch.autograd.grad(F.cross_entropy(logits, y), xb)[0]
     assert torch.equal(logits.argmax(1), ref_logits.argmax(1))
     if precision == "fp16":
-        # fp16 keeps 11 significant bits, so a cosine (|cos| <= 1) is known to eps = 2^-10. The two
-        # encoders round differently inside (open_clip's fp16 creation keeps LayerNormFp32 layers,
-        # the app's fp32-then-cast route plain LayerNorm), so the claim is: the same top-1, every
-        # logit within one fp16 eps of the cosine times the logit scale, and the zero gradient.
-        tol = ref_model.logit_scale.exp().item() * torch.finfo(torch.float16).eps
-        torch.testing.assert_close(logits, ref_logits, atol=tol, rtol=0)
-    else:   # the same fp32 graph, op order aside: within 64 fp32 eps (2^-17) of the cosine
-        tol = ref_model.logit_scale.exp().item() * 64 * torch.finfo(torch.float32).eps
-        torch.testing.assert_close(logits, ref_logits, atol=tol, rtol=0)
+        # The encoder and the blank, bit for bit: the app's encoder with and without gradients (the
+        # attacks' forward and the scoring's) against the official forward's, and the official
+        # forward run on the app's model and blank against the reference's, logits included. Equal
+        # by construction, not by luck of kernels: the same weights, module types and op sequence
+        # on the same kernels (fp16 rounding, or a thread count, would have to differ between them).
+        with torch.enable_grad():
+            ref_z = ref_model.encode_image(((xa - mean) / std).half()).float()
+        with torch.no_grad():
+            z_scored = clf.encode(x)
+        assert torch.equal(clf.encode(x.clone().requires_grad_(True)), ref_z) and torch.equal(z_scored, ref_z)
+        same = official_forward(bb.model, x.clone().requires_grad_(True), mean, std, blank[None], class_emb, True)
+        assert torch.equal(same, ref_logits)
+    # The app's purification is its own fp32 code (closed-form steps, not autograd.grad), so its
+    # logits and the reference's differ by fp32 op order only, at fp16 as at fp32 (the fp16 encoder
+    # output being equal): within 64 fp32 eps (2^-17) of the cosine times the logit scale.
+    tol = ref_model.logit_scale.exp().item() * 64 * torch.finfo(torch.float32).eps
+    torch.testing.assert_close(logits, ref_logits, atol=tol, rtol=0)
     if precision == "fp16":
         assert torch.count_nonzero(ref_grad) == 0 and torch.count_nonzero(grad) == 0   # underflow, both
     else:   # about 1e-10: rounding noise of the same size in both (the float64 test compares directions)
         assert 0 < grad.norm() < 1e-8 and 0 < ref_grad.norm() < 1e-8, (grad.norm(), ref_grad.norm())
+
+
+def test_bf16_backbone_is_open_clips_bf16_creation_by_the_same_recipe():
+    """bf16 by the fp16 recipe: open_clip's precision="bf16" creation, .float(), the half cast in
+    bf16: the same parameters and module types (LayerNormFp32), attention on its gradient path."""
+    from app.precision import half_params
+    bb = load_backbone("toy-shapes", precision="bf16")
+    open_clip.add_model_config(TOY_DIR / "toy-shapes.json")
+    ref = open_clip.create_model("toy-shapes", pretrained=str(TOY_DIR / "toy-shapes.safetensors"), precision="bf16")
+    ref.float()
+    for _, p in half_params(ref):
+        p.data = p.data.to(torch.bfloat16)
+    ours = dict(bb.model.named_parameters())
+    for name, p in ref.named_parameters():
+        assert ours[name].dtype == p.dtype and torch.equal(ours[name], p), name
+    modules = dict(bb.model.named_modules())
+    for name, m in ref.named_modules():
+        want = GradModeAttention if type(m) is torch.nn.MultiheadAttention else type(m)
+        assert type(modules[name]) is want, (name, type(modules[name]), type(m))
+    assert any(type(m) is open_clip.transformer.LayerNormFp32 for m in modules.values())
+    x, _ = heldout(4, bb.image_size)
+    clf = build_classifier(bb, NAMES, "single")
+    with torch.enable_grad():
+        ref_z = ref.encode_image(((x - clf.mean) / clf.std).to(torch.bfloat16).requires_grad_(True)).float()
+    with torch.no_grad():
+        assert torch.equal(clf.encode(x), ref_z)
 
 
 @pytest.mark.parametrize("seed, steps, eta", [(0, 3, 0.7), (1, 4, 2.0), (2, 10, 30.0)])
@@ -213,6 +265,45 @@ def test_audit_flags_fp16_official_and_not_bare_clip():
     assert not flags["a"] and not flags["b"], bare.checks
 
 
+def test_audit_check_a_reports_the_attackers_and_the_exact_gradient_at_clean_and_random_start(monkeypatch):
+    """fp16 leaves even the exact (adaptive) gradient at zero where the clean answer is confident: on
+    the red circle among 4 classes CLIPure's p is 0.9999992, the cross-entropy's gradient 1 - p, and
+    the fp16 encoder's backward rounds it to zero (fp16's smallest subnormal is 6e-8). Check (a)
+    reports the attacker's gradient beside the exact fp32 one, at the clean input and, where the
+    attacker's is zero there, at PGD's random start; the attacks are stubbed (checks b-f not run)."""
+    from types import SimpleNamespace
+
+    import app.audit as audit_mod
+    from app.pipeline import prepare
+    image = TOY_DIR.parent / "examples" / "toy-red-circle.png"
+    names = "red circle, blue square, green triangle, yellow cross"
+
+    def unattacked(cfg, classifier, blank, pcfg, x, classnames, labels=None, clean=None, backbone=None):
+        return SimpleNamespace(outcomes=[SimpleNamespace(fooled_clipure=False)],
+                               adversarial=SimpleNamespace(trajectory=clean.trajectory))
+    monkeypatch.setattr(audit_mod, "attack_and_score", unattacked)
+    out = {}
+    for precision in ("fp16", "fp32"):
+        prep, _ = prepare(image, names, "toy-shapes", "single", precision=precision)
+        exact = audit_mod.exact_setup(prep.classifier, prep.blank, "toy-shapes", prep.classnames, "single", precision)
+        out[precision] = audit_mod.audit(prep.x, prep.classifier, prep.blank, prep.classnames, "adaptive", exact,
+                                         precision, backbone="toy-shapes").to_dict()
+    fp16, fp32 = out["fp16"], out["fp32"]
+    assert fp16["clean_confidence"] > 0.99999 and fp16["checks"][0]["flagged"]
+    assert fp16["gradient"]["norm"] == 0 and fp16["gradient"]["zero_fraction"] == 1.0
+    assert fp16["gradient"]["exact_norm"] > 0 and fp16["gradient"]["exact_zero_fraction"] == 0.0   # fp32: not zero
+    start = fp16["gradient_at_random_start"]
+    assert start is not None and start["exact_norm"] > 0 and start["exact_zero_fraction"] == 0.0
+    detail = fp16["checks"][0]["detail"]
+    assert "exact fp32 gradient" in detail and "random start" in detail and "clean confidence" in detail
+    # fp32: the same exact gradient, the attacker's is it, nothing flagged, no random start needed
+    assert not fp32["checks"][0]["flagged"] and fp32["gradient_at_random_start"] is None
+    assert fp32["gradient"]["norm"] == pytest.approx(fp16["gradient"]["exact_norm"], rel=1e-6)
+    x = prepare(image, names, "toy-shapes", "single")[0].x
+    xs = audit_mod.random_start(x, 8.0, 0)
+    assert 0 < (xs - x).abs().max() <= 8 / 255 + 1e-7 and xs.min() >= 0 and xs.max() <= 1
+
+
 def test_audit_cli_prints_one_json_line_last(tmp_path):
     import json
     import subprocess
@@ -228,6 +319,7 @@ def test_audit_cli_prints_one_json_line_last(tmp_path):
     assert set(data["gradient"]) >= {"norm", "zero_fraction", "cos_to_exact"}
     assert [c["name"] for c in data["checks"]] == list("abcdef")
     assert data["gradient"]["zero_fraction"] == 1.0 and data["checks"][0]["flagged"]
+    assert "exact_zero_fraction" in data["gradient"] and data["gradient_at_random_start"]["zero_fraction"] == 1.0
     bad = subprocess.run([sys.executable, "-m", "app.audit", str(image), "--classes", "a, b", "--threat-model", "x"],
                          capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and "undefended, official, adaptive, bpda" in bad.stderr
