@@ -21,6 +21,7 @@ from app.presets import (
 from app.purifiers import PAPER_DEFAULTS, PURIFIERS
 from app.threat_models import THREAT_MODELS
 from app.ui.callbacks import TOP_K
+from app.ui.form import PURIFY_FIELDS, Form
 
 # --- page events ----------------------------------------------------------------------------
 
@@ -162,9 +163,9 @@ def on_threat_model(name):
 
 
 def paper_defaults():
-    d = PAPER_DEFAULTS
-    return d.method, d.steps, d.step_size, d.momentum, d.norm, d.grad_scope
-
+    """The purification fields (PURIFY_FIELDS) at the paper's defaults, which are the Form's."""
+    defaults = Form()
+    return tuple(getattr(defaults, name) for name in PURIFY_FIELDS)
 
 
 def on_purify_steps(steps):
