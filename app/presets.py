@@ -87,7 +87,8 @@ LESSONS: list[Lesson] = [
            "In the official code's fp16 the gradient through its purification rounds to exactly zero (the "
            "table's exact-zeros column), so the `official` row's attack never moves from PGD's random start and "
            "keeps the clean answer (measured on this toy model). The `adaptive` row differentiates the "
-           "purification exactly, at the same precision, and is fooled.",
+           "purification exactly, at the same precision, and is fooled. (fp16 can zero even the exact gradient "
+           "where the clean answer is nearly certain; PGD's random start moves off that saturated point.)",
            "compare", "compare", {**_TOY, "precision": "fp16"}),
 ]
 

@@ -194,7 +194,7 @@ def gradient_text(g: GradientDiagnostics, threat_model: str, precision: str) -> 
     of = " of the draw the defence scores" if g.randomised else ""
     return (f"**Attacker's gradient** ({threat_model}, {precision}{mean}): norm **{g.norm:.3g}** · exactly zero: "
             f"**{g.zero_fraction:.0%}** of the pixels · cosine with the exact fp32 gradient{of} "
-            f"(norm {g.exact_norm:.3g}): **{cos}**")
+            f"(norm {g.exact_norm:.3g}, {g.exact_zero_fraction:.0%} exact zeros): **{cos}**")
 
 
 PLOTS = ("prob_plot", "cos_plot", "rot_plot", "map_plot")   # the figures, in figures()' order

@@ -44,7 +44,9 @@ THREAT_MODELS: Registry[ThreatModel] = Registry("threat model", {
         "1/sqrt(1+eta^2) per step (gradient masking), and in fp16 it is exactly zero.", "official"),
     "adaptive": ThreatModel(
         "Adaptive (exact)",
-        "Exact gradients through the unrolled purification (create_graph=True equivalent).", "adaptive"),
+        "Exact gradients through the unrolled purification (create_graph=True equivalent); in fp16 they too can "
+        "be exactly zero at a nearly certain clean image (a saturated loss), until PGD's random start moves off it.",
+        "adaptive"),
     "bpda": ThreatModel(
         "BPDA",
         "Purification runs forward, and is taken as the identity in the backward pass.", "bpda"),

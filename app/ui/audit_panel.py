@@ -47,6 +47,9 @@ def audit_view(result: Audit, wall_s: float) -> tuple:
     verdict = (f"checks {', '.join(f'({n})' for n in flagged)} flagged: signs of gradient masking" if flagged
                else "no check flagged")
     gradient = report.gradient_text(result.gradient, result.threat_model, result.precision)
+    if result.gradient_at_random_start is not None:   # zero at the clean input: where PGD takes its first step
+        gradient += "  \nAt PGD's random start: " + report.gradient_text(result.gradient_at_random_start,
+                                                                         result.threat_model, result.precision)
     defence = report.defence_text(result.purify, result.attack.eot)
     status = (f"**Audit done in {wall_s:.1f} s:** {verdict} for {defence} under `{result.threat_model}` "
               f"(reference class: {result.image_label}).")
