@@ -116,6 +116,7 @@ def test_a_diffusion_prior_goes_with_the_last_copy_of_its_backbone(monkeypatch):
     import app.models as models
     import app.purifiers.priors as priors
     monkeypatch.setattr(models, "_CACHE", {})
+    monkeypatch.setattr(models, "_PINNED", set())   # a launched server's warm start pins its own
     monkeypatch.setattr(priors, "_CACHE", {})
     monkeypatch.setattr(app.limits, "LIMITS", replace(app.limits.LIMITS, max_loaded_backbones=2))
     load_backbone("toy-shapes")
