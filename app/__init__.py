@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import importlib
 
-__version__ = "0.9.0"   # the record of every result names it (app/record.py), with the git commit
+from app.version import __version__   # noqa: E402,F401  (no torch: app/version.py holds only the string)
 
 # public name -> the module that defines it
 _SURFACE = {

@@ -1,4 +1,4 @@
-"""Gradient diagnostics and a gradient-masking audit of one image.
+"""A gradient-masking audit of one image (the gradient diagnostics of check a: app/gradients.py).
 
 The checks follow Carlini et al. 2019 ("On evaluating adversarial robustness") and AutoAttack's
 own checks.py: a defence whose robustness comes from masked gradients shows (a) zero or
@@ -7,7 +7,7 @@ gradients (adaptive, BPDA), (c) a gradient-free attack beating the white-box one
 that does not reach 100% as eps grows, (e) results that change when the iterations double,
 (f) random noise of the same size doing as well as the attack.
 
-    python -m app.audit IMAGE --classes "a, b, c" --model toy-shapes --precision fp16 --threat-model official --json
+    python -m app.audit IMAGE --classes "a, b, c" --backbone toy-shapes --precision fp16 --threat-model official --json
 """
 from __future__ import annotations
 
@@ -18,98 +18,25 @@ from dataclasses import asdict, dataclass, replace
 from typing import Callable, Sequence
 
 import torch
-import torch.nn.functional as F
 
 from app.attacks import AttackConfig, validate_attack
+from app.defence import Defence
 from app.errors import CLIPureError, OutOfRangeError, check_int
+from app.gradients import GradientDiagnostics, exact_defence, gradient_diagnostics, random_start, vanishing
 from app.limits import LIMITS, Limits
-from app.models import TOY_BACKBONE, load_backbone
-from app.purifiers import PAPER_DEFAULTS, PurifyConfig
+from app.models import TOY_BACKBONE
+from app.purifiers import PAPER_DEFAULTS, PURIFIERS, PurifyConfig
 from app.registry import Registry
+from app.request import Request, prepare
 from app.scoring import attack_and_score, reference_labels, score
-from app.threat_models import (
-    THREAT_MODELS,
-    attacked_model,
-    check_eot_target,
-    eot_for,
-    randomised,
-)
-from app.zeroshot import TEXT_CACHE, ZeroShotClassifier, build_classifier
+from app.threat_models import THREAT_MODELS, check_eot_target, eot_for
 
-VANISHING = 1e-6      # a gradient below this share of the exact one is "vanishing"
 SWEEP_EPS = (2.0, 8.0, 16.0, 32.0)   # L-inf, 1/255; capped by the public limit (sweep_eps)
 
 
 def sweep_eps(limits: Limits = LIMITS) -> tuple[float, ...]:
     """The eps sweep of check (d): SWEEP_EPS below the L-inf limit, and the limit itself last."""
     return tuple(e for e in SWEEP_EPS if e < limits.max_linf_eps) + (float(limits.max_linf_eps),)
-
-
-@dataclass(frozen=True)
-class GradientDiagnostics:
-    """The pixel gradient of the cross-entropy under a threat model, at the clean input."""
-    norm: float            # ||grad||_2
-    zero_fraction: float   # share of entries that are exactly 0
-    cos_to_exact: float    # cosine with the exact (adaptive, fp32) gradient; nan when either is 0
-    exact_norm: float      # ||exact gradient||_2
-    draws: int = 1         # gradients the attacker averaged (EOT K); > 1 only against a randomised defence
-    randomised: bool = False   # the defence draws randomness: the exact gradient is that of the scored draw
-    exact_zero_fraction: float = 0.0   # share of the exact gradient's entries that are exactly 0
-
-    def to_dict(self) -> dict:
-        return {k: (None if v != v else v) for k, v in asdict(self).items()}   # NaN -> null in JSON
-
-
-def _input_gradient(model: torch.nn.Module, x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    xx = x.detach().clone().requires_grad_(True)
-    with torch.enable_grad():
-        loss = F.cross_entropy(model(xx), labels.to(x.device))
-        (g,) = torch.autograd.grad(loss, xx)
-    return g
-
-
-def exact_setup(classifier: ZeroShotClassifier, blank: torch.Tensor, backbone: str, classnames: Sequence[str],
-                template_set: str, precision: str) -> tuple[ZeroShotClassifier, torch.Tensor]:
-    """The fp32 classifier and blank the exact gradient is taken through (the same ones at fp32)."""
-    if precision == "fp32":
-        return classifier, blank
-    bb = load_backbone(backbone, precision="fp32")
-    return build_classifier(bb, classnames, template_set), TEXT_CACHE.blank_embedding(bb, template_set)
-
-
-def gradient_diagnostics(threat_model: str, classifier: ZeroShotClassifier, blank: torch.Tensor,
-                         pcfg: PurifyConfig, x: torch.Tensor, labels: torch.Tensor,
-                         exact: tuple[ZeroShotClassifier, torch.Tensor], backbone: str | None = None,
-                         eot: int = 1) -> GradientDiagnostics:
-    """Diagnostics of the gradient an attacker gets under `threat_model` at x (batch of one).
-
-    Against a randomised defence (CLIPure-Diff) the attacker's gradient is the mean of `eot`
-    draws from its own random stream, as the attack takes it, and the reference is the exact
-    gradient of the draw the defence scores (stream 0), which the attacker never sees: their
-    cosine says how well the attacker's estimate points where it matters, not 1 by construction.
-    """
-    rand, k = randomised(threat_model, pcfg), eot_for(eot, threat_model, pcfg)
-    attacker = attacked_model(threat_model, classifier, blank, pcfg, backbone)
-    g = sum(_input_gradient(attacker, x, labels).float() for _ in range(k)) / k
-    e = _input_gradient(attacked_model("adaptive", exact[0], exact[1], pcfg, backbone, stream=0), x, labels).float()
-    gn, en = g.norm().item(), e.norm().item()
-    cos = F.cosine_similarity(g.flatten(), e.flatten(), dim=0).item() if gn > 0 and en > 0 else float("nan")
-    return GradientDiagnostics(gn, (g == 0).float().mean().item(), cos, en, k, rand,
-                               exact_zero_fraction=(e == 0).float().mean().item())
-
-
-def random_start(x: torch.Tensor, eps: float, seed: int) -> torch.Tensor:
-    """A random start like PGD's, where it takes its first gradient: x + U(-eps, eps) per pixel (eps
-    in 1/255), clipped to [0, 1], from its own generator seeded by `seed` (the global RNG is left
-    alone; torchattacks draws its own start from the global one)."""
-    g = torch.Generator(device="cpu").manual_seed(seed)
-    noise = (torch.rand(x.shape, generator=g) * 2 - 1).to(x.device) * eps / 255
-    return (x + noise).clamp(0, 1)
-
-
-def _gradient_detail(g: GradientDiagnostics) -> str:
-    return (f"gradient norm {g.norm:.3g} ({g.zero_fraction:.0%} exact zeros) against {g.exact_norm:.3g} for the "
-            f"exact fp32 gradient ({g.exact_zero_fraction:.0%} exact zeros)")
 
 
 # --- the audit ------------------------------------------------------------------------------
@@ -158,11 +85,9 @@ CHECKS = Registry("check", {
 })
 
 
-def audit(x: torch.Tensor, classifier: ZeroShotClassifier, blank: torch.Tensor, classnames: Sequence[str],
-          threat_model: str, exact: tuple[ZeroShotClassifier, torch.Tensor], precision: str,
-          pcfg: PurifyConfig = PAPER_DEFAULTS, eps: float = 8.0, steps: int = 10, seed: int = 0,
-          backbone: str | None = None, on_progress: Callable[[float, str], None] | None = None,
-          eot: int = 1) -> Audit:
+def audit(defence: Defence, x: torch.Tensor, classnames: Sequence[str], threat_model: str, exact: Defence, *,
+          precision: str, eps: float = 8.0, steps: int = 10, seed: int = 0,
+          on_progress: Callable[[float, str], None] | None = None, eot: int = 1) -> Audit:
     """Run checks (a)-(f) on one image x (1, 3, S, S) under `threat_model` with PGD (L-inf).
 
     Against a randomised defence every white-box attack (and the gradient of check a) averages
@@ -171,6 +96,7 @@ def audit(x: torch.Tensor, classifier: ZeroShotClassifier, blank: torch.Tensor, 
     the limits before the first one runs, so a bad setting costs nothing.
     """
     THREAT_MODELS.check(threat_model)
+    pcfg = defence.purify
     check_eot_target(eot, threat_model, pcfg)
     if check_int("Attack steps", steps, 1, LIMITS.max_attack_steps) > LIMITS.max_attack_steps // 2:
         raise OutOfRangeError(f"The audit doubles the attack steps (check e): give at most "
@@ -178,7 +104,7 @@ def audit(x: torch.Tensor, classifier: ZeroShotClassifier, blank: torch.Tensor, 
     queries = min(10 * steps, LIMITS.max_attack_steps)
     sweep = sweep_eps()
     say = on_progress or (lambda f, m: None)
-    clean = score(classifier, blank, pcfg, x, backbone)
+    clean = score(defence, x)
     base = validate_attack(AttackConfig(attack="PGD", eps=eps, steps=steps, seed=seed, threat_model=threat_model,
                                         eot=eot), classnames)
 
@@ -190,24 +116,22 @@ def audit(x: torch.Tensor, classifier: ZeroShotClassifier, blank: torch.Tensor, 
 
     def fooled(cfg: AttackConfig) -> tuple[bool, float]:
         """(CLIPure fooled, CLIPure's probability of the reference class on x_adv)."""
-        a = attack_and_score(cfg, classifier, blank, pcfg, x, classnames, labels=labels, clean=clean,
-                             backbone=backbone)
+        a = attack_and_score(cfg, defence, x, classnames, labels=labels, clean=clean)
         return a.outcomes[0].fooled_clipure, float(a.adversarial.trajectory.probs[-1, 0, int(labels[0])])
 
     say(0.0, "gradient diagnostics")
     x_start = random_start(x, eps, seed)   # also check (f)'s noisy image
-    grad = gradient_diagnostics(threat_model, classifier, blank, pcfg, x, labels, exact, backbone, eot)
-    vanishing = grad.zero_fraction >= 0.99 or grad.norm < VANISHING * max(grad.exact_norm, 1e-30)
+    grad = gradient_diagnostics(threat_model, defence, x, labels, exact, eot)
     confidence = float(clean.trajectory.probs[-1, 0].max())
-    detail = f"{_gradient_detail(grad)}; CLIPure's clean confidence {confidence:.7g}"
+    detail = f"{grad.detail}; CLIPure's clean confidence {confidence:.7g}"
     at_start = None
     if grad.zero_fraction == 1.0:
         # A zero gradient at a confident clean input can be a saturated loss, not the defence: 1 - p
         # (about 1e-6) is lost in fp16's backward (smallest subnormal 6e-8). PGD's first gradient is
         # taken at its random start.
-        at_start = gradient_diagnostics(threat_model, classifier, blank, pcfg, x_start, labels, exact, backbone, eot)
-        detail += f"; at PGD's random start (uniform in ±{eps:g}/255): {_gradient_detail(at_start)}"
-    checks = [Check("a", vanishing, detail)]
+        at_start = gradient_diagnostics(threat_model, defence, x_start, labels, exact, eot)
+        detail += f"; at PGD's random start (uniform in ±{eps:g}/255): {at_start.detail}"
+    checks = [Check("a", vanishing(grad), detail)]
     say(0.1, "the threat model against adaptive and BPDA")
     own = fooled(base)[0]
     others = {tm: fooled(under(tm))[0] for tm in ("adaptive", "bpda") if tm != threat_model}
@@ -236,53 +160,51 @@ def audit(x: torch.Tensor, classifier: ZeroShotClassifier, blank: torch.Tensor, 
     doubled = fooled(replace(base, steps=2 * steps))[0]
     checks.append(Check("e", doubled != own, f"PGD-{steps}: {own}; PGD-{2 * steps}: {doubled}"))
     say(0.9, "random noise")
-    noisy = score(classifier, blank, pcfg, x_start, backbone)
+    noisy = score(defence, x_start)
     noise_fools = bool(noisy.purified[0] != labels[0])
     checks.append(Check("f", noise_fools and not own, f"uniform noise of L-inf {eps:g}/255 fooled CLIPure: "
                         f"{noise_fools}; PGD under {threat_model}: {own}"))
     say(1.0, "done")
     return Audit(classnames[int(labels[0])], threat_model, precision, grad, checks, sweep, probs_by_tm, base, pcfg,
-                 backbone, at_start, confidence)
+                 defence.backbone, at_start, confidence)
 
 
-def audit_image(image, classnames, model: str | None = None, template_set: str = "single",
-                precision: str | None = None, threat_model: str = "official", pcfg: PurifyConfig = PAPER_DEFAULTS,
+def audit_image(request: Request, threat_model: str = "official", pcfg: PurifyConfig = PAPER_DEFAULTS, *,
                 eps: float = 8.0, steps: int = 10, seed: int = 0,
                 on_progress: Callable[[float, str], None] | None = None, eot: int = 1) -> Audit:
-    """The audit of one image as a user gives it (a path, class names, names of the settings):
-    validated and prepared as a request, then `audit` against the exact fp32 gradient."""
-    from app.pipeline import prepare  # the pipeline imports this module
-    from app.purifiers import PURIFIERS
+    """The audit of one image as a user asks for it: validated and prepared as a request, then
+    `audit` against the exact fp32 gradient."""
     THREAT_MODELS.check(threat_model)
-    pcfg = pcfg.validate()
-    prep, _ = prepare(image, classnames, model, template_set, precision=precision)
+    pcfg = pcfg.validate(request.limits)
+    prep, _ = prepare(request)
     PURIFIERS[pcfg.method].check_backbone(prep.backbone.name, prep.backbone.device)
-    exact = exact_setup(prep.classifier, prep.blank, prep.backbone.name, prep.classnames, template_set,
-                        prep.backbone.precision)
-    return audit(prep.x, prep.classifier, prep.blank, prep.classnames, threat_model, exact, prep.backbone.precision,
-                 pcfg, eps, steps, seed, prep.backbone.name, on_progress, eot)
+    defence = prep.defence(pcfg)
+    exact = exact_defence(defence, prep.classnames, request.template_set, prep.backbone.precision)
+    return audit(defence, prep.x, prep.classnames, threat_model, exact, precision=prep.backbone.precision,
+                 eps=eps, steps=steps, seed=seed, on_progress=on_progress, eot=eot)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("image")
     ap.add_argument("--classes", required=True, help="comma-separated class names")
-    ap.add_argument("--model", default=TOY_BACKBONE)
+    ap.add_argument("--backbone", "--model", dest="backbone", default=TOY_BACKBONE)
     ap.add_argument("--precision", default="fp32")
     ap.add_argument("--threat-model", default="official")
-    ap.add_argument("--templates", default="single")
+    ap.add_argument("--template-set", "--templates", dest="template_set", default="single")
     ap.add_argument("--eps", type=float, default=8.0, help="L-inf, in 1/255")
     ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--method", default=PAPER_DEFAULTS.method, help="purification method (clipure-cos, clipure-diff)")
-    ap.add_argument("--seed", type=int, default=0, help="purification seed (CLIPure-Diff's draws)")
+    ap.add_argument("--purify-seed", "--seed", dest="purify_seed", type=int, default=0,
+                    help="purification seed (CLIPure-Diff's draws)")
     ap.add_argument("--eot", type=int, default=1, help="gradients averaged per attack step against a randomised "
                                                        "defence (EOT K)")
     ap.add_argument("--json", action="store_true", help="end with one JSON line")
     args = ap.parse_args(argv)
     try:
-        pcfg = replace(PAPER_DEFAULTS, method=args.method, seed=args.seed)
-        result = audit_image(args.image, args.classes, args.model, args.templates, args.precision,
-                             args.threat_model, pcfg, eps=args.eps, steps=args.steps, eot=args.eot,
+        pcfg = replace(PAPER_DEFAULTS, method=args.method, seed=args.purify_seed)
+        request = Request(args.image, args.classes, args.backbone, args.template_set, args.precision)
+        result = audit_image(request, args.threat_model, pcfg, eps=args.eps, steps=args.steps, eot=args.eot,
                              on_progress=lambda f, m: print(f"[{100 * f:3.0f}%] {m}", file=sys.stderr, flush=True))
     except CLIPureError as e:
         print(str(e), file=sys.stderr)

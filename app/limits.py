@@ -24,7 +24,7 @@ class Limits:
     max_purify_steps: int = 200
     max_eot: int = 32                  # gradients averaged per attack step (EOT): each costs a forward-backward
     max_step_size: float = 1000.0      # purification step size eta
-    # The server (app/server.py, app/budget.py):
+    # The server (app/ui/server.py, app/budget.py):
     max_request_seconds: float = 120.0  # one request's engine time; ZeroGPU gives a call about 60-300 s
     max_json_body_mb: float = 1.0      # an API request body other than an upload (a data: URL cannot pass it)
     files_expire_s: int = 3600         # outputs, uploads and the app's own files are deleted after this

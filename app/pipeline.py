@@ -9,105 +9,31 @@ adversarial one after it (app/scoring.py).
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Iterator
 
 import torch
 
 from app import budget as budgets
 from app.attack_progress import Phase
-from app.attacks import ATTACKS, AttackConfig, AttackResult, run_attack, validate_attack
-from app.audit import exact_setup, gradient_diagnostics
+from app.attacks import ATTACKS, AttackConfig, AttackResult, run_attack
 from app.budget import Budget
-from app.classnames import parse_classnames
-from app.errors import CLIPureError, InvalidClassNamesError
-from app.images import load_image, source_sha256
+from app.defence import Defence
+from app.errors import InvalidClassNamesError
+from app.gradients import exact_defence, gradient_diagnostics
 from app.limits import LIMITS, Limits
-from app import models
-from app.models import Backbone, load_backbone
-from app.purifiers import (
-    PAPER_DEFAULTS,
-    PURIFIERS,
-    Prediction,
-    PurifyConfig,
-    Trajectory,
-    TrajectoryStep,
-)
-from app.purifiers.eot import check_eot
+from app.purifiers import PAPER_DEFAULTS, Prediction, PurifyConfig, Trajectory, TrajectoryStep
+from app.request import Prepared, Request, prepare, prepare_defence, preparing_message
 from app.results import PipelineEvent, PipelineResult
-from app.scoring import (
-    Scored,
-    attack_and_score,
-    encode,
-    outcomes,
-    reference_labels,
-    score,
-    score_steps,
-)
+from app.scoring import Scored, attack_and_score, encode, outcomes, reference_labels, score, score_steps
 from app.streaming import HEARTBEAT_S, EngineClock, in_thread
-from app.threat_models import (
-    THREAT_MODELS,
-    attacked_model,
-    check_eot_target,
-    eot_for,
-)
-from app.zeroshot import (
-    DEFAULT_TEMPLATE_SET,
-    TEXT_CACHE,
-    TEXT_PROGRESS,
-    ZeroShotClassifier,
-    build_classifier,
-    get_templates,
-)
-
-# --- the engine -----------------------------------------------------------------------------
-
-@dataclass
-class Prepared:
-    backbone: Backbone
-    classifier: ZeroShotClassifier
-    blank: torch.Tensor              # (D,)
-    x: torch.Tensor                  # (1, 3, S, S)
-    classnames: list[str]
-    warnings: list[str]
-    input_sha256: str | None = None  # the uploaded file's hash (app/record.py)
+from app.threat_models import THREAT_MODELS, attacked_model, eot_for
+from app.zeroshot import DEFAULT_TEMPLATE_SET, TEXT_PROGRESS
 
 
-def prepare(image, classnames, model: str | None = None, template_set: str = DEFAULT_TEMPLATE_SET,
-            limits: Limits = LIMITS, attack: AttackConfig | None = None,
-            precision: str | None = None) -> tuple[Prepared, AttackConfig | None]:
-    """Validate every input, then build the classifier (text embeddings come from the cache).
-    Returns the prepared request and the validated attack config.
-
-    The checks run before the expensive parts: a bad image or attack setting is refused
-    without loading weights for it or encoding 80 templates per class.
-    """
-    templates = get_templates(template_set)
-    pil = load_image(image, limits)
-    backbone = load_backbone(model, precision=precision)
-    names, warnings = parse_classnames(classnames, backbone.tokenizer, backbone.context_length, templates, limits)
-    warnings += unknown_words(backbone, names)
-    attack = validate_attack(attack, names, limits) if attack is not None else None
-    classifier = build_classifier(backbone, names, template_set)
-    blank = TEXT_CACHE.blank_embedding(backbone, template_set)
-    x = torch.round(backbone.to_pixels(pil) * 255) / 255   # an 8-bit image at model resolution
-    return Prepared(backbone, classifier, blank, x, names, warnings, source_sha256(image)), attack
-
-
-def unknown_words(backbone: Backbone, names: list[str]) -> list[str]:
-    """A warning for class names outside a backbone's vocabulary (the bundled model knows 16 names)."""
-    vocab = backbone.spec.vocabulary
-    unknown = [n for n in names if vocab and n not in vocab]
-    if not unknown:
-        return []
-    return [f"The bundled {backbone.name} model knows only its {len(vocab)} shape names ({', '.join(vocab)}); "
-            f"{', '.join(repr(n) for n in unknown)} {'is' if len(unknown) == 1 else 'are'} not among them, so "
-            f"{'its' if len(unknown) == 1 else 'their'} probabilities mean nothing."]
-
-
-def _attack_in_thread(prep: Prepared, cfg: AttackConfig, pcfg: PurifyConfig, labels: torch.Tensor):
+def _attack_in_thread(prep: Prepared, cfg: AttackConfig, defence: Defence, labels: torch.Tensor):
     """The attack in a worker thread (see app.streaming.in_thread); progress values are forward passes."""
-    model = attacked_model(cfg.threat_model, prep.classifier, prep.blank, pcfg, prep.backbone.name)
+    model = attacked_model(cfg.threat_model, defence)
     return in_thread(lambda report: run_attack(cfg, model, prep.x, prep.classnames, labels, on_forward=report,
                                                on_phase=report), "clipure-attack")
 
@@ -124,30 +50,6 @@ def _with_text_progress(fn, name: str):
     return in_thread(work, name)
 
 
-def _prepare(image, classnames, model, template_set, limits, attack, precision, pcfg, threat_model=None):
-    """prepare(), then the purifier's resources for this backbone (CLIPure-Diff: its prior,
-    loaded on the model's device, or one sentence if the backbone has none). The attack's EOT
-    count must meet a randomised model under `threat_model` (default: the attack's own)."""
-    if attack is not None:   # before any text is encoded: K alone decides this
-        check_eot_target(check_eot(attack.eot, limits), threat_model or THREAT_MODELS.check(attack.threat_model), pcfg)
-    prep, acfg = prepare(image, classnames, model, template_set, limits, attack, precision)
-    PURIFIERS[pcfg.method].check_backbone(prep.backbone.name, prep.backbone.device)
-    return prep, acfg
-
-
-def preparing_message(model: str | None, precision: str | None) -> str:
-    """What the preparation is doing: a backbone the server did not load at start (app/warm.py) is
-    loaded by this request, which takes a while; otherwise only the text cache may need filling."""
-    try:
-        loaded = models.is_loaded(model, precision=precision)
-    except CLIPureError:   # an unknown name: prepare() refuses it in its turn, after the image
-        loaded = True
-    if loaded:
-        return "Encoding the class names"
-    return (f"Loading {model or models.DEFAULT_BACKBONE} (not loaded at start, so this request loads its weights; "
-            f"the first use takes a while) and encoding the class names")
-
-
 def _stream_worker(events: Iterator, fraction: float, message: str, clock: EngineClock, out: list):
     """Relay a worker's (kind, value) stream as heartbeat events; append its result to `out`."""
     clock.background = True
@@ -161,10 +63,8 @@ def _stream_worker(events: Iterator, fraction: float, message: str, clock: Engin
     clock.background = False
 
 
-def run(image, classnames, attack: AttackConfig | None = AttackConfig(), purify: PurifyConfig = PAPER_DEFAULTS,
-        model: str | None = None, template_set: str = DEFAULT_TEMPLATE_SET,
-        limits: Limits = LIMITS, budget: Budget | None = None, precision: str | None = None,
-        diagnose: bool = True) -> Iterator[PipelineEvent]:
+def run(request: Request, attack: AttackConfig | None = AttackConfig(), purify: PurifyConfig = PAPER_DEFAULTS,
+        budget: Budget | None = None, diagnose: bool = True) -> Iterator[PipelineEvent]:
     """The whole pipeline as a stream of events; the last one carries the result.
 
     attack=None skips the attack (classification and purification of the clean image only).
@@ -175,32 +75,34 @@ def run(image, classnames, attack: AttackConfig | None = AttackConfig(), purify:
     and stopped when the stream is closed early; None keeps whichever budget the caller made active.
     """
     clock = EngineClock()
-    for event in budgets.activate_each(budget, _run(clock, image, classnames, attack, purify, model, template_set,
-                                                    limits, precision, diagnose)):
+    for event in budgets.activate_each(budget, _run(clock, request, attack, purify, diagnose)):
         t = time.perf_counter()
         yield event
         if not clock.background:
             clock.suspended += time.perf_counter() - t
 
 
-def _trajectory(phase: str, prep: Prepared, pcfg: PurifyConfig, z: torch.Tensor, start: float, share: float,
+def _trajectory(phase: str, prep: Prepared, defence: Defence, z: torch.Tensor, span: tuple[float, float],
                 steps: list[TrajectoryStep], what: str) -> Iterator[PipelineEvent]:
-    for s in score_steps(prep.classifier, prep.blank, pcfg, z, prep.backbone.name):
+    """Purify z step by step; progress runs from span[0] over span[1] of the request."""
+    start, share = span
+    total = defence.purify.steps
+    for s in score_steps(defence, z):
         budgets.check()
         steps.append(s)
-        yield PipelineEvent(phase, round(start + share * s.step / max(pcfg.steps, 1), 6),
-                            f"Purifying the {what} embedding: step {s.step}/{pcfg.steps}", step=s,
+        yield PipelineEvent(phase, round(start + share * s.step / max(total, 1), 6),
+                            f"Purifying the {what} embedding: step {s.step}/{total}", step=s,
                             classnames=prep.classnames)
 
 
-def _attack_events(prep: Prepared, acfg: AttackConfig, pcfg: PurifyConfig, clean: Scored, out: list):
+def _attack_events(prep: Prepared, acfg: AttackConfig, defence: Defence, clean: Scored, out: list):
     """The attack as events (progress 0.05-0.75); appends the AttackResult to `out`."""
     spec = ATTACKS[acfg.attack]
     expected = acfg.steps * spec.forwards_per_step * acfg.eot if spec.forwards_per_step else None
     yield PipelineEvent("attack", 0.05, f"Running {acfg.attack} ({THREAT_MODELS[acfg.threat_model].label})")
     last, last_yield, now = -1, time.monotonic(), (0.05, f"Running {acfg.attack}")
     phase = None   # the APGD run in progress (AutoAttack, APGD): its restart or target class
-    for kind, value in _attack_in_thread(prep, acfg, pcfg, reference_labels(acfg, clean, prep.classnames)):
+    for kind, value in _attack_in_thread(prep, acfg, defence, reference_labels(acfg, clean, prep.classnames)):
         if kind == "progress" and isinstance(value, Phase):
             phase = value
         if kind == "progress" and phase is not None and not expected:
@@ -223,21 +125,20 @@ def _attack_events(prep: Prepared, acfg: AttackConfig, pcfg: PurifyConfig, clean
     yield PipelineEvent("attack", 0.75, f"{acfg.attack} finished in {out[-1].seconds:.1f} s")
 
 
-def _run(clock: EngineClock, image, classnames, attack: AttackConfig | None, purify: PurifyConfig,
-         model: str | None, template_set: str, limits: Limits, precision: str | None,
+def _run(clock: EngineClock, request: Request, attack: AttackConfig | None, purify: PurifyConfig,
          diagnose: bool = True) -> Iterator[PipelineEvent]:
     timings: dict[str, float] = {}
     t0 = clock.now()
-    pcfg = purify.validate(limits)
-    message = preparing_message(model, precision)
+    pcfg = purify.validate(request.limits)
+    message = preparing_message(request)
     yield PipelineEvent("prepare", 0.0, message)
     if message.startswith("Loading"):   # shown at once: loading a backbone can take a minute
         yield PipelineEvent("heartbeat", 0.0, message)
     found: list = []
-    yield from _stream_worker(_with_text_progress(
-        lambda: _prepare(image, classnames, model, template_set, limits, attack, precision, pcfg), "clipure-prepare"),
-        0.0, message, clock, found)
+    yield from _stream_worker(_with_text_progress(lambda: prepare_defence(request, attack, pcfg), "clipure-prepare"),
+                              0.0, message, clock, found)
     prep, acfg = found[0]
+    defence = prep.defence(pcfg)
     timings["prepare"] = clock.now() - t0
     names = prep.classnames
 
@@ -245,7 +146,7 @@ def _run(clock: EngineClock, image, classnames, attack: AttackConfig | None, pur
     t = clock.now()
     z_clean = encode(prep.classifier, prep.x)                   # (1, D)
     steps: list[TrajectoryStep] = []
-    yield from _trajectory("purify-clean", prep, pcfg, z_clean, 0.0, 0.05, steps, "clean")
+    yield from _trajectory("purify-clean", prep, defence, z_clean, (0.0, 0.05), steps, "clean")
     clean = Scored(Trajectory.from_steps(steps))
     timings["clean"] = clock.now() - t
     _check_target(acfg, clean, names)
@@ -255,13 +156,13 @@ def _run(clock: EngineClock, image, classnames, attack: AttackConfig | None, pur
     if acfg is not None:
         t, found = clock.now(), []
         clock.background = True
-        yield from _attack_events(prep, acfg, pcfg, clean, found)
+        yield from _attack_events(prep, acfg, defence, clean, found)
         clock.background = False
         attack_result = found[0]
         timings["attack"] = clock.now() - t
         t, steps = clock.now(), []
         z_adv = encode(prep.classifier, attack_result.x_adv)   # the second and last encoder pass
-        yield from _trajectory("purify-adv", prep, pcfg, z_adv, 0.75, 0.2, steps, "adversarial")
+        yield from _trajectory("purify-adv", prep, defence, z_adv, (0.75, 0.2), steps, "adversarial")
         adv = Scored(Trajectory.from_steps(steps))
         timings["purify"] = clock.now() - t
     gradient = None
@@ -272,16 +173,14 @@ def _run(clock: EngineClock, image, classnames, attack: AttackConfig | None, pur
         labels, found = reference_labels(acfg, clean, names), []
 
         def diagnose_():   # fp16/bf16: the exact gradient needs the fp32 backbone and its text embeddings
-            exact = exact_setup(prep.classifier, prep.blank, prep.backbone.name, names, template_set,
-                                prep.backbone.precision)
-            return gradient_diagnostics(acfg.threat_model, prep.classifier, prep.blank, pcfg, prep.x, labels, exact,
-                                        prep.backbone.name, acfg.eot)
+            exact = exact_defence(defence, names, request.template_set, prep.backbone.precision)
+            return gradient_diagnostics(acfg.threat_model, defence, prep.x, labels, exact, acfg.eot)
         yield from _stream_worker(_with_text_progress(diagnose_, "clipure-diagnose"), 0.95, message, clock, found)
         gradient = found[0]
         timings["diagnose"] = clock.now() - t
     timings["total"] = clock.now() - t0
 
-    result = _result(prep, template_set, pcfg, clean, attack_result, adv, timings)
+    result = _result(prep, pcfg, clean, (attack_result, adv), timings)
     result.gradient = gradient
     yield PipelineEvent("done", 1.0, "Done", result=result, classnames=names)
 
@@ -293,11 +192,14 @@ def _check_target(acfg: AttackConfig | None, clean: Scored, names: list[str]) ->
                                      f"pick another target class.")
 
 
-def _result(prep: Prepared, template_set: str, pcfg: PurifyConfig, clean: Scored, attack: AttackResult | None,
-            adv: Scored | None, timings: dict) -> PipelineResult:
+def _result(prep: Prepared, pcfg: PurifyConfig, clean: Scored, attacked: tuple[AttackResult | None, Scored | None],
+            timings: dict) -> PipelineResult:
+    """attacked: the attack's result and the adversarial image's score, or (None, None)."""
+    attack, adv = attacked
     return PipelineResult(
         backbone=prep.backbone.name, precision=prep.backbone.precision, meaningless=prep.backbone.spec.meaningless,
-        classnames=prep.classnames, template_set=template_set, x=prep.x, class_embeddings=prep.classifier.class_embeddings, blank=prep.blank,
+        classnames=prep.classnames, template_set=prep.request.template_set, x=prep.x,
+        class_embeddings=prep.classifier.class_embeddings, blank=prep.blank,
         clean_trajectory=clean.trajectory, attack=attack, adv_trajectory=None if adv is None else adv.trajectory,
         outcome=None if attack is None else outcomes(attack, clean, adv)[0],
         attack_config=None if attack is None else attack.config, purify_config=pcfg, warnings=list(prep.warnings),
@@ -308,15 +210,20 @@ def run_pipeline(image, classnames, attack: AttackConfig | None = AttackConfig()
                  purify: PurifyConfig = PAPER_DEFAULTS, model: str | None = None,
                  template_set: str = DEFAULT_TEMPLATE_SET, limits: Limits = LIMITS,
                  precision: str | None = None, diagnose: bool = True) -> PipelineResult:
-    """`run` without the stream: the final PipelineResult."""
-    *_, last = run(image, classnames, attack, purify, model, template_set, limits, precision=precision,
-                   diagnose=diagnose)
+    """The engine's front door: `run` on Request(image, classnames, model, ...) without the stream;
+    the final PipelineResult."""
+    return result_of(run(Request(image, classnames, model, template_set, precision, limits), attack, purify,
+                         diagnose=diagnose))
+
+
+def result_of(events: Iterator[PipelineEvent]) -> PipelineResult:
+    """The PipelineResult of a stream of events (`run`), run to its end."""
+    *_, last = events
     return last.result
 
 
-def compare_threat_models(image, classnames, attack: AttackConfig, purify: PurifyConfig = PAPER_DEFAULTS,
-                          model: str | None = None, template_set: str = DEFAULT_TEMPLATE_SET,
-                          limits: Limits = LIMITS, on_progress=None, precision: str | None = None) -> list[PipelineResult]:
+def compare_threat_models(request: Request, attack: AttackConfig, purify: PurifyConfig = PAPER_DEFAULTS,
+                          on_progress=None) -> list[PipelineResult]:
     """The same attack (same seed) under every threat model, on the same image. The clean image
     is prepared, encoded and purified once; only the attacks and their scoring repeat. An EOT
     count K > 1 needs a randomised purifier and applies where the attacker queries it (the
@@ -325,34 +232,31 @@ def compare_threat_models(image, classnames, attack: AttackConfig, purify: Purif
     on_progress(fraction, message) is called as each threat model starts ("row 2/4: official") and
     as its attack runs. Each row carries the attacker's gradient at the clean input (its diagnostics).
     """
-    pcfg = purify.validate(limits)
+    pcfg = purify.validate(request.limits)
     report = on_progress or (lambda fraction, message: None)
-    report(0.0, preparing_message(model, precision))
-    prep, acfg = _prepare(image, classnames, model, template_set, limits, attack, precision, pcfg, "adaptive")
-    clean = score(prep.classifier, prep.blank, pcfg, prep.x, prep.backbone.name)
+    report(0.0, preparing_message(request))
+    prep, acfg = prepare_defence(request, attack, pcfg, "adaptive")
+    defence = prep.defence(pcfg)
+    clean = score(defence, prep.x)
     _check_target(acfg, clean, prep.classnames)
-    exact = exact_setup(prep.classifier, prep.blank, prep.backbone.name, prep.classnames, template_set,
-                        prep.backbone.precision)
+    exact = exact_defence(defence, prep.classnames, request.template_set, prep.backbone.precision)
     results, n = [], len(THREAT_MODELS)
     for k, name in enumerate(THREAT_MODELS):
         row = f"row {k + 1}/{n}: {name}"
         report(k / n, row)
         t = time.perf_counter()
         cfg = replace(acfg, threat_model=name, eot=eot_for(acfg.eot, name, pcfg))
-        a = attack_and_score(cfg, prep.classifier, prep.blank, pcfg, prep.x, prep.classnames, clean=clean,
-                             backbone=prep.backbone.name,
+        a = attack_and_score(cfg, defence, prep.x, prep.classnames, clean=clean,
                              on_forward=lambda count: report(k / n, f"{row}, {cfg.attack} forward pass {count}"))
         labels = reference_labels(cfg, clean, prep.classnames)
-        r = _result(prep, template_set, pcfg, clean, a.attack, a.adversarial, {"total": time.perf_counter() - t})
-        r.gradient = gradient_diagnostics(name, prep.classifier, prep.blank, pcfg, prep.x, labels, exact,
-                                          prep.backbone.name, cfg.eot)
+        r = _result(prep, pcfg, clean, (a.attack, a.adversarial), {"total": time.perf_counter() - t})
+        r.gradient = gradient_diagnostics(name, defence, prep.x, labels, exact, cfg.eot)
         results.append(r)
     return results
 
 
-def classify(image, classnames, model: str | None = None, template_set: str = DEFAULT_TEMPLATE_SET,
-             limits: Limits = LIMITS, precision: str | None = None) -> tuple[Prediction, Prepared]:
+def classify(request: Request) -> tuple[Prediction, Prepared]:
     """Bare zero-shot CLIP on one image, no attack and no purification."""
-    prep, _ = prepare(image, classnames, model, template_set, limits, precision=precision)
+    prep, _ = prepare(request)
     with torch.no_grad():
         return Prediction.from_probs(prep.classifier(prep.x).softmax(-1)[0], prep.classnames), prep

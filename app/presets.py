@@ -68,7 +68,7 @@ class Lesson:
 
 _TOY = dict(image=str(EXAMPLES_DIR / "toy-green-circle.png"), classnames=CLASS_PRESETS["Toy shapes (16)"],
             backbone=TOY_BACKBONE, template_set="single", attack="PGD", threat_model="undefended", eps=4, steps=10,
-            step_size=0, seed=0, targeted=False, target=None, method="clipure-cos", p_steps=10, p_step_size=30.0,
+            step_size=0, seed=0, targeted=False, target=None, method="clipure-cos", purify_steps=10, purify_step_size=30.0,
             momentum=0.0, norm="l2", grad_scope="sample", precision="fp32")
 
 LESSONS: list[Lesson] = [

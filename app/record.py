@@ -19,7 +19,7 @@ PACKAGES = ("torch", "torchvision", "open_clip_torch", "torchattacks", "numpy", 
 
 
 def app_version() -> str:
-    from app import __version__
+    from app.version import __version__
     return __version__
 
 

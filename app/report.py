@@ -15,7 +15,7 @@ import torch
 from PIL import Image
 
 from app.attacks import ATTACKS, AttackConfig, step_size_used
-from app.audit import GradientDiagnostics
+from app.gradients import GradientDiagnostics
 from app.plots import cosine_figure, latent_map_figure, probability_figure, rotation_figure
 from app.purifiers import PURIFIERS, Prediction, PurifyConfig, TrajectoryStep
 from app.results import PipelineResult

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 import torch
 
 from app.attacks import AttackConfig, AttackResult
-from app.audit import GradientDiagnostics
+from app.gradients import GradientDiagnostics
 from app.purifiers import Prediction, PurifyConfig, Trajectory, TrajectoryStep
 from app.scoring import Outcome
 
@@ -29,7 +29,7 @@ class PipelineResult:
     purify_config: PurifyConfig
     warnings: list[str]
     timings: dict[str, float]        # seconds per phase
-    gradient: GradientDiagnostics | None = None   # the attacker's pixel gradient at x (app/audit.py)
+    gradient: GradientDiagnostics | None = None   # the attacker's pixel gradient at x (app/gradients.py)
     device: str = "cpu"              # where the backbone ran
     input_sha256: str | None = None  # the uploaded file's SHA-256 (None for an in-memory image)
 

@@ -13,7 +13,8 @@ import torch
 import torch.nn.functional as F
 
 from app.attacks import ATTACKS, AttackConfig, AttackResult, run_attack
-from app.purifiers import PurifyConfig, Trajectory, TrajectoryStep, trace
+from app.defence import Defence
+from app.purifiers import Trajectory, TrajectoryStep, trace
 from app.threat_models import THREAT_MODELS, attacked_model
 from app.zeroshot import ZeroShotClassifier
 
@@ -24,11 +25,10 @@ def encode(classifier: ZeroShotClassifier, x: torch.Tensor) -> torch.Tensor:
     return F.normalize(classifier.encode(x), dim=-1)
 
 
-def score_steps(classifier: ZeroShotClassifier, blank: torch.Tensor, cfg: PurifyConfig, z: torch.Tensor,
-                backbone: str | None = None) -> Iterator[TrajectoryStep]:
+def score_steps(defence: Defence, z: torch.Tensor) -> Iterator[TrajectoryStep]:
     """Purify unit embeddings z (N, D) step by step, with the class probabilities at each step.
     Step 0 is bare CLIP's answer; the last step is CLIPure's."""
-    return trace(z, blank, cfg, classifier.logits_from_embedding, backbone)
+    return trace(z, defence.blank, defence.purify, defence.classifier.logits_from_embedding, defence.backbone)
 
 
 @dataclass
@@ -47,16 +47,14 @@ class Scored:
         return self.trajectory.top1[-1]
 
 
-def score_embeddings(classifier: ZeroShotClassifier, blank: torch.Tensor, cfg: PurifyConfig, z: torch.Tensor,
-                     backbone: str | None = None) -> Scored:
+def score_embeddings(defence: Defence, z: torch.Tensor) -> Scored:
     """Purify unit embeddings z (N, D) and return both answers with the whole trajectory."""
-    return Scored(Trajectory.from_steps(list(score_steps(classifier, blank, cfg, z, backbone))))
+    return Scored(Trajectory.from_steps(list(score_steps(defence, z))))
 
 
-def score(classifier: ZeroShotClassifier, blank: torch.Tensor, cfg: PurifyConfig, x: torch.Tensor,
-          backbone: str | None = None) -> Scored:
+def score(defence: Defence, x: torch.Tensor) -> Scored:
     """Encode x once, purify, and return both answers with the whole trajectory."""
-    return score_embeddings(classifier, blank, cfg, encode(classifier, x), backbone)
+    return score_embeddings(defence, encode(defence.classifier, x))
 
 
 def reference_labels(cfg: AttackConfig, clean: Scored, classnames: Sequence[str]) -> torch.Tensor:
@@ -128,16 +126,14 @@ class Attacked:
     outcomes: list[Outcome]
 
 
-def attack_and_score(cfg: AttackConfig, classifier: ZeroShotClassifier, blank: torch.Tensor,
-                     purify_cfg: PurifyConfig, x: torch.Tensor, classnames: Sequence[str],
-                     labels: torch.Tensor | None = None, clean: Scored | None = None,
-                     backbone: str | None = None, on_forward=None) -> Attacked:
+def attack_and_score(cfg: AttackConfig, defence: Defence, x: torch.Tensor, classnames: Sequence[str],
+                     labels: torch.Tensor | None = None, clean: Scored | None = None, on_forward=None) -> Attacked:
     """Score x (unless `clean` already holds its score), attack it under cfg.threat_model, and score
     x_adv: encoder passes = the attack's own + 2. labels: (N,) true classes, or None to attack
     the attacked model's own clean answers."""
-    clean = clean if clean is not None else score(classifier, blank, purify_cfg, x, backbone)
+    clean = clean if clean is not None else score(defence, x)
     refs = labels if labels is not None else reference_labels(cfg, clean, classnames)
-    model = attacked_model(cfg.threat_model, classifier, blank, purify_cfg, backbone)
+    model = attacked_model(cfg.threat_model, defence)
     res = run_attack(cfg, model, x, classnames, refs, on_forward=on_forward)
-    adv = score(classifier, blank, purify_cfg, res.x_adv, backbone)
+    adv = score(defence, res.x_adv)
     return Attacked(res, clean, adv, outcomes(res, clean, adv, labels))

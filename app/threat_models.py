@@ -1,4 +1,4 @@
-"""Threat models: which function the attacker differentiates (DESIGN.md, "Facts the app must show").
+"""Threat models: which function the attacker differentiates (docs/design.md, "Threat models").
 
   undefended  attack bare CLIP; the adversarial image is then purified (transfer setting)
   official    through the purification, directions detached as in the official code
@@ -13,17 +13,16 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from app.defence import Defence
 from app.errors import UnsupportedError
 from app.purifiers import (
     BACKWARDS,
-    PAPER_DEFAULTS,
     PURIFIERS,
     PurifyConfig,
     purify,
     seeded,
 )
 from app.registry import Registry
-from app.zeroshot import ZeroShotClassifier
 
 
 @dataclass(frozen=True)
@@ -67,18 +66,17 @@ class PurifiedClassifier(nn.Module):
     value is the same in every mode.
     """
 
-    def __init__(self, classifier: ZeroShotClassifier, blank: torch.Tensor, cfg: PurifyConfig = PAPER_DEFAULTS,
-                 backward: str = "adaptive", backbone: str | None = None, stream: int = 1):
+    def __init__(self, defence: Defence, backward: str = "adaptive", stream: int = 1):
         super().__init__()
-        self.classifier = classifier
-        self.register_buffer("blank", blank.float())
-        self.cfg = as_attacked(cfg, backward)
+        self.classifier = defence.classifier
+        self.register_buffer("blank", defence.blank.float())
+        self.cfg = as_attacked(defence.purify, backward)
         self.backward = BACKWARDS.check(backward)
-        self.backbone = backbone
+        self.backbone = defence.backbone
         # One generator for the module's life: each forward pass of a randomised purifier
         # (CLIPure-Diff) sees a fresh draw, as an attacker querying the defence would. Stream 1
         # is the attacker's; stream 0 replays the draw that scoring uses (app.purifiers.seeded).
-        self.generator = seeded(cfg, classifier.class_embeddings.device, stream=stream)
+        self.generator = seeded(defence.purify, defence.class_embeddings.device, stream=stream)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         z = F.normalize(self.classifier.encode(x), dim=-1)   # (N, D), unit: purification starts here
@@ -89,12 +87,10 @@ class PurifiedClassifier(nn.Module):
         return self.classifier.logits_from_embedding(z)
 
 
-def attacked_model(threat_model: str, classifier: ZeroShotClassifier, blank: torch.Tensor,
-                   cfg: PurifyConfig, backbone: str | None = None, stream: int = 1) -> nn.Module:
+def attacked_model(threat_model: str, defence: Defence, stream: int = 1) -> nn.Module:
     """The module whose gradients the attacker follows under a threat model."""
     backward = THREAT_MODELS[threat_model].backward
-    return classifier if backward == "none" else PurifiedClassifier(classifier, blank, cfg, backward, backbone,
-                                                                     stream).eval()
+    return defence.classifier if backward == "none" else PurifiedClassifier(defence, backward, stream).eval()
 
 
 def randomised(threat_model: str, cfg: PurifyConfig) -> bool:

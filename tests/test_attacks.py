@@ -5,6 +5,7 @@ import torch
 import torchattacks
 
 from app.attacks import ATTACKS, AttackConfig
+from app.defence import Defence
 from app.errors import (
     InvalidClassNamesError,
     OutOfRangeError,
@@ -26,7 +27,7 @@ def x(tiny, noise_image):
 def test_bounded_attacks_stay_in_the_eps_ball_and_in_0_1(tiny_setup, x, name):
     clf, blank = tiny_setup
     eps = 1.0 if ATTACKS[name].norm == "l2" else 8.0
-    res = attack_and_score(AttackConfig(attack=name, eps=eps, steps=3), clf, blank, PAPER_DEFAULTS, x, CLASSES).attack
+    res = attack_and_score(AttackConfig(attack=name, eps=eps, steps=3), Defence(clf, blank, PAPER_DEFAULTS), x, CLASSES).attack
     assert res.x_adv.shape == x.shape and res.x_adv.min() >= 0 and res.x_adv.max() <= 1
     d = (res.x_adv - x).flatten(1)
     if ATTACKS[name].norm == "linf":
@@ -39,13 +40,13 @@ def test_bounded_attacks_stay_in_the_eps_ball_and_in_0_1(tiny_setup, x, name):
 @pytest.mark.parametrize("name", ["CW-L2", "DeepFool"])
 def test_minimum_norm_attacks_stay_in_0_1(tiny_setup, x, name):
     clf, blank = tiny_setup
-    res = attack_and_score(AttackConfig(attack=name, steps=5), clf, blank, PAPER_DEFAULTS, x, CLASSES).attack
+    res = attack_and_score(AttackConfig(attack=name, steps=5), Defence(clf, blank, PAPER_DEFAULTS), x, CLASSES).attack
     assert res.x_adv.min() >= 0 and res.x_adv.max() <= 1
 
 
 def test_untargeted_pgd_flips_bare_clip(tiny_setup, x):
     clf, blank = tiny_setup
-    a = attack_and_score(AttackConfig(attack="PGD", eps=16, steps=20), clf, blank, PAPER_DEFAULTS, x, CLASSES)
+    a = attack_and_score(AttackConfig(attack="PGD", eps=16, steps=20), Defence(clf, blank, PAPER_DEFAULTS), x, CLASSES)
     assert a.outcomes[0].fooled_clip
     assert a.adversarial.bare.item() != clf(x).argmax().item() == a.clean.bare.item()
 
@@ -54,7 +55,7 @@ def test_untargeted_pgd_flips_bare_clip(tiny_setup, x):
 def test_targeted_pgd_reaches_its_target(tiny_setup, x, target):
     clf, blank = tiny_setup
     cfg = AttackConfig(attack="PGD", eps=16, steps=40, targeted=True, target=target)
-    a = attack_and_score(cfg, clf, blank, PAPER_DEFAULTS, x, CLASSES)
+    a = attack_and_score(cfg, Defence(clf, blank, PAPER_DEFAULTS), x, CLASSES)
     assert a.adversarial.bare.item() == CLASSES.index(target) and a.outcomes[0].fooled_clip
 
 
@@ -62,7 +63,7 @@ def test_adaptive_gradient_is_alive_where_official_vanishes(tiny_setup, x):
     clf, blank = tiny_setup
     grads = {}
     for tm in THREAT_MODELS:
-        model = attacked_model(tm, clf, blank, PAPER_DEFAULTS)
+        model = attacked_model(tm, Defence(clf, blank, PAPER_DEFAULTS))
         xx = x.clone().requires_grad_(True)
         logits = model(xx)
         torch.nn.functional.cross_entropy(logits, logits.argmax(-1)).backward()
@@ -76,7 +77,7 @@ def test_adaptive_gradient_is_alive_where_official_vanishes(tiny_setup, x):
 def test_purified_classifier_forward_is_the_same_in_every_mode(tiny_setup, x):
     clf, blank = tiny_setup
     cfg = PurifyConfig(steps=3, step_size=0.5)
-    outs = [PurifiedClassifier(clf, blank, cfg, b)(x) for b in ("none", "official", "adaptive", "bpda")]
+    outs = [PurifiedClassifier(Defence(clf, blank, cfg), b)(x) for b in ("none", "official", "adaptive", "bpda")]
     for o in outs[1:]:
         torch.testing.assert_close(o, outs[0])
 
@@ -86,12 +87,12 @@ def test_same_seed_same_result_and_global_rng_untouched(tiny_setup, x):
     torch.manual_seed(1234)
     expected_next = torch.rand(3)
     torch.manual_seed(1234)
-    a = attack_and_score(AttackConfig(attack="APGD-CE", eps=8, steps=5, seed=7), clf, blank, PAPER_DEFAULTS, x, CLASSES).attack
+    a = attack_and_score(AttackConfig(attack="APGD-CE", eps=8, steps=5, seed=7), Defence(clf, blank, PAPER_DEFAULTS), x, CLASSES).attack
     assert torch.equal(torch.rand(3), expected_next)   # APGD reseeds; we fork the RNG
-    b = attack_and_score(AttackConfig(attack="APGD-CE", eps=8, steps=5, seed=7), clf, blank, PAPER_DEFAULTS, x, CLASSES).attack
+    b = attack_and_score(AttackConfig(attack="APGD-CE", eps=8, steps=5, seed=7), Defence(clf, blank, PAPER_DEFAULTS), x, CLASSES).attack
     assert torch.equal(a.x_adv, b.x_adv)
-    c = attack_and_score(AttackConfig(attack="PGD", eps=8, steps=2, seed=7), clf, blank, PAPER_DEFAULTS, x, CLASSES).attack
-    d = attack_and_score(AttackConfig(attack="PGD", eps=8, steps=2, seed=8), clf, blank, PAPER_DEFAULTS, x, CLASSES).attack
+    c = attack_and_score(AttackConfig(attack="PGD", eps=8, steps=2, seed=7), Defence(clf, blank, PAPER_DEFAULTS), x, CLASSES).attack
+    d = attack_and_score(AttackConfig(attack="PGD", eps=8, steps=2, seed=8), Defence(clf, blank, PAPER_DEFAULTS), x, CLASSES).attack
     assert not torch.equal(c.x_adv, d.x_adv)   # random start follows the seed
 
 
@@ -132,13 +133,13 @@ def test_autoattack_gets_the_class_count_and_budget(tiny_setup):
 def test_bad_attack_settings_get_one_typed_sentence(tiny_setup, x, cfg, classes, error, match):
     clf, blank = tiny_setup
     with pytest.raises(error, match=match):
-        attack_and_score(cfg, clf, blank, PAPER_DEFAULTS, x, classes).attack
+        attack_and_score(cfg, Defence(clf, blank, PAPER_DEFAULTS), x, classes).attack
 
 
 @pytest.mark.parametrize("threat_model", list(THREAT_MODELS))
 def test_attacks_leave_clip_in_eval_mode(tiny_setup, x, threat_model):
     clf, blank = tiny_setup
-    attack_and_score(AttackConfig(attack="PGD", eps=4, steps=1, threat_model=threat_model), clf, blank, PAPER_DEFAULTS, x, CLASSES).attack
+    attack_and_score(AttackConfig(attack="PGD", eps=4, steps=1, threat_model=threat_model), Defence(clf, blank, PAPER_DEFAULTS), x, CLASSES).attack
     assert not clf.training and not clf.clip.training
     assert not any(m.training for m in clf.clip.modules())
 
@@ -152,7 +153,7 @@ def test_quantised_adversarial_survives_a_png_round_trip_within_eps(tiny_setup, 
     clf, blank = tiny_setup
     x8 = torch.round(x * 255) / 255                       # the pipeline's 8-bit input
     for name, eps in (("PGD", 4.0), ("PGD-L2", 0.3)):
-        res = attack_and_score(AttackConfig(attack=name, eps=eps, steps=5), clf, blank, PAPER_DEFAULTS, x8, CLASSES).attack
+        res = attack_and_score(AttackConfig(attack=name, eps=eps, steps=5), Defence(clf, blank, PAPER_DEFAULTS), x8, CLASSES).attack
         buf = io.BytesIO()
         to_pil(res.x_adv).save(buf, format="PNG")
         back = torch.from_numpy(np.asarray(Image.open(buf), dtype=np.float32) / 255).permute(2, 0, 1)[None]

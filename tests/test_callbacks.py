@@ -11,8 +11,8 @@ from app.ui import form as fm
 IMAGE = str(EXAMPLES_DIR / "cat.png")
 VALUES = dict(image=IMAGE, classnames="cat, dog, car, plane", backbone="tiny-random", template_set="single",
               attack="PGD", threat_model="adaptive", eps=8, steps=2, step_size=0, seed=1, targeted=False,
-              target="dog", method="clipure-cos", p_steps=4, p_step_size=30.0, momentum=0.0, norm="l2",
-              grad_scope="sample", precision="fp32", p_seed=0, eot=1)
+              target="dog", method="clipure-cos", purify_steps=4, purify_step_size=30.0, momentum=0.0, norm="l2",
+              grad_scope="sample", precision="fp32", purify_seed=0, eot=1)
 
 
 def values(names=fm.FORM, **changes):
@@ -89,7 +89,7 @@ def test_classify_api_and_target_menu():
 
 
 def test_every_yes_no_comes_from_the_one_outcome():
-    final = dict(zip(fm.RUN_OUTPUTS, list(cb.run_demo(*values(p_steps=5)))[-1]))
+    final = dict(zip(fm.RUN_OUTPUTS, list(cb.run_demo(*values(purify_steps=5)))[-1]))
     r = final["result_state"]
     o = r.outcome
     assert ("succeeded" if o.fooled_clip else "failed") in final["adv_note"]
@@ -109,7 +109,7 @@ def test_the_status_says_when_clipure_had_already_changed_the_clean_answer():
     from app.presets import EXAMPLES_DIR
     final = dict(zip(fm.RUN_OUTPUTS, list(cb.run_demo(*values(
         image=str(EXAMPLES_DIR / "toy-red-circle.png"), classnames="red circle, red square, yellow square, blue square",
-        backbone="toy-shapes", method="clipure-diff", threat_model="undefended", eps=4, steps=1, p_steps=10)))[-1]))
+        backbone="toy-shapes", method="clipure-diff", threat_model="undefended", eps=4, steps=1, purify_steps=10)))[-1]))
     r = final["result_state"]
     assert r.outcome.clipure_changed_clean and not r.outcome.fooled_clipure   # the toy prior: wrong before any attack
     status = final["status"]
@@ -168,15 +168,15 @@ def test_lessons_set_form_fields_and_open_the_stage_with_only_their_proof():
 
 
 def test_gpu_duration_grows_with_the_request():
-    from app.hosting import MAX_SECONDS
+    from app.ui.hosting import MAX_SECONDS
     request_seconds = fm.gpu_seconds(fm.FORM)   # what spaces calls: the call's own arguments
     short = request_seconds(*values(steps=10, threat_model="undefended"))
-    long = request_seconds(*values(steps=100, threat_model="adaptive", p_steps=10))
+    long = request_seconds(*values(steps=100, threat_model="adaptive", purify_steps=10))
     assert short < long <= MAX_SECONDS
     assert request_seconds(*values(attack="AutoAttack", steps=100, threat_model="adaptive")) == MAX_SECONDS
-    base = request_seconds(*values(steps=60, threat_model="adaptive", p_steps=10))
-    assert request_seconds(*values(steps=60, threat_model="adaptive", p_steps=10, eot=4)) > base   # K passes a step
-    assert request_seconds(*values(steps=60, threat_model="adaptive", p_steps=10, method="clipure-diff")) > base
+    base = request_seconds(*values(steps=60, threat_model="adaptive", purify_steps=10))
+    assert request_seconds(*values(steps=60, threat_model="adaptive", purify_steps=10, eot=4)) > base   # K passes a step
+    assert request_seconds(*values(steps=60, threat_model="adaptive", purify_steps=10, method="clipure-diff")) > base
     assert request_seconds(*values(attack="no such attack")) >= 20   # a bad name is the engine's to refuse
 
 
@@ -228,8 +228,8 @@ def test_no_number_field_rounds_or_bounds_what_is_typed():
 
 
 def test_purification_seed_and_eot_reach_the_configs_and_sit_last_in_the_form():
-    assert fm.FORM[-2:] == ("p_seed", "eot") and fm.FORM.index("precision") == len(fm.FORM) - 3
-    form = fm.Form.of(fm.FORM, values(p_seed=7, eot=3))
+    assert fm.FORM[-2:] == ("purify_seed", "eot") and fm.FORM.index("precision") == len(fm.FORM) - 3
+    form = fm.Form.of(fm.FORM, values(purify_seed=7, eot=3))
     assert form.purify_config().seed == 7 and form.attack_config().eot == 3
 
 
@@ -237,8 +237,8 @@ def test_clipure_diff_run_plots_the_prior_loss_per_step():
     from app.presets import examples_for
     path, names = examples_for(True)[0]
     final = dict(zip(fm.RUN_OUTPUTS, list(cb.run_demo(*values(
-        image=path, classnames=names, backbone="toy-shapes", method="clipure-diff", p_steps=2, steps=1,
-        threat_model="undefended", p_seed=3)))[-1]))
+        image=path, classnames=names, backbone="toy-shapes", method="clipure-diff", purify_steps=2, steps=1,
+        threat_model="undefended", purify_seed=3)))[-1]))
     r = final["result_state"]
     assert r.purify_config.seed == 3 and r.trajectory.prior_loss is not None
     assert final["cos_plot"] is None                         # not in view after a run: not drawn
@@ -269,7 +269,7 @@ def test_streamed_status_of_clipure_diff_shows_the_prior_loss():
     from app.presets import examples_for
     path, names = examples_for(True)[0]
     statuses = [dict(zip(fm.RUN_OUTPUTS, u))["status"] for u in cb.run_demo(*values(
-        image=path, classnames=names, backbone="toy-shapes", method="clipure-diff", p_steps=2, steps=1,
+        image=path, classnames=names, backbone="toy-shapes", method="clipure-diff", purify_steps=2, steps=1,
         threat_model="undefended"))]
     purifying = [s for s in statuses if isinstance(s, str) and "top-1" in s]
     assert purifying and all("prior loss" in s and "blank" not in s for s in purifying)
@@ -312,7 +312,7 @@ def test_paper_preset_sets_the_protocol_and_says_what_is_scaled_down():
     assert set(v) <= set(fm.FORM)
     assert (v["attack"], v["eps"], v["steps"], v["threat_model"], v["precision"], v["template_set"]) == \
         ("AutoAttack-custom", 4.0, 100, "official", "fp16", "ensemble")
-    assert (v["p_steps"], v["p_step_size"], v["momentum"], v["norm"], v["grad_scope"]) == (10, 30.0, 0.0, "l2", "batch")
+    assert (v["purify_steps"], v["purify_step_size"], v["momentum"], v["norm"], v["grad_scope"]) == (10, 30.0, 0.0, "l2", "batch")
     note = stage["_lesson_text"]
     assert all(u in note for u in PROTOCOLS["paper"].unmatched)
     assert "batches of 2" in note and f"{LIMITS.max_request_seconds:.0f} s" in note and "Attack steps" in note
@@ -323,7 +323,7 @@ def test_the_audit_takes_the_forms_eot_count_and_names_the_defence():
     from app.presets import examples_for
     path, names = examples_for(True)[0]
     diff = values(image=path, classnames=names, backbone="toy-shapes", method="clipure-diff", threat_model="adaptive",
-                  steps=1, p_steps=2, p_seed=5, eot=2)
+                  steps=1, purify_steps=2, purify_seed=5, eot=2)
     *_, out = ap.audit_api(*diff)
     assert out["attack"]["eot"] == 2 and (out["purify"]["method"], out["purify"]["seed"]) == ("clipure-diff", 5)
     assert out["gradient"]["draws"] == 2

@@ -315,15 +315,16 @@ def test_eot_only_where_the_attacked_model_draws():
     image = EXAMPLES_DIR / "toy-red-circle.png"
     names = "red circle, blue square, green triangle, yellow cross"
     diff = PurifyConfig(method="clipure-diff", steps=2, step_size=0.5)
-    import app.pipeline
+    import app.request
+    from app.request import Request
     for tm, pcfg, who in [("undefended", diff, "bare CLIP"), ("adaptive", PurifyConfig(), "CLIPure-Cos draws none")]:
         with pytest.MonkeyPatch.context() as mp, pytest.raises(UnsupportedError, match=who) as e:
-            mp.setattr(app.pipeline, "build_classifier", None)      # refused before any text is encoded
+            mp.setattr(app.request, "build_classifier", None)      # refused before any text is encoded
             run_pipeline(image, names, AttackConfig(attack="PGD", eps=8, steps=1, threat_model=tm, eot=3), pcfg,
                          model="toy-shapes", template_set="single")
         assert str(e.value).count(". ") == 0 and "must be 1" in str(e.value)
-    rows = compare_threat_models(image, names, AttackConfig(attack="PGD", eps=8, steps=1, eot=3), diff,
-                                 model="toy-shapes", template_set="single")
+    rows = compare_threat_models(Request(image, names, "toy-shapes", "single"),
+                                 AttackConfig(attack="PGD", eps=8, steps=1, eot=3), diff)
     assert {r.attack_config.threat_model: r.attack_config.eot for r in rows} == {
         "undefended": 1, "official": 3, "adaptive": 3, "bpda": 3}
     assert [r.attack.forwards for r in rows] == [1, 3, 3, 3]
@@ -332,40 +333,41 @@ def test_eot_only_where_the_attacked_model_draws():
 def test_diagnostics_average_the_attackers_draws_against_the_scored_draw(toy_prior):
     """The attacker's gradient is the mean of its own K draws (stream 1); the reference is the
     exact gradient of the draw the defence scores (stream 0), so they differ for K = 1 too."""
-    from app.audit import _input_gradient, gradient_diagnostics
-    from app.pipeline import prepare
+    from app.gradients import _input_gradient, gradient_diagnostics
     from app.presets import EXAMPLES_DIR
+    from app.request import Request, prepare
     from app.threat_models import attacked_model
-    prep, _ = prepare(EXAMPLES_DIR / "toy-red-circle.png", "red circle, blue square, green triangle, yellow cross",
-                      "toy-shapes", "single")
+    prep, _ = prepare(Request(EXAMPLES_DIR / "toy-red-circle.png",
+                              "red circle, blue square, green triangle, yellow cross", "toy-shapes", "single"))
     cfg = PurifyConfig(method="clipure-diff", steps=2, step_size=0.5)
     y = torch.tensor([0])
-    args = ("adaptive", prep.classifier, prep.blank, cfg, prep.x, y, (prep.classifier, prep.blank), "toy-shapes")
-    d1, d4 = gradient_diagnostics(*args, eot=1), gradient_diagnostics(*args, eot=4)
+    diff = prep.defence(cfg)
+    d1, d4 = (gradient_diagnostics("adaptive", diff, prep.x, y, diff, eot=k) for k in (1, 4))
     assert (d1.draws, d4.draws, d1.randomised) == (1, 4, True)
-    attacker = attacked_model("adaptive", prep.classifier, prep.blank, cfg, "toy-shapes")
+    attacker = attacked_model("adaptive", diff)
     mean4 = torch.stack([_input_gradient(attacker, prep.x, y) for _ in range(4)]).mean(0)
-    scored = _input_gradient(attacked_model("adaptive", prep.classifier, prep.blank, cfg, "toy-shapes", stream=0),
-                             prep.x, y)
+    scored = _input_gradient(attacked_model("adaptive", diff, stream=0), prep.x, y)
     assert d4.norm == pytest.approx(mean4.norm().item(), rel=1e-4)
     assert d4.cos_to_exact == pytest.approx(F.cosine_similarity(mean4.flatten(), scored.flatten(), 0).item(), abs=1e-4)
     assert d1.cos_to_exact < 0.9999
-    cos = gradient_diagnostics("adaptive", prep.classifier, prep.blank, PurifyConfig(), prep.x, y,
-                               (prep.classifier, prep.blank), "toy-shapes", eot=1)
+    cos_defence = prep.defence(PurifyConfig())
+    cos = gradient_diagnostics("adaptive", cos_defence, prep.x, y, cos_defence, eot=1)
     assert not cos.randomised and cos.cos_to_exact == pytest.approx(1.0, abs=1e-5)
 
 
 def test_audit_of_clipure_diff_uses_eot_and_names_its_settings():
     from app.audit import audit_image
     from app.presets import EXAMPLES_DIR
-    res = audit_image(EXAMPLES_DIR / "toy-red-circle.png", "red circle, blue square, green triangle, yellow cross",
-                      "toy-shapes", "single", "fp32", "adaptive",
-                      PurifyConfig(method="clipure-diff", steps=2, step_size=0.5, seed=4), eps=8, steps=2, eot=2)
+    from app.request import Request
+    request = Request(EXAMPLES_DIR / "toy-red-circle.png", "red circle, blue square, green triangle, yellow cross",
+                      "toy-shapes", "single", "fp32")
+    res = audit_image(request, "adaptive", PurifyConfig(method="clipure-diff", steps=2, step_size=0.5, seed=4),
+                      eps=8, steps=2, eot=2)
     d = json.loads(json.dumps(res.to_dict()))
     assert d["purify"]["method"] == "clipure-diff" and d["purify"]["seed"] == 4
     assert (d["attack"]["attack"], d["attack"]["eot"], d["attack"]["steps"]) == ("PGD", 2, 2)
     assert d["gradient"]["draws"] == 2 and d["backbone"] == "toy-shapes"
     assert "EOT K=2" in next(c for c in res.checks if c.name == "b").detail
     with pytest.raises(UnsupportedError, match="must be 1"):
-        audit_image(EXAMPLES_DIR / "toy-red-circle.png", "red circle, blue square", "toy-shapes", "single", "fp32",
-                    "undefended", PurifyConfig(method="clipure-diff"), eot=2)
+        audit_image(Request(EXAMPLES_DIR / "toy-red-circle.png", "red circle, blue square", "toy-shapes", "single",
+                            "fp32"), "undefended", PurifyConfig(method="clipure-diff"), eot=2)

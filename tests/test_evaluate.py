@@ -15,19 +15,20 @@ import pytest
 from app.errors import CLIPureError
 from app.evaluate import PROTOCOLS, EvalConfig, run_evaluation
 from app.evaluate.cli import main
-from app.evaluate.runner import batch_seed, completed
+from app.evaluate.runner import batch_seed
+from app.evaluate.store import completed
 from app.evaluate.tables import Z95, wilson
 from tests.conftest import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
-FAST = ["--data", "toy", "--model", "toy-shapes", "--templates", "single", "--defences", "none,clipure-cos",
+FAST = ["--data", "toy", "--backbone", "toy-shapes", "--template-set", "single", "--defences", "none,clipure-cos",
         "--attacks", "PGD", "--eps", "8", "--steps", "2", "--threat-models", "undefended,adaptive", "--no-progress"]
 FILES = ("config.json", "results.jsonl", "summary.json", "table.md", "robust_vs_eps.png", "threat_models.png",
          "card.json")
 
 
 def fast_cfg(**kw) -> EvalConfig:
-    base = dict(data="toy", n=4, model="toy-shapes", templates="single", batch_size=2,
+    base = dict(data="toy", n=4, backbone="toy-shapes", template_set="single", batch_size=2,
                 defences=("none", "clipure-cos"), attacks=("PGD",), eps=(8.0,), steps=2,
                 threat_models=("undefended", "adaptive"))
     return EvalConfig(**{**base, **kw})
@@ -200,7 +201,7 @@ def test_the_paper_protocol_is_defined_once_and_flags_override_it(tmp_path):
     p = PROTOCOLS["paper"].values
     assert (p["attacks"], p["eps"], p["steps"], p["batch_size"], p["precision"], p["threat_models"]) == (
         ("AutoAttack-custom",), (4.0,), 100, 2, "fp16", ("official",))
-    assert (p["etas"], p["purify_steps"], p["momentum"], p["grad_scope"], p["templates"]) == (
+    assert (p["purify_step_sizes"], p["purify_steps"], p["momentum"], p["grad_scope"], p["template_set"]) == (
         (30.0,), 10, 0.0, "batch", "ensemble")
     cfg = config_from_args(parser().parse_args(["--protocol", "paper", "--data", "toy", "--precision", "fp32"]))
     assert cfg.precision == "fp32" and cfg.steps == 100 and cfg.protocol == "paper"
@@ -237,7 +238,7 @@ def test_image_folder_with_a_classnames_file(tmp_path):
 def test_fp16_official_is_flagged_from_the_diagnostics_and_randomised_defences_get_eot(tmp_path):
     """--diagnostics: each line carries the attacker's gradient; fp16 `official` gets exactly-zero
     gradients, so the summary's masking check (a) flags it. CLIPure-Diff is attacked with EOT 10."""
-    cfg = EvalConfig(data="toy", n=4, model="toy-shapes", precision="fp16", templates="single", batch_size=2,
+    cfg = EvalConfig(data="toy", n=4, backbone="toy-shapes", precision="fp16", template_set="single", batch_size=2,
                      defences=("clipure-cos",), attacks=("PGD",), eps=(8.0,), steps=2,
                      threat_models=("official", "adaptive"), diagnostics=True)
     run_evaluation(cfg, tmp_path / "a", progress=False)
@@ -252,7 +253,7 @@ def test_fp16_official_is_flagged_from_the_diagnostics_and_randomised_defences_g
 
     from app.evaluate.data import open_dataset
     from app.evaluate.runner import Evaluator
-    diff = EvalConfig(data="toy", n=2, model="toy-shapes", templates="single", batch_size=2,
+    diff = EvalConfig(data="toy", n=2, backbone="toy-shapes", template_set="single", batch_size=2,
                       defences=("clipure-diff",), attacks=("PGD",), eps=(8.0,), steps=1,
                       threat_models=("undefended", "adaptive"))
     ev = Evaluator(diff, open_dataset("toy", 2, None, None))

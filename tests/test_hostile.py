@@ -19,15 +19,15 @@ gradio_client = pytest.importorskip("gradio_client")
 from gradio_client import Client, handle_file  # noqa: E402
 
 from app.presets import EXAMPLES_DIR  # noqa: E402
-from app.server import BodyLimit, bind_address, sweep  # noqa: E402
+from app.ui.server import BodyLimit, bind_address, sweep  # noqa: E402
 
 CLASSES = "cat, dog, car, plane"
 GENERIC = "upstream Gradio app has raised an exception"
 # A light request, by FORM name; the positional API follows app/ui/form.FORM.
 DEFAULTS = dict(image=None, classnames=CLASSES, backbone="tiny-random", template_set="single", attack="PGD",
                 threat_model="undefended", eps=8, steps=3, step_size=0, seed=0, targeted=False, target=None,
-                method="clipure-cos", p_steps=4, p_step_size=30.0, momentum=0.0, norm="l2", grad_scope="sample",
-                precision="fp32", p_seed=0, eot=1)
+                method="clipure-cos", purify_steps=4, purify_step_size=30.0, momentum=0.0, norm="l2", grad_scope="sample",
+                precision="fp32", purify_seed=0, eot=1)
 
 
 @pytest.fixture(scope="module")
@@ -113,8 +113,8 @@ def test_bad_images_get_one_sentence_on_every_endpoint(client, bad_files, api):
 
 
 @pytest.mark.parametrize("field, name", [("eps", "L-inf eps"), ("steps", "Attack steps"),
-                                         ("p_steps", "Purification steps"), ("momentum", "Momentum"),
-                                         ("seed", "Seed"), ("p_step_size", "Purification step size")])
+                                         ("purify_steps", "Purification steps"), ("momentum", "Momentum"),
+                                         ("seed", "Seed"), ("purify_step_size", "Purification step size")])
 @pytest.mark.parametrize("value", [None, ""])
 def test_missing_numbers_get_one_sentence_naming_the_field(client, good, field, name, value):
     for api in ("/attack", "/run"):
@@ -122,7 +122,7 @@ def test_missing_numbers_get_one_sentence_naming_the_field(client, good, field, 
 
 
 @pytest.mark.parametrize("field, name", [("eps", "L-inf eps"), ("steps", "Attack steps"),
-                                         ("p_steps", "Purification steps"), ("momentum", "Momentum"),
+                                         ("purify_steps", "Purification steps"), ("momentum", "Momentum"),
                                          ("seed", "Seed")])
 def test_nan_over_raw_http_gets_one_sentence(server, field, name):
     # gradio_client cannot send NaN (strict JSON); a raw client can, and Python's JSON parser takes it.
@@ -197,7 +197,7 @@ def test_a_body_without_content_length_is_cut_at_the_limit():
 # --- cancel and concurrency -------------------------------------------------------------------
 
 def test_cancel_frees_the_worker_for_the_next_request(server, good):
-    heavy = form(good, threat_model="adaptive", steps=200, p_steps=200)   # about 25 s uncancelled
+    heavy = form(good, threat_model="adaptive", steps=200, purify_steps=200)   # about 25 s uncancelled
     job = Client(server, verbose=False).submit(*heavy, api_name="/run")
     time.sleep(2)                                   # the attack is under way
     t = time.perf_counter()
@@ -213,7 +213,7 @@ def test_cancel_frees_the_worker_for_the_next_request(server, good):
 @pytest.mark.parametrize("api, thread", [("/compare", "clipure-compare_demo"), ("/attack", "clipure-attack_api")])
 def test_cancel_also_frees_the_worker_on_the_other_endpoints(server, good, api, thread):
     """Endpoints that return one value are streams underneath (form.cancellable), so they stop too."""
-    heavy = form(good, threat_model="adaptive", steps=200, p_steps=200)
+    heavy = form(good, threat_model="adaptive", steps=200, purify_steps=200)
     job = Client(server, verbose=False).submit(*heavy, api_name=api)
     deadline = time.perf_counter() + 10
     while not any(x.name == thread for x in threading.enumerate()) and time.perf_counter() < deadline:
@@ -247,7 +247,7 @@ def test_a_request_over_its_time_budget_says_what_to_lower(server, good, monkeyp
 
     monkeypatch.setattr(fm, "LIMITS", dataclasses.replace(fm.LIMITS, max_request_seconds=0.5))
     t = time.perf_counter()
-    text = refused(Client(server, verbose=False), form(good, threat_model="adaptive", steps=200, p_steps=200), "/run")
+    text = refused(Client(server, verbose=False), form(good, threat_model="adaptive", steps=200, purify_steps=200), "/run")
     assert "time limit" in text and "lower the attack steps" in text
     assert time.perf_counter() - t < 5
 
@@ -270,7 +270,7 @@ def test_old_output_folders_are_swept(tmp_path):
 
 
 def test_launch_options_fill_in_the_bind_address_the_body_limit_and_expiry(monkeypatch):
-    from app.server import launch_options
+    from app.ui.server import launch_options
     monkeypatch.delenv("GRADIO_SERVER_NAME", raising=False)
     monkeypatch.delenv("SPACE_ID", raising=False)
     kw = launch_options({})

@@ -34,14 +34,14 @@ def test_gpu_decorator_uses_spaces_when_present(monkeypatch):
     fake = types.ModuleType("spaces")
     fake.GPU = lambda duration: (calls.append(duration), lambda fn: ("wrapped", fn))[1]
     monkeypatch.setitem(sys.modules, "spaces", fake)
-    import app.hosting
-    hosting = importlib.reload(app.hosting)
+    import app.ui.hosting
+    hosting = importlib.reload(app.ui.hosting)
     try:
         tag, fn = hosting.gpu(duration=42)(len)
         assert tag == "wrapped" and fn.__wrapped__ is len and calls == [42]   # spaces gets fn, outputs to the host
     finally:
         monkeypatch.delitem(sys.modules, "spaces")
-        hosting = importlib.reload(app.hosting)
+        hosting = importlib.reload(app.ui.hosting)
     assert hosting.spaces is None and hosting.gpu(duration=42)(len).__wrapped__ is len
     assert hosting.gpu(duration=42)(len)([1, 2]) == 2
 
@@ -100,8 +100,8 @@ def test_the_space_rehearsal_serves_the_default_backbone(tmp_path):
         client = Client(f"http://127.0.0.1:{port}/", verbose=False, download_files=False)
         values = dict(image=handle_file(str(ROOT / "assets" / "examples" / "cat.png")), classnames="cat, dog, car",
                       backbone=DEFAULT_BACKBONE, template_set="single", attack="PGD", threat_model="adaptive", eps=4,
-                      steps=1, step_size=0, seed=0, targeted=False, target=None, method="clipure-cos", p_steps=2,
-                      p_step_size=30.0, momentum=0.0, norm="l2", grad_scope="sample", precision="fp32", p_seed=0, eot=1)
+                      steps=1, step_size=0, seed=0, targeted=False, target=None, method="clipure-cos", purify_steps=2,
+                      purify_step_size=30.0, momentum=0.0, norm="l2", grad_scope="sample", precision="fp32", purify_seed=0, eot=1)
         from app.ui.form import FORM, RUN_OUTPUTS
         out = client.predict(*[values[n] for n in FORM], api_name="/run")
         status = out[[n for n in RUN_OUTPUTS if n != "result_state"].index("status")]
@@ -179,7 +179,7 @@ def test_to_host_reaches_every_tensor_of_a_pipeline_result():
     """to_host moves each tensor inside a PipelineResult (here to the meta device, so that a
     missed one shows on a CPU-only machine) and leaves the original as it was."""
     from app.attacks import AttackConfig
-    from app.hosting import to_host
+    from app.ui.hosting import to_host
     from app.pipeline import run_pipeline
     from app.presets import EXAMPLES_DIR
     r = run_pipeline(EXAMPLES_DIR / "cat.png", "cat, dog, car", AttackConfig(attack="PGD", eps=4, steps=1),
@@ -266,9 +266,9 @@ def test_after_the_warm_start_a_request_loads_nothing(cold_process, monkeypatch)
         else:
             assert dict(zip(fm.RUN_OUTPUTS, list(cb.run_demo(*form))[-1]))["status"].startswith("**Done in")
     # a backbone that is not warm: loaded in the request (here it cannot be), with a message saying so
-    from app.pipeline import preparing_message
-    assert preparing_message("tiny-random", None) == "Encoding the class names"
-    assert "not loaded at start" in preparing_message("toy-shapes", "bf16")
+    from app.request import Request, preparing_message
+    assert preparing_message(Request(None, "", "tiny-random")) == "Encoding the class names"
+    assert "not loaded at start" in preparing_message(Request(None, "", "toy-shapes", precision="bf16"))
     monkeypatch.undo()
     cold = list(cb.run_demo(*values(backbone="toy-shapes", precision="bf16", classnames="red circle, blue square")))
     assert "not loaded at start" in str(dict(zip(fm.RUN_OUTPUTS, cold[0]))["status"])

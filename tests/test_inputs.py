@@ -16,7 +16,8 @@ from app.errors import (
 )
 from app.images import load_image
 from app.limits import Limits
-from app.pipeline import prepare, run_pipeline
+from app.pipeline import run_pipeline
+from app.request import Request, prepare
 from app.purifiers import PurifyConfig
 
 
@@ -124,10 +125,10 @@ def test_class_count_limits(text, match):
 
 def test_unknown_names_list_the_valid_ones(noise_image):
     with pytest.raises(UnknownNameError, match="tiny-random") as e:
-        prepare(noise_image, "a, b", model="ViT-Z-99")
+        prepare(Request(noise_image, "a, b", "ViT-Z-99"))
     assert "toy-shapes" in str(e.value)
     with pytest.raises(UnknownNameError, match="single, ensemble"):
-        prepare(noise_image, "a, b", model="tiny-random", template_set="many")
+        prepare(Request(noise_image, "a, b", "tiny-random", "many"))
 
 
 @pytest.mark.parametrize("bad", [

@@ -12,11 +12,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from app.defence import Defence
 from app.models import TOY_CLASSNAMES, TOY_DIR, load_backbone
 from app.precision import GradModeAttention
 from app.purifiers import PAPER_DEFAULTS
 from app.threat_models import PurifiedClassifier
-from app.toy.evaluate import heldout
+from app.toy.heldout import heldout
 from app.zeroshot import TEXT_CACHE, TextEmbeddingCache, build_classifier, get_templates
 
 NAMES = list(TOY_CLASSNAMES)
@@ -129,7 +130,7 @@ def test_official_threat_model_agrees_with_the_retyped_official_code(precision, 
     ref_logits = official_forward(ref_model, xa, mean, std, ref_blank, class_emb, precision == "fp16")
     ref_grad = torch.autograd.grad(F.cross_entropy(ref_logits, y), xa)[0]
     xb = x.clone().requires_grad_(True)
-    logits = PurifiedClassifier(clf, blank, PAPER_DEFAULTS, "official")(xb)
+    logits = PurifiedClassifier(Defence(clf, blank, PAPER_DEFAULTS), "official")(xb)
     grad = torch.autograd.grad(F.cross_entropy(logits, y), xb)[0]
     assert torch.equal(logits.argmax(1), ref_logits.argmax(1))
     if precision == "fp16":
@@ -214,19 +215,19 @@ def toy16():
     out = {}
     for precision in ("fp16", "fp32"):
         bb = load_backbone("toy-shapes", precision=precision)
-        out[precision] = (build_classifier(bb, NAMES, "single"), TEXT_CACHE.blank_embedding(bb, "single"))
+        out[precision] = Defence(build_classifier(bb, NAMES, "single"), TEXT_CACHE.blank_embedding(bb, "single"),
+                                 PAPER_DEFAULTS, "toy-shapes")
     x, y = heldout(16, 32)
     return out, x, y
 
 
 def test_fp16_official_gradient_is_exactly_zero_and_adaptive_is_not(toy16):
-    from app.audit import gradient_diagnostics
+    from app.gradients import gradient_diagnostics
     setups, x, y = toy16
-    clf, blank = setups["fp16"]
     for i in range(len(y)):
         xi, yi = x[i:i + 1], y[i:i + 1]
-        official = gradient_diagnostics("official", clf, blank, PAPER_DEFAULTS, xi, yi, setups["fp32"], "toy-shapes")
-        adaptive = gradient_diagnostics("adaptive", clf, blank, PAPER_DEFAULTS, xi, yi, setups["fp32"], "toy-shapes")
+        official = gradient_diagnostics("official", setups["fp16"], xi, yi, setups["fp32"])
+        adaptive = gradient_diagnostics("adaptive", setups["fp16"], xi, yi, setups["fp32"])
         assert official.norm == 0 and official.zero_fraction == 1.0, (i, official)
         assert adaptive.norm > 0 and adaptive.zero_fraction < 0.5, (i, adaptive)
 
@@ -235,12 +236,10 @@ def test_pgd_under_fp16_official_leaves_clean_accuracy_and_adaptive_lowers_it(to
     from app.attacks import AttackConfig
     from app.scoring import attack_and_score
     setups, x, y = toy16
-    clf, blank = setups["fp16"]
-    pcfg = PAPER_DEFAULTS
     acc = {}
     for tm in ("official", "adaptive"):
-        a = attack_and_score(AttackConfig(attack="PGD", eps=8, steps=10, threat_model=tm), clf, blank, pcfg, x,
-                             NAMES, labels=y, backbone="toy-shapes")
+        a = attack_and_score(AttackConfig(attack="PGD", eps=8, steps=10, threat_model=tm), setups["fp16"], x,
+                             NAMES, labels=y)
         acc["clean"] = (a.clean.purified == y).sum().item()
         acc[tm] = (a.adversarial.purified == y).sum().item()
     assert abs(acc["official"] - acc["clean"]) <= 1, acc      # no image leaves its random start for good
@@ -249,18 +248,14 @@ def test_pgd_under_fp16_official_leaves_clean_accuracy_and_adaptive_lowers_it(to
 
 @pytest.mark.slow
 def test_audit_flags_fp16_official_and_not_bare_clip():
-    from app.audit import audit, exact_setup
-    from app.pipeline import prepare
+    from app.audit import audit_image
+    from app.request import Request
     image = TOY_DIR.parent / "examples" / "toy-red-circle.png"
     names = "red circle, blue square, green triangle, yellow cross, red square, blue circle"
-    prep, _ = prepare(image, names, "toy-shapes", "single", precision="fp16")
-    exact = exact_setup(prep.classifier, prep.blank, "toy-shapes", prep.classnames, "single", "fp16")
-    res = audit(prep.x, prep.classifier, prep.blank, prep.classnames, "official", exact, "fp16", backbone="toy-shapes")
+    res = audit_image(Request(image, names, "toy-shapes", "single", "fp16"), "official")
     flags = {c.name: c.flagged for c in res.checks}
     assert flags["a"] and flags["b"], res.checks
-    prep, _ = prepare(image, names, "toy-shapes", "single", precision="fp32")
-    bare = audit(prep.x, prep.classifier, prep.blank, prep.classnames, "undefended", (prep.classifier, prep.blank),
-                 "fp32", backbone="toy-shapes")
+    bare = audit_image(Request(image, names, "toy-shapes", "single", "fp32"), "undefended")
     flags = {c.name: c.flagged for c in bare.checks}
     assert not flags["a"] and not flags["b"], bare.checks
 
@@ -274,20 +269,22 @@ def test_audit_check_a_reports_the_attackers_and_the_exact_gradient_at_clean_and
     from types import SimpleNamespace
 
     import app.audit as audit_mod
-    from app.pipeline import prepare
+    from app.gradients import exact_defence, random_start
+    from app.request import Request, prepare
     image = TOY_DIR.parent / "examples" / "toy-red-circle.png"
     names = "red circle, blue square, green triangle, yellow cross"
 
-    def unattacked(cfg, classifier, blank, pcfg, x, classnames, labels=None, clean=None, backbone=None):
+    def unattacked(cfg, defence, x, classnames, labels=None, clean=None):
         return SimpleNamespace(outcomes=[SimpleNamespace(fooled_clipure=False)],
                                adversarial=SimpleNamespace(trajectory=clean.trajectory))
     monkeypatch.setattr(audit_mod, "attack_and_score", unattacked)
     out = {}
     for precision in ("fp16", "fp32"):
-        prep, _ = prepare(image, names, "toy-shapes", "single", precision=precision)
-        exact = audit_mod.exact_setup(prep.classifier, prep.blank, "toy-shapes", prep.classnames, "single", precision)
-        out[precision] = audit_mod.audit(prep.x, prep.classifier, prep.blank, prep.classnames, "adaptive", exact,
-                                         precision, backbone="toy-shapes").to_dict()
+        prep, _ = prepare(Request(image, names, "toy-shapes", "single", precision))
+        defence = prep.defence(PAPER_DEFAULTS)
+        exact = exact_defence(defence, prep.classnames, "single", precision)
+        out[precision] = audit_mod.audit(defence, prep.x, prep.classnames, "adaptive", exact,
+                                         precision=precision).to_dict()
     fp16, fp32 = out["fp16"], out["fp32"]
     assert fp16["clean_confidence"] > 0.99999 and fp16["checks"][0]["flagged"]
     assert fp16["gradient"]["norm"] == 0 and fp16["gradient"]["zero_fraction"] == 1.0
@@ -299,8 +296,8 @@ def test_audit_check_a_reports_the_attackers_and_the_exact_gradient_at_clean_and
     # fp32: the same exact gradient, the attacker's is it, nothing flagged, no random start needed
     assert not fp32["checks"][0]["flagged"] and fp32["gradient_at_random_start"] is None
     assert fp32["gradient"]["norm"] == pytest.approx(fp16["gradient"]["exact_norm"], rel=1e-6)
-    x = prepare(image, names, "toy-shapes", "single")[0].x
-    xs = audit_mod.random_start(x, 8.0, 0)
+    x = prepare(Request(image, names, "toy-shapes", "single"))[0].x
+    xs = random_start(x, 8.0, 0)
     assert 0 < (xs - x).abs().max() <= 8 / 255 + 1e-7 and xs.min() >= 0 and xs.max() <= 1
 
 
@@ -310,7 +307,7 @@ def test_audit_cli_prints_one_json_line_last(tmp_path):
     import sys
     image = TOY_DIR.parent / "examples" / "toy-blue-square.png"
     out = subprocess.run([sys.executable, "-m", "app.audit", str(image), "--classes",
-                          "red circle, blue square, green triangle, yellow cross", "--model", "toy-shapes",
+                          "red circle, blue square, green triangle, yellow cross", "--backbone", "toy-shapes",
                           "--precision", "fp16", "--threat-model", "official", "--steps", "3", "--json"],
                          capture_output=True, text=True, timeout=300, env={**__import__("os").environ,
                                                                             "HF_HUB_OFFLINE": "1"})
@@ -332,14 +329,14 @@ def test_the_audit_refuses_settings_its_derived_attacks_cannot_run_before_any_wo
 
     import app.audit as audit_mod
     from app.errors import OutOfRangeError
-    from app.pipeline import prepare
+    from app.request import Request, prepare
     image = TOY_DIR.parent / "examples" / "toy-red-circle.png"
-    prep, _ = prepare(image, "red circle, blue square, green triangle, yellow cross", "toy-shapes", "single")
+    prep, _ = prepare(Request(image, "red circle, blue square, green triangle, yellow cross", "toy-shapes", "single"))
     calls = []
     monkeypatch.setattr(audit_mod, "attack_and_score", lambda *a, **k: calls.append(1))
+    defence = prep.defence(PAPER_DEFAULTS)
     with pytest.raises(OutOfRangeError, match="doubles the attack steps"):
-        audit_mod.audit(prep.x, prep.classifier, prep.blank, prep.classnames, "official",
-                        (prep.classifier, prep.blank), "fp32", steps=150, backbone="toy-shapes")
+        audit_mod.audit(defence, prep.x, prep.classnames, "official", defence, precision="fp32", steps=150)
     assert calls == []
     assert audit_mod.sweep_eps(replace(audit_mod.LIMITS, max_linf_eps=16.0)) == (2.0, 8.0, 16.0)
     assert audit_mod.sweep_eps()[-1] == audit_mod.LIMITS.max_linf_eps

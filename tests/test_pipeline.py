@@ -4,13 +4,14 @@ import torch
 
 from app.attacks import AttackConfig
 from app.pipeline import run, run_pipeline
+from app.request import Request
 from app.purify import PurifyConfig
 from tests.conftest import CLASSES
 
 
 def test_events_stream_then_result(noise_image):
-    events = list(run(noise_image, CLASSES, AttackConfig(attack="PGD", eps=8, steps=4),
-                      PurifyConfig(steps=6), model="tiny-random", template_set="single"))
+    events = list(run(Request(noise_image, CLASSES, "tiny-random", "single"), AttackConfig(attack="PGD", eps=8, steps=4),
+                      PurifyConfig(steps=6)))
     phases = [e.phase for e in events]
     assert phases[0] == "prepare" and phases[-1] == "done"
     # CLIPure's clean answer labels the attack, so the clean trajectory comes first
@@ -80,8 +81,8 @@ def test_compare_encodes_the_clean_image_once(noise_image, tiny, monkeypatch):
     calls = []
     encode_image = tiny.model.encode_image
     monkeypatch.setattr(tiny.model, "encode_image", lambda *a, **k: calls.append(1) or encode_image(*a, **k))
-    results = compare_threat_models(noise_image, CLASSES, AttackConfig(attack="FGSM", eps=8), model="tiny-random",
-                                    template_set="single")
+    results = compare_threat_models(Request(noise_image, CLASSES, "tiny-random", "single"),
+                                    AttackConfig(attack="FGSM", eps=8))
     assert [r.attack_config.threat_model for r in results] == list(THREAT_MODELS)
     # clean once; per threat model: FGSM + x_adv, and the gradient diagnostics (the attacker's and the exact)
     assert len(calls) == 1 + len(THREAT_MODELS) * (1 + 1 + 2)
@@ -95,13 +96,13 @@ def test_cold_text_encoding_reports_progress_and_a_closed_stream_stops_it(noise_
 
     from app.budget import Budget
     names = ["alpha", "beta", "gamma", "delta", "epsilon"]       # 5 x 80 templates: two chunks of prompts
-    events = list(run(noise_image, names, None, model="tiny-random", template_set="ensemble"))
+    events = list(run(Request(noise_image, names, "tiny-random", "ensemble"), None))
     progress = [e.message for e in events if e.message.startswith("Encoding the class names")]
     assert progress and progress[-1] == "Encoding the class names: 5/5"
 
     encode_text = tiny.model.encode_text
     monkeypatch.setattr(tiny.model, "encode_text", lambda *a, **k: time.sleep(0.4) or encode_text(*a, **k))
-    stream = run(noise_image, ["one", "two", "three", "four"], None, model="tiny-random", template_set="ensemble",
+    stream = run(Request(noise_image, ["one", "two", "three", "four"], "tiny-random", "ensemble"), None,
                  budget=Budget(60))
     while next(stream).phase != "heartbeat":   # the encoding has started in its worker
         pass
@@ -118,9 +119,9 @@ def test_autoattack_progress_names_its_apgd_run_and_step():
     from app.pipeline import run
     from app.presets import EXAMPLES_DIR
     names = "red circle, blue square, green triangle, yellow cross, red square"
-    events = [e for e in run(EXAMPLES_DIR / "toy-red-circle.png", names,
+    events = [e for e in run(Request(EXAMPLES_DIR / "toy-red-circle.png", names, "toy-shapes", "single", "fp16"),
                              AttackConfig(attack="AutoAttack-custom", eps=4, steps=3, threat_model="official"),
-                             model="toy-shapes", template_set="single", precision="fp16", diagnose=False)
+                             diagnose=False)
               if e.phase == "attack-step"]
     messages = [e.message for e in events]
     assert "AutoAttack-custom: APGD-CE restart 1/5, step 0/3" in messages
@@ -132,8 +133,8 @@ def test_autoattack_progress_names_its_apgd_run_and_step():
 def test_compare_reports_each_row_as_it_starts(noise_image, tiny):
     from app.pipeline import compare_threat_models
     said = []
-    compare_threat_models(noise_image, CLASSES, AttackConfig(attack="FGSM", eps=8), model="tiny-random",
-                          template_set="single", on_progress=lambda f, m: said.append((f, m)))
+    compare_threat_models(Request(noise_image, CLASSES, "tiny-random", "single"), AttackConfig(attack="FGSM", eps=8),
+                          on_progress=lambda f, m: said.append((f, m)))
     rows = [m for _, m in said if m.startswith("row ") and "," not in m]
     assert rows == ["row 1/4: undefended", "row 2/4: official", "row 3/4: adaptive", "row 4/4: bpda"]
     assert any(m.startswith("row 2/4: official, FGSM forward pass") for _, m in said)

@@ -8,6 +8,7 @@ import pytest
 from app import report
 from app.attacks import AttackConfig
 from app.pipeline import compare_threat_models, run_pipeline
+from app.request import Request
 from app.purifiers import PurifyConfig
 from tests.conftest import CLASSES
 
@@ -60,8 +61,8 @@ def test_export_writes_the_files_and_the_png_is_exactly_the_evaluated_image(resu
 
 
 def test_compare_table_has_a_row_per_threat_model(noise_image):
-    results = compare_threat_models(noise_image, CLASSES, AttackConfig(attack="FGSM", eps=8), model="tiny-random",
-                                    template_set="single")
+    results = compare_threat_models(Request(noise_image, CLASSES, "tiny-random", "single"),
+                                    AttackConfig(attack="FGSM", eps=8))
     table = report.compare_table(results)
     assert table["headers"] == report.COMPARE_COLUMNS
     from app.threat_models import THREAT_MODELS

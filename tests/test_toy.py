@@ -7,13 +7,15 @@ from pathlib import Path
 import pytest
 import torch
 
+from app.defence import Defence
+from app.eval_toy import ATTACK, TARGET
 from app.models import TOY_DIR, get_spec, load_backbone, load_default
 from app.pipeline import run_pipeline
 from app.purifiers import PAPER_DEFAULTS
 from app.purify import PurifyConfig
 from app.scoring import attack_and_score
 from app.toy import shapes
-from app.toy.evaluate import ATTACK, HELDOUT_SEED, TARGET, heldout
+from app.toy.heldout import HELDOUT_SEED, heldout
 from app.zeroshot import TEXT_CACHE, build_classifier
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -70,7 +72,7 @@ def test_clean_zero_shot_accuracy_on_heldout_images(toy):
 def test_untargeted_attack_lowers_accuracy(toy):
     bb, clf, blank = toy
     x, y = heldout(64, bb.image_size)
-    a = attack_and_score(ATTACK, clf, blank, PAPER_DEFAULTS, x, NAMES, labels=y)
+    a = attack_and_score(ATTACK, Defence(clf, blank, PAPER_DEFAULTS), x, NAMES, labels=y)
     clean = (a.clean.bare == y).float().mean().item()
     adv = (a.adversarial.bare == y).float().mean().item()
     assert clean >= 0.9 and adv <= clean - 0.4, (clean, adv)
@@ -83,13 +85,13 @@ def test_targeted_attack_reaches_its_target_at_the_measured_rate(toy):
     x, y = heldout(96, bb.image_size)
     keep = y != NAMES.index(TARGET)
     cfg = replace(ATTACK, targeted=True, target=TARGET)
-    a = attack_and_score(cfg, clf, blank, PAPER_DEFAULTS, x[keep], NAMES)
+    a = attack_and_score(cfg, Defence(clf, blank, PAPER_DEFAULTS), x[keep], NAMES)
     rate = sum(o.fooled_clip for o in a.outcomes) / len(a.outcomes)
     measured = EVAL["attack"]["targeted"]["bare_clip_success"]
     # 3 binomial standard deviations at n ~ 90 around the rate measured on 480 images
     tol = 3 * (measured * (1 - measured) / len(a.outcomes)) ** 0.5
     assert abs(rate - measured) <= tol, (rate, measured, tol)
-    stronger = attack_and_score(replace(cfg, eps=32.0, steps=40), clf, blank, PAPER_DEFAULTS, x[keep], NAMES)
+    stronger = attack_and_score(replace(cfg, eps=32.0, steps=40), Defence(clf, blank, PAPER_DEFAULTS), x[keep], NAMES)
     assert sum(o.fooled_clip for o in stronger.outcomes) / len(stronger.outcomes) >= 0.9
 
 

@@ -4,6 +4,9 @@
     python scripts/bench_app.py --json  the app through a launched server (app/bench/server.py)
 """
 import json
+import statistics
+import time
+from typing import Callable
 
 
 def report(figures: dict, json_only: bool) -> None:
@@ -12,3 +15,15 @@ def report(figures: dict, json_only: bool) -> None:
         for k, v in figures.items():
             print(f"{k:>24}: {v}")
     print(json.dumps(figures))
+
+
+def median_ms(fn: Callable[[], object], repeat: int, warmup: int = 2) -> float:
+    """The median wall time of fn() over `repeat` calls, in ms, after `warmup` calls."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeat):
+        t = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - t) * 1e3)
+    return statistics.median(times)

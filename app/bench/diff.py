@@ -19,8 +19,7 @@ import platform
 import torch
 import torch.nn.functional as F
 
-from app.bench import report
-from app.bench.engine import median_ms
+from app.bench import median_ms, report
 from app.models import load_backbone
 from app.purifiers.diff import clipure_diff_iter
 from app.purifiers.prior import LAION_VIT_L_14, DiffusionPrior

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from app.attacks import AttackConfig, run_attack
-from app.bench import report
+from app.bench import median_ms, report
 from app.models import TOY_BACKBONE, load_backbone
 from app.presets import CLASS_PRESETS
 from app.purify import clipure_cos
@@ -40,17 +40,6 @@ def official_way(z: torch.Tensor, blank: torch.Tensor, steps: int = 10, eta: flo
     return z.detach()
 
 
-def median_ms(fn, repeat: int, warmup: int = 2) -> float:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeat):
-        t = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - t) * 1e3)
-    return statistics.median(times)
-
-
 def eval_overhead_ratio(model: str = TOY_BACKBONE, n: int = 32, batch_size: int = 16, repeat: int = 2) -> dict:
     """The batch evaluator's time over the bare attack-plus-purification time for the same work
     (goal <= 1.10), and its images per second. Work: defences none and clipure-cos (eta 30), PGD-5
@@ -63,7 +52,7 @@ def eval_overhead_ratio(model: str = TOY_BACKBONE, n: int = 32, batch_size: int 
     from app.scoring import encode, score_steps
     from app.threat_models import attacked_model
 
-    cfg = EvalConfig(data="toy", n=n, model=model, templates="single", batch_size=batch_size,
+    cfg = EvalConfig(data="toy", n=n, backbone=model, template_set="single", batch_size=batch_size,
                      defences=("none", "clipure-cos"), attacks=("PGD",), eps=(4.0,), steps=5,
                      threat_models=("undefended", "adaptive"))
     data = open_dataset("toy", n)
@@ -76,13 +65,13 @@ def eval_overhead_ratio(model: str = TOY_BACKBONE, n: int = 32, batch_size: int 
             x, y = data.load(r, ev.backbone)
             z = encode(ev.classifier, x)
             for p in (BARE, pcfg):
-                list(score_steps(ev.classifier, ev.blank, p, z))
+                list(score_steps(ev.defence(p), z))
             for tm in ("undefended", "adaptive"):
-                model_ = attacked_model(tm, ev.classifier, ev.blank, pcfg, ev.backbone.name)
+                model_ = attacked_model(tm, ev.defence(pcfg))
                 acfg = AttackConfig(attack="PGD", eps=4.0, steps=5, threat_model=tm)
                 z_adv = encode(ev.classifier, run_attack(acfg, model_, x, ev.classnames, y).x_adv)
                 for p in ((BARE, pcfg) if tm == "undefended" else (pcfg,)):
-                    list(score_steps(ev.classifier, ev.blank, p, z_adv))
+                    list(score_steps(ev.defence(p), z_adv))
         return time.perf_counter() - t
 
     def harness() -> tuple[float, dict]:
@@ -102,13 +91,13 @@ def eval_overhead_ratio(model: str = TOY_BACKBONE, n: int = 32, batch_size: int 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--json", action="store_true", help="end with one JSON line")
-    ap.add_argument("--model", default="ViT-B-32-random")
+    ap.add_argument("--backbone", "--model", dest="backbone", default="ViT-B-32-random")
     ap.add_argument("--repeat", type=int, default=10)
     ap.add_argument("--no-eval", action="store_true", help="skip the batch evaluator's overhead figure")
     ap.add_argument("--diff", action="store_true", help="also time CLIPure-Diff on ViT-L-14 (app.bench.diff)")
     args = ap.parse_args()
 
-    backbone = load_backbone(args.model)
+    backbone = load_backbone(args.backbone)
     names = [n.strip() for n in CLASS_PRESETS["CIFAR-10"].split(",")]
     cache = TextEmbeddingCache()
     t = time.perf_counter()
@@ -140,7 +129,7 @@ def main() -> None:
     figures = {
         "machine": f"{platform.machine()} {torch.get_num_threads()} threads, torch {torch.__version__}, "
                    f"device {backbone.device}",
-        "model": args.model,
+        "backbone": args.backbone,
         "embedding_dim": int(class_emb.shape[1]),
         "encoder_forward_ms": round(encoder_ms, 2),
         "purify_ms": round(purify_ms, 4),

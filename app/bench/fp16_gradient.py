@@ -16,7 +16,7 @@ zero", in at least 99% of them: what the audit's check (a) flags)
 
 and how confident the threat model's own clean answer is on those images (the largest softmax
 probability of its logits, in fp32). The label is that clean answer, as the audit and the app's
-attacks use it. Each gradient is app.audit.gradient_diagnostics's, which also gives the exact
+attacks use it. Each gradient is app.gradients.gradient_diagnostics's, which also gives the exact
 fp32 gradient's norm at the same point.
 
 The mechanism where fp16's exact gradient vanishes: a confident answer makes the cross-entropy's
@@ -32,13 +32,14 @@ from dataclasses import replace
 
 import torch
 
-from app.audit import exact_setup, gradient_diagnostics
 from app.bench import report
+from app.defence import Defence
+from app.gradients import exact_defence, gradient_diagnostics
 from app.models import TOY_BACKBONE, TOY_CLASSNAMES, load_backbone
 from app.purifiers import PAPER_DEFAULTS
 from app.scoring import score
 from app.threat_models import attacked_model
-from app.toy.evaluate import heldout
+from app.toy.heldout import heldout
 from app.zeroshot import TEXT_CACHE, build_classifier
 
 EPS = 8.0            # L-inf, in 1/255
@@ -69,10 +70,11 @@ def measure(n: int = 300, seed: int = 0, classnames: list[str] | None = None) ->
         bb = load_backbone(TOY_BACKBONE, precision=precision)
         clf = build_classifier(bb, names, TEMPLATES)
         blank = TEXT_CACHE.blank_embedding(bb, TEMPLATES)
-        exact = exact_setup(clf, blank, TOY_BACKBONE, names, TEMPLATES, precision)
-        labels = score(clf, blank, pcfg, x, TOY_BACKBONE).purified    # the attacked model's clean answers
+        defence = Defence(clf, blank, pcfg, TOY_BACKBONE)
+        exact = exact_defence(defence, names, TEMPLATES, precision)
+        labels = score(defence, x).purified    # the attacked model's clean answers
         for tm in THREAT_MODELS:
-            model = attacked_model(tm, clf, blank, pcfg, TOY_BACKBONE)
+            model = attacked_model(tm, defence)
             zero_clean, zero_start, conf_zero, conf_other, exact_norms, saturated = [], [], [], [], [], 0
             mostly_clean = mostly_start = 0
             for i in range(n):
@@ -80,8 +82,8 @@ def measure(n: int = 300, seed: int = 0, classnames: list[str] | None = None) ->
                 with torch.no_grad():
                     p = model(xi).float().softmax(-1).max().item()
                 saturated += p == 1.0
-                at_clean = gradient_diagnostics(tm, clf, blank, pcfg, xi, yi, exact, TOY_BACKBONE)
-                at_start = gradient_diagnostics(tm, clf, blank, pcfg, x_start[i:i + 1], yi, exact, TOY_BACKBONE)
+                at_clean = gradient_diagnostics(tm, defence, xi, yi, exact)
+                at_start = gradient_diagnostics(tm, defence, x_start[i:i + 1], yi, exact)
                 if at_clean.zero_fraction == 1.0:
                     zero_clean.append(i)
                     conf_zero.append(p)

@@ -60,8 +60,8 @@ def start_server(model: str) -> tuple[subprocess.Popen, str, float]:
 def one_request(client: Client, model: str) -> dict:
     form = dict(image=handle_file(str(IMAGE)), classnames=CLASSES, backbone=model, template_set="single",
                 attack="PGD", threat_model="undefended", eps=4, steps=10, step_size=0, seed=0, targeted=False,
-                target=None, method="clipure-cos", p_steps=10, p_step_size=30.0, momentum=0.0, norm="l2",
-                grad_scope="sample", precision="fp32", p_seed=0, eot=1)
+                target=None, method="clipure-cos", purify_steps=10, purify_step_size=30.0, momentum=0.0, norm="l2",
+                grad_scope="sample", precision="fp32", purify_seed=0, eot=1)
     args = [form[name] for name in FORM]
     t0 = time.perf_counter()
     job = client.submit(*args, api_name="/run")
@@ -84,22 +84,22 @@ def one_request(client: Client, model: str) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--url", help="a running app; by default one is started")
-    ap.add_argument("--model", default="ViT-B-32-random")
+    ap.add_argument("--backbone", "--model", dest="backbone", default="ViT-B-32-random")
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     proc, url, page_s = None, args.url, None
     if url is None:
-        proc, url, page_s = start_server(args.model)
+        proc, url, page_s = start_server(args.backbone)
     try:
         client = Client(url, verbose=False, download_files=False)
-        cold = one_request(client, args.model)
-        warm = [one_request(client, args.model) for _ in range(args.repeat)]
+        cold = one_request(client, args.backbone)
+        warm = [one_request(client, args.backbone) for _ in range(args.repeat)]
     finally:
         if proc is not None:
             proc.terminate()
     med = lambda k: sorted(r[k] for r in warm)[len(warm) // 2]  # noqa: E731
-    figures = {"model": args.model, "settings": "PGD-10 L-inf 4/255 undefended, CLIPure-Cos T=10 eta=30, "
+    figures = {"backbone": args.backbone, "settings": "PGD-10 L-inf 4/255 undefended, CLIPure-Cos T=10 eta=30, "
                                                  "single template, CPU",
                "first_page_s": None if page_s is None else round(page_s, 2), "cold_request": cold, "first_point_s": med("first_point_s"), "request_s": med("request_s"),
                "engine_s": med("engine_s"), "outside_engine_share": med("outside_engine_share"),

@@ -1,7 +1,7 @@
 """Batch evaluation at scale: robust accuracy over a dataset, resumable, sharded, with tables,
 plots and an evaluation card.
 
-    python -m app.evaluate --data toy --n 8 --model toy-shapes --defences clipure-cos \
+    python -m app.evaluate --data toy --n 8 --backbone toy-shapes --defences clipure-cos \
         --attacks PGD --eps 8 --steps 5 --threat-models undefended,adaptive --out DIR
     torchrun --nproc_per_node 2 -m app.evaluate ...      # the same run, sharded by whole batches
 

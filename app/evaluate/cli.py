@@ -1,12 +1,13 @@
 """Command line of the batch evaluator.
 
-    python -m app.evaluate --data toy --n 8 --seed 0 --model toy-shapes --defences clipure-cos \\
+    python -m app.evaluate --data toy --n 8 --seed 0 --backbone toy-shapes --defences clipure-cos \\
         --attacks PGD --eps 8 --steps 5 --threat-models undefended,adaptive --out DIR
     python -m app.evaluate --protocol paper --data /data/imagenet/val --out runs/paper
     torchrun --nproc_per_node 4 -m app.evaluate ...      # whole batches sharded over 4 processes
 
-Grid flags (--defences, --eta, --attacks, --eps, --threat-models) take several values, comma- or
-space-separated. Flags given here override the --protocol preset, which overrides the defaults.
+Grid flags (--defences, --purify-step-size, --attacks, --eps, --threat-models) take several values,
+comma- or space-separated. Older spellings are kept as aliases: --model (--backbone), --templates
+(--template-set), --eta (--purify-step-size), --update-norm (--norm). Flags given here override the --protocol preset, which overrides the defaults.
 A bad flag, a missing folder or an unknown name prints one sentence and exits with status 2.
 """
 from __future__ import annotations
@@ -19,7 +20,7 @@ from dataclasses import fields
 from app.errors import CLIPureError
 from app.evaluate.config import EvalConfig, defence_names
 
-GRID = {"defences": str, "etas": float, "attacks": str, "eps": float, "threat_models": str}
+GRID = {"defences": str, "purify_step_sizes": float, "attacks": str, "eps": float, "threat_models": str}
 
 
 class _Parser(argparse.ArgumentParser):
@@ -42,15 +43,16 @@ def parser() -> argparse.ArgumentParser:
                     help="number of images (default: all; toy: 1000); under torchrun write --num-images, "
                          "since torchrun reads --n as an ambiguous option of its own")
     ap.add_argument("--seed", type=int)
-    ap.add_argument("--model", help="backbone (app.models.BACKBONES)")
+    ap.add_argument("--backbone", "--model", dest="backbone", help="backbone (app.models.BACKBONES)")
     ap.add_argument("--precision", help="fp32, fp16 or bf16")
-    ap.add_argument("--templates", help="template set: single or ensemble")
+    ap.add_argument("--template-set", "--templates", dest="template_set", help="template set: single or ensemble")
     ap.add_argument("--batch-size", type=int)
     ap.add_argument("--defences", nargs="+", help=f"any of: {', '.join(defence_names())}")
-    ap.add_argument("--eta", dest="etas", nargs="+", help="purification step sizes (a grid axis)")
+    ap.add_argument("--purify-step-size", "--eta", dest="purify_step_sizes", nargs="+",
+                    help="purification step sizes eta (a grid axis)")
     ap.add_argument("--purify-steps", type=int)
     ap.add_argument("--momentum", type=float)
-    ap.add_argument("--update-norm")
+    ap.add_argument("--norm", "--update-norm", dest="norm", help="the purification's update norm (l2)")
     ap.add_argument("--grad-scope", help="sample (default) or batch (the official coupling)")
     ap.add_argument("--attacks", nargs="+", help="attack names (app.attacks.ATTACKS), AutoAttack-custom or none")
     ap.add_argument("--eps", nargs="+", help="1/255 for L-inf attacks, pixel units for L2")
@@ -87,7 +89,8 @@ def config_from_args(args: argparse.Namespace) -> EvalConfig:
         given = getattr(args, f.name, None)
         if given is None:
             continue
-        values[f.name] = _values(given, GRID[f.name], "--" + f.name.replace("_", "-")) if f.name in GRID else given
+        flag = "--purify-step-size" if f.name == "purify_step_sizes" else "--" + f.name.replace("_", "-")
+        values[f.name] = _values(given, GRID[f.name], flag) if f.name in GRID else given
     return EvalConfig(**values)
 
 

@@ -36,15 +36,15 @@ class EvalConfig:
     classnames: str | None = None     # ImageFolder classes: a file, "imagenet" or "cifar10"; None = folder names
     n: int | None = None              # images (the first n of a fixed shuffle); None = all
     seed: int = 0                     # attacks and randomised purifiers draw from (seed, image ids)
-    model: str = TOY_BACKBONE         # key of app.models.BACKBONES
+    backbone: str = TOY_BACKBONE      # key of app.models.BACKBONES
     precision: str = "fp32"           # key of app.models.PRECISIONS
-    templates: str = "ensemble"       # key of app.zeroshot.TEMPLATE_SETS
+    template_set: str = "ensemble"    # key of app.zeroshot.TEMPLATE_SETS
     batch_size: int = 32              # the official norm couples batch mates: batches never change shape
     defences: tuple[str, ...] = (NO_DEFENCE, "clipure-cos")
-    etas: tuple[float, ...] = (30.0,)  # purification step sizes eta (a grid axis)
+    purify_step_sizes: tuple[float, ...] = (30.0,)  # purification step sizes eta (a grid axis)
     purify_steps: int = 10            # T
     momentum: float = 0.0             # gamma
-    update_norm: str = "l2"
+    norm: str = "l2"                  # the purification's update norm
     grad_scope: str = "sample"        # "batch" reproduces the official batch coupling
     attacks: tuple[str, ...] = ("PGD",)
     eps: tuple[float, ...] = (4.0,)   # 1/255 for L-inf attacks, pixel units for L2
@@ -53,7 +53,7 @@ class EvalConfig:
     threat_models: tuple[str, ...] = (UNDEFENDED,)
     eot: int | None = None            # gradients averaged per attack step against a randomised defence
                                       # (1 elsewhere); None: 10 under official/adaptive where the attack can
-    diagnostics: bool = False         # per image: the attacker's gradient at x (app.audit), +2 passes
+    diagnostics: bool = False         # per image: the attacker's gradient at x (app.gradients), +2 passes
     protocol: str | None = None       # the preset the run started from, if any (recorded only)
 
     def to_dict(self) -> dict:
@@ -73,9 +73,9 @@ class EvalConfig:
     def validate(self) -> "EvalConfig":
         """Check every name against its registry and every number against its range; one
         CLIPureError sentence otherwise."""
-        BACKBONES.check(self.model)
+        BACKBONES.check(self.backbone)
         PRECISIONS.check(self.precision)
-        TEMPLATE_SETS.check(self.templates)
+        TEMPLATE_SETS.check(self.template_set)
         GRAD_SCOPES.check(self.grad_scope)
         for d in self.defences:
             if d not in defence_names():
@@ -88,7 +88,7 @@ class EvalConfig:
         for t in self.threat_models:
             THREAT_MODELS.check(t)
         for name, values in (("--defences", self.defences), ("--attacks", self.attacks),
-                             ("--eps", self.eps), ("--threat-models", self.threat_models), ("--eta", self.etas)):
+                             ("--eps", self.eps), ("--threat-models", self.threat_models), ("--purify-step-size", self.purify_step_sizes)):
             if not values:
                 raise CLIPureError(f"{name} needs at least one value.")
         for e in self.eps:
@@ -97,9 +97,9 @@ class EvalConfig:
         check_int("--seed", self.seed, 0, 2**31 - 1)
         if self.n is not None:
             check_int("--n", self.n, 1, 10**9)
-        for eta in self.etas:
+        for eta in self.purify_step_sizes:
             PurifyConfig(step_size=eta, steps=self.purify_steps, momentum=self.momentum,
-                         norm=self.update_norm, grad_scope=self.grad_scope).validate()
+                         norm=self.norm, grad_scope=self.grad_scope).validate()
         return self
 
     def settings(self) -> list["Setting"]:
@@ -111,7 +111,8 @@ class EvalConfig:
                 purify_cfgs, tms = [None], [UNDEFENDED]
             else:
                 purify_cfgs = [PurifyConfig(method=d, steps=self.purify_steps, step_size=eta, momentum=self.momentum,
-                                            norm=self.update_norm, grad_scope=self.grad_scope) for eta in self.etas]
+                                            norm=self.norm, grad_scope=self.grad_scope)
+                               for eta in self.purify_step_sizes]
                 tms = list(self.threat_models)
             for p in purify_cfgs:
                 for a in self.attacks:
@@ -138,7 +139,7 @@ class Setting:
         object.__setattr__(self, "key", f"{self.defence}{eta}|{self.attack}|{self.eps:g}|{self.threat_model}")
 
     @property
-    def eta(self) -> float | None:
+    def purify_step_size(self) -> float | None:
         return None if self.purify is None else self.purify.step_size
 
     def with_seed(self, seed: int) -> PurifyConfig | None:

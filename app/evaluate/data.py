@@ -55,14 +55,13 @@ def _pixels(image: Image.Image, backbone) -> torch.Tensor:
 
 def _toy(n: int | None) -> Dataset:
     from app.toy import shapes
-    from app.toy.evaluate import HELDOUT_SEED
+    from app.toy.heldout import HELDOUT_SEED, heldout
     count = n or 1000
     cache: dict[int, tuple] = {}
 
     def images(size):
         if size not in cache:   # generated once per size; 8-bit like the app's images
-            batch = shapes.sample(count, seed=HELDOUT_SEED, size=size)
-            cache[size] = (torch.round(batch.images * 255) / 255, batch.labels)
+            cache[size] = heldout(count, size)
         return cache[size]
 
     labels = shapes.sample(count, seed=HELDOUT_SEED, size=8).labels.tolist()   # labels do not depend on size

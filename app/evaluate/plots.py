@@ -33,7 +33,7 @@ def accuracy_vs_eps(summary: dict) -> Figure:
     ax.set_xlabel("eps (1/255 for L-inf attacks)")
     ax.set_ylabel("robust accuracy (%)")
     ax.set_ylim(0, 100)
-    ax.set_title(f"{cfg['model']} ({cfg['precision']}), {cfg['steps']} attack steps", fontsize=9)
+    ax.set_title(f"{cfg['backbone']} ({cfg['precision']}), {cfg['steps']} attack steps", fontsize=9)
     if lines:
         ax.legend(fontsize=6)
     fig.tight_layout()

@@ -32,9 +32,9 @@ class Protocol:
 PROTOCOLS: Registry[Protocol] = Registry("protocol", {
     "paper": Protocol(
         "CLIPure-Cos on ImageNet as the official code evaluates it (arXiv 2502.18176; CLIP_eval/CLIPure_Cos.py)",
-        dict(model="ViT-L-14-quickgelu/openai", precision="fp16", templates="ensemble", batch_size=2, n=1000,
-             classnames="imagenet", defences=("clipure-cos",), etas=(30.0,), purify_steps=10, momentum=0.0,
-             update_norm="l2", grad_scope="batch", attacks=("AutoAttack-custom",), eps=(4.0,), steps=100,
+        dict(backbone="ViT-L-14-quickgelu/openai", precision="fp16", template_set="ensemble", batch_size=2, n=1000,
+             classnames="imagenet", defences=("clipure-cos",), purify_step_sizes=(30.0,), purify_steps=10, momentum=0.0,
+             norm="l2", grad_scope="batch", attacks=("AutoAttack-custom",), eps=(4.0,), steps=100,
              threat_models=("official",), protocol="paper"),
         unmatched=(
             "the official fork's AutoAttack alpha=2 has no torchattacks counterpart (APGD picks its own step size)",

@@ -11,18 +11,20 @@ import hashlib
 import json
 import math
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable
 
 import torch
 
 from app.attacks import ATTACKS, AttackConfig, run_attack, validate_attack
-from app.audit import exact_setup, gradient_diagnostics
+from app.defence import Defence
 from app.errors import CLIPureError
+from app.gradients import exact_defence, gradient_diagnostics
 from app.evaluate.config import NO_ATTACK, NO_DEFENCE, EvalConfig, Setting
 from app.evaluate.data import Dataset, open_dataset
 from app.evaluate.distributed import World, init_world
+from app.evaluate.store import RESULTS, prepare_out, read_results
 from app.limits import LIMITS
 from app.models import load_backbone
 from app.purifiers import PurifyConfig
@@ -30,7 +32,6 @@ from app.scoring import Scored, encode, outcomes, score_embeddings
 from app.threat_models import THREAT_MODELS, attacked_model, randomised
 from app.zeroshot import TEXT_CACHE, build_classifier
 
-RESULTS, CONFIG = "results.jsonl", "config.json"
 BARE = PurifyConfig(steps=0)   # scoring bare CLIP: the trajectory is its input alone
 
 # Optional: (setting, attacked model, x, x_adv, labels) -> one dict per image, stored in each
@@ -48,54 +49,6 @@ def batches(n: int, size: int) -> list[range]:
     return [range(k, min(k + size, n)) for k in range(0, n, size)]
 
 
-# --- results.jsonl ------------------------------------------------------------------------------
-
-def read_results(path: Path) -> list[dict]:
-    """Every complete line (a line cut by a kill mid-write is dropped)."""
-    if not path.exists():
-        return []
-    lines = []
-    for raw in path.read_text().splitlines():
-        try:
-            lines.append(json.loads(raw))
-        except json.JSONDecodeError:
-            pass
-    return lines
-
-
-def completed(lines: list[dict], batch_sizes: dict[int, int]) -> tuple[set, list[dict]]:
-    """{(batch, setting key)} done in full, and the lines of those (partial groups are redone)."""
-    count: dict[tuple, int] = {}
-    for ln in lines:
-        count[(ln["batch"], ln["setting"])] = count.get((ln["batch"], ln["setting"]), 0) + 1
-    done = {k for k, c in count.items() if c == batch_sizes.get(k[0], -1)}
-    return done, [ln for ln in lines if (ln["batch"], ln["setting"]) in done]
-
-
-def prepare_out(cfg: EvalConfig, out: Path, batch_sizes: dict[int, int]) -> set:
-    """Check the folder against the config (refuse a changed one), drop partial groups, and
-    return the done (batch, setting key) pairs."""
-    out.mkdir(parents=True, exist_ok=True)
-    cfg_path, res_path = out / CONFIG, out / RESULTS
-    if cfg_path.exists():
-        saved = json.loads(cfg_path.read_text())
-        if saved.get("fingerprint") != cfg.fingerprint():
-            changed = ", ".join(cfg.changed_fields(saved.get("config", {}))) or "unknown fields"
-            raise CLIPureError(f"{out} holds results of a different configuration (changed: {changed}); "
-                               f"use another --out or delete {cfg_path.name} and {res_path.name} there.")
-    elif res_path.exists() and res_path.stat().st_size:
-        raise CLIPureError(f"{res_path} exists without its {CONFIG}, so it cannot be resumed safely; "
-                           f"use another --out.")
-    cfg_path.write_text(json.dumps({"fingerprint": cfg.fingerprint(), "config": cfg.to_dict()}, indent=1) + "\n")
-    lines = read_results(res_path)
-    done, keep = completed(lines, batch_sizes)
-    if len(keep) != len(lines):      # rewrite without the groups a kill cut short
-        tmp = res_path.with_suffix(".tmp")
-        tmp.write_text("".join(json.dumps(ln) + "\n" for ln in keep))
-        tmp.replace(res_path)
-    return done
-
-
 # --- one batch ----------------------------------------------------------------------------------
 
 class Evaluator:
@@ -105,10 +58,10 @@ class Evaluator:
                  diagnostics: DiagnosticsHook | None = None):
         self.cfg, self.data = cfg, dataset
         self.diagnostics = diagnostics or (self.gradient_diagnostics if cfg.diagnostics else None)
-        self.backbone = load_backbone(cfg.model, device, cfg.precision)
+        self.backbone = load_backbone(cfg.backbone, device, cfg.precision)
         self.classnames = dataset.classnames
-        self.classifier = build_classifier(self.backbone, self.classnames, cfg.templates)
-        self.blank = TEXT_CACHE.blank_embedding(self.backbone, cfg.templates)
+        self.classifier = build_classifier(self.backbone, self.classnames, cfg.template_set)
+        self.blank = TEXT_CACHE.blank_embedding(self.backbone, cfg.template_set)
         self.settings = cfg.settings()
         for s in self.settings:   # validate before any work: one sentence on a bad value
             if s.attack != NO_ATTACK:
@@ -130,18 +83,22 @@ class Evaluator:
     def gradient_diagnostics(self, s: Setting, model, x: torch.Tensor, x_adv: torch.Tensor,
                              y: torch.Tensor) -> list[dict | None]:
         """The default hook (--diagnostics): per image, the attacker's pixel gradient at x under the
-        setting's threat model against the exact fp32 one (app.audit); None for bare CLIP."""
+        setting's threat model against the exact fp32 one (app.gradients); None for bare CLIP."""
         if s.purify is None:
             return [None] * len(y)
+        defence = self.defence(s.purify)
         if not hasattr(self, "_exact"):
-            self._exact = exact_setup(self.classifier, self.blank, self.backbone.name, self.classnames,
-                                      self.cfg.templates, self.backbone.precision)
+            self._exact = exact_defence(defence, self.classnames, self.cfg.template_set, self.backbone.precision)
         eot = self._attack_config(s, self.cfg.seed).eot
-        return [gradient_diagnostics(s.threat_model, self.classifier, self.blank, s.purify, x[i:i + 1], y[i:i + 1],
-                                     self._exact, self.backbone.name, eot).to_dict() for i in range(len(y))]
+        return [gradient_diagnostics(s.threat_model, defence, x[i:i + 1], y[i:i + 1], self._exact, eot).to_dict()
+                for i in range(len(y))]
+
+    def defence(self, purify: PurifyConfig | None) -> Defence:
+        """The evaluated classifier under `purify` (None: bare CLIP, no purification steps)."""
+        return Defence(self.classifier, self.blank, purify or BARE, self.backbone.name)
 
     def _scored(self, purify: PurifyConfig | None, z: torch.Tensor) -> Scored:
-        return score_embeddings(self.classifier, self.blank, purify or BARE, z, self.backbone.name)
+        return score_embeddings(self.defence(purify), z)
 
     def run_batch(self, k: int, positions: range, todo: list[Setting]):
         """Yield the result lines of batch k, one group (settings sharing an attacked model) at a time."""
@@ -161,7 +118,7 @@ class Evaluator:
                 result, x_adv, model = None, x, None
             else:
                 pcfg = replace(purify or members[0].purify or BARE, seed=seed)
-                model = attacked_model(tm, self.classifier, self.blank, pcfg, self.backbone.name)
+                model = attacked_model(tm, self.defence(pcfg))
                 acfg = self._attack_config(members[0], seed)
                 result = run_attack(acfg, model, x, self.classnames, y)
                 x_adv = result.x_adv
@@ -189,17 +146,36 @@ class Evaluator:
                         else [None] * len(ids))
                 linf = result.linf_255_each if result is not None else [0.0] * len(ids)
                 l2 = result.l2_each if result is not None else [0.0] * len(ids)
-                lines.append((s, clean_pred.tolist(), pred.tolist(), clean_ok, ok, over, linf, l2, diag))
+                lines.append(Answers(s, clean_pred=clean_pred.tolist(), pred=pred.tolist(), clean_ok=clean_ok, ok=ok,
+                                     exceeds_eps=over, linf_255=linf, l2=l2, diagnostics=diag))
             seconds = (time.perf_counter() - t0) / len(ids)
-            yield [self._line(k, i, ids[i], int(y[i]), s, cp[i], p[i], co[i], o[i], ov[i], li[i], l2_[i], d[i], seconds)
-                   for (s, cp, p, co, o, ov, li, l2_, d) in lines for i in range(len(ids))]
+            yield [a.line(i, {"image_id": ids[i], "batch": k, "label": int(y[i])}, seconds)
+                   for a in lines for i in range(len(ids))]
 
-    def _line(self, k, i, image_id, label, s: Setting, clean_pred, pred, clean_ok, ok, over, linf, l2, diag, seconds):
-        return {"image_id": image_id, "batch": k, "label": label, "defence": s.defence, "eta": s.eta,
+
+@dataclass
+class Answers:
+    """One setting's answers on one batch: one entry per image in each list."""
+    setting: Setting
+    clean_pred: list[int]
+    pred: list[int]
+    clean_ok: list[bool]
+    ok: list[bool]
+    exceeds_eps: list[bool]
+    linf_255: list[float]
+    l2: list[float]
+    diagnostics: list[dict | None]
+
+    def line(self, i: int, image: dict, seconds: float) -> dict:
+        """Image i's line of results.jsonl; image: its image_id, batch and label."""
+        s = self.setting
+        return {**image, "defence": s.defence, "purify_step_size": s.purify_step_size,
                 "attack": s.attack, "eps": s.eps, "threat_model": s.threat_model, "setting": s.key,
-                "clean_correct": bool(clean_ok), "correct": bool(ok), "clean_pred": int(clean_pred), "pred": int(pred),
-                "linf_255": round(float(linf), 4), "l2": round(float(l2), 5), "exceeds_eps": bool(over),
-                "seconds": round(seconds, 4), "diagnostics": diag}
+                "clean_correct": bool(self.clean_ok[i]), "correct": bool(self.ok[i]),
+                "clean_pred": int(self.clean_pred[i]), "pred": int(self.pred[i]),
+                "linf_255": round(float(self.linf_255[i]), 4), "l2": round(float(self.l2[i]), 5),
+                "exceeds_eps": bool(self.exceeds_eps[i]), "seconds": round(seconds, 4),
+                "diagnostics": self.diagnostics[i]}
 
 
 # --- the whole run ------------------------------------------------------------------------------

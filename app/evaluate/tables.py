@@ -6,6 +6,7 @@ import math
 from pathlib import Path
 
 from app.evaluate.config import EvalConfig
+from app.gradients import vanishing
 
 Z95 = 1.959963984540054   # the standard normal's 97.5% quantile
 
@@ -33,7 +34,7 @@ def summarise(cfg: EvalConfig, lines: list[dict]) -> dict:
         clean = sum(ln["clean_correct"] for ln in got)
         robust = sum(ln["correct"] for ln in got)
         rows.append({
-            "setting": s.key, "defence": s.defence, "eta": s.eta,
+            "setting": s.key, "defence": s.defence, "purify_step_size": s.purify_step_size,
             "purify": None if s.purify is None else s.purify.to_dict(),
             "attack": s.attack, "eps": s.eps, "threat_model": s.threat_model, "n": n,
             "clean_correct": clean, "robust_correct": robust,
@@ -41,28 +42,30 @@ def summarise(cfg: EvalConfig, lines: list[dict]) -> dict:
             "robust_accuracy": robust / n if n else None, "robust_ci95": list(wilson(robust, n)),
             "exceeds_eps": sum(ln["exceeds_eps"] for ln in got),
             "mean_linf_255": sum(ln["linf_255"] for ln in got) / n if n else None,
-            "zero_gradient_share": _share([ln["diagnostics"] for ln in got if ln.get("diagnostics")]),
+            "vanishing_gradient_share": _share([ln["diagnostics"] for ln in got if ln.get("diagnostics")]),
         })
     return {"config": cfg.to_dict(), "fingerprint": cfg.fingerprint(), "rows": rows, "audit_flags": audit_flags(rows)}
 
 
 def _share(diags: list[dict]) -> float | None:
-    """The share of images whose attacker's gradient is exactly zero everywhere (--diagnostics)."""
-    return sum(d["zero_fraction"] == 1.0 for d in diags) / len(diags) if diags else None
+    """The share of images whose attacker's gradient vanishes by check (a)'s rule (--diagnostics)."""
+    return sum(vanishing(d) for d in diags) / len(diags) if diags else None
 
 
 def audit_flags(rows: list[dict]) -> list[dict]:
-    """The masking audit's batch checks (app/audit.py) on the table: (a) settings where most
-    attacker gradients are exactly zero; (b) a threat model that attacks through the purification
+    """The masking audit's batch checks (app/audit.py) on the table: (a) settings where the
+    attacker's gradient vanishes (app.gradients.vanishing, the audit's rule) on at least half the
+    images; (b) a threat model that attacks through the purification
     (official) whose robust accuracy lies above the adaptive or BPDA one by more than both 95%
     intervals allow (the intervals do not overlap). A transfer attack (undefended) is expected to
     be weaker and is not flagged."""
     flags = []
     for r in rows:
-        if r["zero_gradient_share"] is not None and r["zero_gradient_share"] >= 0.5:
+        share = r["vanishing_gradient_share"]
+        if share is not None and share >= 0.5:
             flags.append({"check": "a", "setting": r["setting"],
-                          "detail": f"{100 * r['zero_gradient_share']:.0f}% of the images get an exactly-zero gradient"})
-    cells = {(r["defence"], r["eta"], r["attack"], r["eps"], r["threat_model"]): r for r in rows if r["n"]}
+                          "detail": f"{100 * share:.0f}% of the images get a vanishing gradient (check a)"})
+    cells = {(r["defence"], r["purify_step_size"], r["attack"], r["eps"], r["threat_model"]): r for r in rows if r["n"]}
     for (d, eta, a, e, tm), r in cells.items():
         for exact in ("adaptive", "bpda"):
             other = cells.get((d, eta, a, e, exact))
@@ -85,7 +88,7 @@ def cell(acc: float | None, ci) -> str:
 def markdown(summary: dict) -> str:
     """The long table: one row per setting."""
     cfg = summary["config"]
-    head = (f"Model `{cfg['model']}` ({cfg['precision']}), templates `{cfg['templates']}`, data `{cfg['data']}`, "
+    head = (f"Backbone `{cfg['backbone']}` ({cfg['precision']}), templates `{cfg['template_set']}`, data `{cfg['data']}`, "
             f"attack steps {cfg['steps']}, batch {cfg['batch_size']}, seed {cfg['seed']}. "
             f"Accuracy with 95% Wilson intervals; eps in 1/255 for L-inf attacks.\n\n")
     out = ["| defence | attack | eps | threat model | n | clean | robust |", "|---|---|---|---|---|---|---|"]
@@ -98,7 +101,7 @@ def markdown(summary: dict) -> str:
 
 
 def pivot(summary: dict, attack: str, eps: float, threat_models: list[str]) -> str:
-    """The README shape: one row per defence, clean then one column per threat model."""
+    """The measurements document's shape: one row per defence, clean then one column per threat model."""
     rows = [r for r in summary["rows"] if r["attack"] == attack and r["eps"] == eps]
     order: list[str] = []
     for r in rows:

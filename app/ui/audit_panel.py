@@ -10,10 +10,10 @@ import pandas as pd
 from app import report
 from app.audit import CHECKS, Audit, audit_image
 from app.evaluate.protocols import PROTOCOLS
-from app.hosting import gpu
+from app.ui.hosting import gpu
 from app.limits import LIMITS
 from app.plots import sweep_figure
-from app.server import output_dir
+from app.ui.server import output_dir
 from app.streaming import in_thread
 from app.ui.form import (
     AUDIT_ATTACKS,
@@ -32,9 +32,8 @@ from app.ui.form import (
 def _audit(form: Form, on_progress=None) -> Audit:
     """The masking audit of the form's image: PGD (L-inf) at the form's eps, steps and seed, under
     its threat model, with its backbone, templates, precision and purification."""
-    return audit_image(form.image, form.classnames, form.backbone, form.template_set, form.precision,
-                       form.threat_model, form.purify_config(), form.eps, form.steps, form.seed, on_progress,
-                       eot=form.attack_config().eot)
+    return audit_image(form.request(), form.threat_model, form.purify_config(), eps=form.eps, steps=form.steps,
+                       seed=form.seed, on_progress=on_progress, eot=form.attack_config().eot)
 
 
 def audit_view(result: Audit, wall_s: float) -> tuple:
@@ -97,8 +96,8 @@ def paper_preset() -> dict:
     """The paper's protocol (PROTOCOLS["paper"]) as widget values by FORM name."""
     p = PROTOCOLS["paper"].values
     return dict(attack=p["attacks"][0], threat_model=p["threat_models"][0], eps=p["eps"][0], steps=p["steps"],
-                precision=p["precision"], template_set=p["templates"], method=p["defences"][0],
-                p_steps=p["purify_steps"], p_step_size=p["etas"][0], momentum=p["momentum"], norm=p["update_norm"],
+                precision=p["precision"], template_set=p["template_set"], method=p["defences"][0],
+                purify_steps=p["purify_steps"], purify_step_size=p["purify_step_sizes"][0], momentum=p["momentum"], norm=p["norm"],
                 grad_scope=p["grad_scope"], step_size=0, targeted=False)
 
 
@@ -108,7 +107,7 @@ def paper_preset_note() -> str:
     unmatched = "".join(f"\n- {u}" for u in p.unmatched)
     return (f"**The paper's protocol** ({p.description}): AutoAttack custom, L-inf 4/255, 100 steps, the official "
             f"threat model, fp16, the 80-template ensemble, T=10 η=30 γ=0 L2 with the batch-coupled norm. The paper "
-            f"used `{p.values['model']}`; pick it under More settings if this machine has it.\n\n"
+            f"used `{p.values['backbone']}`; pick it under More settings if this machine has it.\n\n"
             f"**What torchattacks cannot match:**{unmatched}\n\n"
             f"**What this demo scales down:** one image instead of batches of 2 (so the batch norm couples "
             f"nothing), and one request may run at most {LIMITS.max_request_seconds:.0f} s: if it is cut off, "

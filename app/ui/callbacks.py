@@ -10,9 +10,9 @@ import gradio as gr
 
 from app import report
 from app.errors import CLIPureError
-from app.hosting import gpu
-from app.pipeline import classify, compare_threat_models, run, run_pipeline
-from app.server import output_dir
+from app.ui.hosting import gpu
+from app.pipeline import classify, compare_threat_models, result_of, run
+from app.ui.server import output_dir
 from app.streaming import in_thread
 from app.threat_models import THREAT_MODELS
 from app.ui.form import (
@@ -54,7 +54,7 @@ def run_demo(form: Form):
 def _run_stream(form: Form, pcfg, shown: list):
     started = time.monotonic()
     names, steps, last_draw, last_status, last_yield = [], [], None, 0.0, 0.0
-    for event in run(form.image, form.classnames, form.attack_config(), pcfg, **form.engine_args()):
+    for event in run(form.request(), form.attack_config(), pcfg):
         names = event.classnames or names
         now = time.monotonic()
         if event.phase == "prepare":   # validation comes first: a refused request shows no progress at all
@@ -134,8 +134,8 @@ def compare_demo(form: Form):
     ("row 2/4: official") in the caption; the last value is (table, caption)."""
 
     def work(say):
-        return compare_threat_models(form.image, form.classnames, form.attack_config(), form.purify_config(),
-                                     on_progress=lambda f, m: say((f, m)), **form.engine_args())
+        return compare_threat_models(form.request(), form.attack_config(), form.purify_config(),
+                                     on_progress=lambda f, m: say((f, m)))
     last = 0.0
     for kind, value in in_thread(work, "clipure-compare"):
         if kind == "done":
@@ -160,7 +160,7 @@ def compare_outputs(results) -> tuple:
 @endpoint(COMMON + PRECISION)
 def classify_api(form: Form) -> dict:
     """Bare zero-shot CLIP: the label and the top class probabilities."""
-    pred, prep = classify(form.image, form.classnames, **form.engine_args())
+    pred, prep = classify(form.request())
     return {"label": pred.label, "confidences": pred.top(TOP_K, prep.classnames), "backbone": prep.backbone.name,
             "meaningless": prep.backbone.spec.meaningless, "classnames": prep.classnames, "warnings": prep.warnings}
 
@@ -171,7 +171,7 @@ def classify_api(form: Form) -> dict:
 @endpoint(FORM)
 def attack_api(form: Form):
     """Attack only: the adversarial PNG, the clean PNG at model resolution, and the statistics."""
-    r = run_pipeline(form.image, form.classnames, form.attack_config(), form.purify_config(), **form.engine_args())
+    r = result_of(run(form.request(), form.attack_config(), form.purify_config()))
     files = report.export(r, output_dir())
     stats = report.to_dict(r, embeddings=False)
     stats.pop("trajectory")
@@ -184,5 +184,5 @@ def attack_api(form: Form):
 @endpoint(PURIFY_API)
 def purify_api(form: Form) -> dict:
     """Purify the clean image's embedding: the whole trajectory with per-step probabilities."""
-    r = run_pipeline(form.image, form.classnames, None, form.purify_config(), **form.engine_args())
+    r = result_of(run(form.request(), None, form.purify_config()))
     return report.to_dict(r, embeddings=False)

@@ -19,6 +19,7 @@ from app.budget import Budget, activate_each, active
 from app.errors import CLIPureError
 from app.limits import LIMITS
 from app.purifiers import PAPER_DEFAULTS, PurifyConfig
+from app.request import Request
 from app.streaming import in_thread
 
 
@@ -39,13 +40,13 @@ class Form:
     targeted: bool = False
     target: str | None = None         # a class name; used only when targeted
     method: str = PAPER_DEFAULTS.method
-    p_steps: int = PAPER_DEFAULTS.steps              # purification steps T
-    p_step_size: float = PAPER_DEFAULTS.step_size    # purification step size η
+    purify_steps: int = PAPER_DEFAULTS.steps              # purification steps T
+    purify_step_size: float = PAPER_DEFAULTS.step_size    # purification step size η
     momentum: float = PAPER_DEFAULTS.momentum        # γ
     norm: str = PAPER_DEFAULTS.norm
     grad_scope: str = PAPER_DEFAULTS.grad_scope
     precision: str = "fp32"
-    p_seed: int = PAPER_DEFAULTS.seed  # the purification's seed (CLIPure-Diff)
+    purify_seed: int = PAPER_DEFAULTS.seed  # the purification's seed (CLIPure-Diff)
     eot: int = 1                       # the attacker's EOT draws per step (randomised defences)
 
     @classmethod
@@ -65,28 +66,29 @@ class Form:
                             target=(self.target or None) if self.targeted else None, eot=self.eot)
 
     def purify_config(self) -> PurifyConfig:
-        return PurifyConfig(method=self.method, steps=self.p_steps, step_size=self.p_step_size,
-                            momentum=self.momentum, norm=self.norm, grad_scope=self.grad_scope, seed=self.p_seed)
+        return PurifyConfig(method=self.method, steps=self.purify_steps, step_size=self.purify_step_size,
+                            momentum=self.momentum, norm=self.norm, grad_scope=self.grad_scope, seed=self.purify_seed)
 
-    def engine_args(self) -> dict:
-        return dict(model=self.backbone, template_set=self.template_set, precision=self.precision)
+    def request(self) -> Request:
+        """What the user asked for, as the engine's request flows take it."""
+        return Request(self.image, self.classnames, self.backbone, self.template_set, self.precision)
 
 
 # The request form, in API order: what the user picked, then the attack, then the purification.
 COMMON = ("image", "classnames", "backbone", "template_set")
 ATTACK_FIELDS = ("attack", "threat_model", "eps", "steps", "step_size", "seed", "targeted", "target")
-PURIFY_FIELDS = ("method", "p_steps", "p_step_size", "momentum", "norm", "grad_scope")
+PURIFY_FIELDS = ("method", "purify_steps", "purify_step_size", "momentum", "norm", "grad_scope")
 # Appended last, so API calls written before it existed still work (it defaults to fp32).
 PRECISION = ("precision",)
 # For randomised purifiers (CLIPure-Diff): the purification seed and the attacker's EOT count K.
 # Appended after PRECISION for the same reason (they default to 0 and 1).
-RANDOMISED = ("p_seed", "eot")
+RANDOMISED = ("purify_seed", "eot")
 FORM = tuple(f.name for f in fields(Form))
 assert FORM == COMMON + ATTACK_FIELDS + PURIFY_FIELDS + PRECISION + RANDOMISED
 REQUIRED = ("image", "classnames")   # no default in any endpoint's signature
 
 # /purify's inputs: no attack; the purification seed appended last.
-PURIFY_API = COMMON + PURIFY_FIELDS + PRECISION + ("p_seed",)
+PURIFY_API = COMMON + PURIFY_FIELDS + PRECISION + ("purify_seed",)
 # The masking audit's outputs on the page: progress, the checks, the gradient, the eps sweep, its JSON.
 AUDIT_OUTPUTS = ("_audit_status", "_audit_table", "_audit_gradient", "_audit_plot", "_audit_json")
 AUDIT_COLUMNS = ["check", "what it looks for", "result", "detail"]
@@ -119,7 +121,7 @@ def bind(names, args, kwargs) -> Form:
 def gpu_seconds(names, threat_models: int = 1):
     """ZeroGPU's dynamic duration for an endpoint taking `names`: spaces calls it with the call's own
     arguments (hosting.request_seconds, on their Form). A call that does not bind gets the minimum."""
-    from app.hosting import MIN_SECONDS, request_seconds
+    from app.ui.hosting import MIN_SECONDS, request_seconds
 
     def seconds(*args, **kwargs) -> int:
         try:

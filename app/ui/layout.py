@@ -11,7 +11,8 @@ from pathlib import Path
 
 import gradio as gr
 
-from app import models, server
+from app import models
+from app.ui import server
 from app.models import load_backbone, load_default
 from app.presets import LESSONS, default_classnames
 from app.report import PLOTS
@@ -154,13 +155,13 @@ def _wire(demo: gr.Blocks, c: dict, active, lessons: list) -> None:
                          [c["backbone"], active, c["_examples"], c["classnames"], c["_backbone_note"],
                           c["_preset"]], **private).then(
         ev.on_method_menu, [active, c["method"]], c["method"], **private).then(
-        ev.on_method, c["method"], [c["_method_note"], c["p_seed"], c["eot"]], **private)
-    c["method"].change(ev.on_method, c["method"], [c["_method_note"], c["p_seed"], c["eot"]], **private)
+        ev.on_method, c["method"], [c["_method_note"], c["purify_seed"], c["eot"]], **private)
+    c["method"].change(ev.on_method, c["method"], [c["_method_note"], c["purify_seed"], c["eot"]], **private)
     c["template_set"].change(ev.on_template_set, [c["template_set"], c["classnames"], active],
                              c["_template_note"], **private)
     c["attack"].change(ev.on_attack, c["attack"], [c["eps"], c["_attack_note"]], **private)
     c["threat_model"].change(ev.on_threat_model, c["threat_model"], c["_threat_note"], **private)
-    c["p_steps"].change(ev.on_purify_steps, c["p_steps"], c["replay"], **private)
+    c["purify_steps"].change(ev.on_purify_steps, c["purify_steps"], c["replay"], **private)
     c["_defaults"].click(ev.paper_defaults, None, form(fm.PURIFY_FIELDS), **private)
     # Only the plot in view is drawn: after a run (above), on a tab change, on a replay step.
     for key in PLOTS:
@@ -190,7 +191,7 @@ def launch(prevent_thread_lock: bool = False, **launch_kwargs) -> gr.Blocks:
     demo = build_demo(backbone.name, notice)
     # One engine request at a time (they share the model and the CPU/GPU); a bounded queue.
     demo.queue(default_concurrency_limit=1, max_size=int(os.environ.get("CLIPURE_QUEUE_SIZE", 16)))
-    # Loopback unless on a Space or asked; body limit; file expiry (app/server.py).
+    # Loopback unless on a Space or asked; body limit; file expiry (app/ui/server.py).
     server.prepare(demo)
     lenient_numbers(demo)   # missing numbers reach the engine's one-sentence checks
     launch_kwargs = server.launch_options(launch_kwargs)

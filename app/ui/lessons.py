@@ -16,7 +16,7 @@ import pandas as pd
 from app import report
 from app.models import TOY_BACKBONE
 from app.presets import LESSONS, examples_for
-from app.server import output_dir
+from app.ui.server import output_dir
 from app.ui.form import RUN_OUTPUTS, run_outputs
 
 # The stage's widgets, in the order stage callbacks return them.

@@ -84,9 +84,9 @@ def inputs(c: dict) -> dict:
                 # word, or answer with its own generic sentence; the engine's checks name the field.
                 c["eps"] = gr.Number(4, label="eps (L-inf, in 1/255)", elem_id="eps", min_width=90)
                 c["steps"] = gr.Number(10, label="Attack steps", elem_id="steps", min_width=90)
-                c["p_steps"] = gr.Number(PAPER_DEFAULTS.steps, label="Purify steps T",
+                c["purify_steps"] = gr.Number(PAPER_DEFAULTS.steps, label="Purify steps T",
                                          elem_id="p-steps", min_width=90)
-                c["p_step_size"] = gr.Number(PAPER_DEFAULTS.step_size, label="Step size η", min_width=90)
+                c["purify_step_size"] = gr.Number(PAPER_DEFAULTS.step_size, label="Step size η", min_width=90)
             with gr.Row(elem_id="run-row"):
                 c["_run"] = gr.Button("Run: classify → attack → purify", variant="primary", elem_id="run",
                                       min_width=160)
@@ -184,7 +184,7 @@ def settings(c: dict) -> dict:
         with gr.Row():
             # Shown for randomised purifiers only (CLIPure-Diff); hidden widgets still send their values,
             # so hiding the EOT count resets it to 1 (events.on_method).
-            c["p_seed"] = gr.Number(PAPER_DEFAULTS.seed, label="Purification seed", visible=False,
+            c["purify_seed"] = gr.Number(PAPER_DEFAULTS.seed, label="Purification seed", visible=False,
                                     elem_id="p-seed", min_width=90)
             c["eot"] = gr.Number(1, label=f"EOT K: gradients the attacker averages per step (1-{LIMITS.max_eot})",
                                  visible=False, elem_id="eot", min_width=90)

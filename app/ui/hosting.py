@@ -34,7 +34,7 @@ def request_seconds(form, threat_models: int = 1) -> int:
                                    else default)
     classes = max(len(str(form.classnames or "").replace("\n", ",").split(",")), 2)
     prompts = (classes + 1) * (80 if form.template_set == "ensemble" else 1)
-    T = max(number("p_steps", 10), 0)
+    T = max(number("purify_steps", 10), 0)
     # CLIPure-Diff's steps run the diffusion prior (forward, and backward through it when attacked).
     diff = form.method == "clipure-diff"
     per_step = PER_PURIFY_STEP * (PRIOR_FACTOR if diff else 1)
