@@ -1,7 +1,7 @@
 """CLIPure demo engine: zero-shot CLIP, CLIPure purification, attacks, one pipeline.
 
 Knows nothing of Gradio. The public surface is __all__, imported lazily (importing `app`
-alone loads no torch); the README runs run_pipeline and clipure_cos in one example.
+alone loads no torch); the README's engine example runs run_pipeline and clipure_cos.
 """
 from __future__ import annotations
 

@@ -234,7 +234,7 @@ _RNG_LOCK = threading.Lock()
 
 
 def run_attack(cfg: AttackConfig, model: nn.Module, x: torch.Tensor, classnames: Sequence[str],
-               labels: torch.Tensor, on_forward: Callable[[int], None] | None = None,
+               labels: torch.Tensor, on_forward: Callable[[int], None] | None = None, *,
                limits: Limits = LIMITS, quantize: bool = True,
                on_phase: Callable[[Phase], None] | None = None) -> AttackResult:
     """Attack x (N, 3, S, S) in [0,1] through `model` (pixels -> logits; the threat model's choice,
@@ -271,5 +271,6 @@ def run_attack(cfg: AttackConfig, model: nn.Module, x: torch.Tensor, classnames:
     if quantize:
         x_adv = quantize_toward(x, x_adv)
     linf, l2, psnr = perturbation_stats(x, x_adv)
-    return AttackResult(x_adv, linf, l2, psnr, *perturbation_norms(x, x_adv), labels, target, seconds, cfg,
-                        counter.count)
+    linf_each, l2_each = perturbation_norms(x, x_adv)
+    return AttackResult(x_adv, linf_255=linf, l2=l2, psnr_db=psnr, linf_255_each=linf_each, l2_each=l2_each,
+                        label=labels, target=target, seconds=seconds, config=cfg, forwards=counter.count)

@@ -29,7 +29,7 @@ from app.purifiers import PAPER_DEFAULTS, PURIFIERS, PurifyConfig
 from app.registry import Registry
 from app.request import Request, prepare
 from app.scoring import attack_and_score, reference_labels, score
-from app.threat_models import THREAT_MODELS, check_eot_target, eot_for
+from app.threat_models import check_eot_target, check_threat_model, eot_for
 
 SWEEP_EPS = (2.0, 8.0, 16.0, 32.0)   # L-inf, 1/255; capped by the public limit (sweep_eps)
 
@@ -95,9 +95,9 @@ def audit(defence: Defence, x: torch.Tensor, classnames: Sequence[str], threat_m
     attack it derives (Square with 10x the steps, PGD with 2x, the eps sweep) is checked against
     the limits before the first one runs, so a bad setting costs nothing.
     """
-    THREAT_MODELS.check(threat_model)
     pcfg = defence.purify
-    check_eot_target(eot, threat_model, pcfg)
+    who = PURIFIERS[pcfg.method].label   # the defence audited
+    check_eot_target(eot, check_threat_model(threat_model, pcfg), pcfg)
     if check_int("Attack steps", steps, 1, LIMITS.max_attack_steps) > LIMITS.max_attack_steps // 2:
         raise OutOfRangeError(f"The audit doubles the attack steps (check e): give at most "
                               f"{LIMITS.max_attack_steps // 2}, got {steps}.")
@@ -123,7 +123,7 @@ def audit(defence: Defence, x: torch.Tensor, classnames: Sequence[str], threat_m
     x_start = random_start(x, eps, seed)   # also check (f)'s noisy image
     grad = gradient_diagnostics(threat_model, defence, x, labels, exact, eot)
     confidence = float(clean.trajectory.probs[-1, 0].max())
-    detail = f"{grad.detail}; CLIPure's clean confidence {confidence:.7g}"
+    detail = f"{grad.detail}; {who}'s clean confidence {confidence:.7g}"
     at_start = None
     if grad.zero_fraction == 1.0:
         # A zero gradient at a confident clean input can be a saturated loss, not the defence: 1 - p
@@ -137,11 +137,11 @@ def audit(defence: Defence, x: torch.Tensor, classnames: Sequence[str], threat_m
     others = {tm: fooled(under(tm))[0] for tm in ("adaptive", "bpda") if tm != threat_model}
     gap = not own and any(others.values())
     pgd = f"PGD-{steps}" + (f" (EOT K={eot} where the defence draws)" if eot > 1 else "")
-    checks.append(Check("b", gap, f"{pgd} at {eps:g}/255 fooled CLIPure: {threat_model} {own}, "
+    checks.append(Check("b", gap, f"{pgd} at {eps:g}/255 fooled {who}: {threat_model} {own}, "
                         + ", ".join(f"{k} {v}" for k, v in others.items())))
     say(0.3, "Square (gradient-free)")
     square = fooled(replace(base, attack="Square", steps=queries, eot=1))[0]
-    checks.append(Check("c", square and not own, f"Square ({queries} queries) fooled CLIPure: "
+    checks.append(Check("c", square and not own, f"Square ({queries} queries) fooled {who}: "
                         f"{square}; PGD under {threat_model}: {own}"))
     say(0.45, "eps sweep")
     probs_by_tm: dict[str, list[float]] = {}
@@ -154,7 +154,7 @@ def audit(defence: Defence, x: torch.Tensor, classnames: Sequence[str], threat_m
             if tm == threat_model and e == sweep[-1]:
                 success_at_max = ok
         probs_by_tm[tm] = probs
-    checks.append(Check("d", not success_at_max, f"PGD under {threat_model} at {sweep[-1]:g}/255 fooled CLIPure: "
+    checks.append(Check("d", not success_at_max, f"PGD under {threat_model} at {sweep[-1]:g}/255 fooled {who}: "
                         f"{success_at_max}"))
     say(0.8, "twice the iterations")
     doubled = fooled(replace(base, steps=2 * steps))[0]
@@ -162,11 +162,12 @@ def audit(defence: Defence, x: torch.Tensor, classnames: Sequence[str], threat_m
     say(0.9, "random noise")
     noisy = score(defence, x_start)
     noise_fools = bool(noisy.purified[0] != labels[0])
-    checks.append(Check("f", noise_fools and not own, f"uniform noise of L-inf {eps:g}/255 fooled CLIPure: "
+    checks.append(Check("f", noise_fools and not own, f"uniform noise of L-inf {eps:g}/255 fooled {who}: "
                         f"{noise_fools}; PGD under {threat_model}: {own}"))
     say(1.0, "done")
-    return Audit(classnames[int(labels[0])], threat_model, precision, grad, checks, sweep, probs_by_tm, base, pcfg,
-                 defence.backbone, at_start, confidence)
+    return Audit(classnames[int(labels[0])], threat_model, precision, grad, checks, sweep_eps=sweep,
+                 sweep=probs_by_tm, attack=base, purify=pcfg, backbone=defence.backbone,
+                 gradient_at_random_start=at_start, clean_confidence=confidence)
 
 
 def audit_image(request: Request, threat_model: str = "official", pcfg: PurifyConfig = PAPER_DEFAULTS, *,
@@ -174,8 +175,8 @@ def audit_image(request: Request, threat_model: str = "official", pcfg: PurifyCo
                 on_progress: Callable[[float, str], None] | None = None, eot: int = 1) -> Audit:
     """The audit of one image as a user asks for it: validated and prepared as a request, then
     `audit` against the exact fp32 gradient."""
-    THREAT_MODELS.check(threat_model)
     pcfg = pcfg.validate(request.limits)
+    check_threat_model(threat_model, pcfg)
     prep, _ = prepare(request)
     PURIFIERS[pcfg.method].check_backbone(prep.backbone.name, prep.backbone.device)
     defence = prep.defence(pcfg)
@@ -194,9 +195,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--template-set", "--templates", dest="template_set", default="single")
     ap.add_argument("--eps", type=float, default=8.0, help="L-inf, in 1/255")
     ap.add_argument("--steps", type=int, default=10)
-    ap.add_argument("--method", default=PAPER_DEFAULTS.method, help="purification method (clipure-cos, clipure-diff)")
+    ap.add_argument("--method", default=PAPER_DEFAULTS.method, help="defence (clipure-cos, clipure-diff, ttc)")
     ap.add_argument("--purify-seed", "--seed", dest="purify_seed", type=int, default=0,
-                    help="purification seed (CLIPure-Diff's draws)")
+                    help="the defence's seed (CLIPure-Diff's draws, TTC's random start)")
     ap.add_argument("--eot", type=int, default=1, help="gradients averaged per attack step against a randomised "
                                                        "defence (EOT K)")
     ap.add_argument("--json", action="store_true", help="end with one JSON line")

@@ -1,8 +1,8 @@
 """The purification drawn exactly: a trajectory in the plane of its input and the blank.
 
 For CLIPure-Cos (L2 update, one gradient norm per sample, gamma = 0) every step stays in the
-plane spanned by u_0 = z_0 / |z_0| and b_hat, and turns u by atan(eta) (DESIGN.md, "Facts the
-app must show", 1). Plane measures what a trajectory did in that plane; it assumes nothing: a
+plane spanned by u_0 = z_0 / |z_0| and b_hat, and turns u by atan(eta) (docs/design.md, "What the
+method does"). Plane measures what a trajectory did in that plane; it assumes nothing: a
 step that leaves the plane (the L-inf update, momentum, the batch norm, CLIPure-Diff) says by
 how much in `out_of_plane`.
 """

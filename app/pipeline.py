@@ -22,12 +22,20 @@ from app.defence import Defence
 from app.errors import InvalidClassNamesError
 from app.gradients import exact_defence, gradient_diagnostics
 from app.limits import LIMITS, Limits
-from app.purifiers import PAPER_DEFAULTS, Prediction, PurifyConfig, Trajectory, TrajectoryStep
+from app.purifiers import (
+    PAPER_DEFAULTS,
+    PURIFIERS,
+    Prediction,
+    PurifyConfig,
+    Trajectory,
+    TrajectoryStep,
+    trajectory_steps,
+)
 from app.request import Prepared, Request, prepare, prepare_defence, preparing_message
 from app.results import PipelineEvent, PipelineResult
 from app.scoring import Scored, attack_and_score, encode, outcomes, reference_labels, score, score_steps
 from app.streaming import HEARTBEAT_S, EngineClock, in_thread
-from app.threat_models import THREAT_MODELS, attacked_model, eot_for
+from app.threat_models import THREAT_MODELS, attacked_model, eot_for, offered
 from app.zeroshot import DEFAULT_TEMPLATE_SET, TEXT_PROGRESS
 
 
@@ -82,17 +90,18 @@ def run(request: Request, attack: AttackConfig | None = AttackConfig(), purify: 
             clock.suspended += time.perf_counter() - t
 
 
-def _trajectory(phase: str, prep: Prepared, defence: Defence, z: torch.Tensor, span: tuple[float, float],
-                steps: list[TrajectoryStep], what: str) -> Iterator[PipelineEvent]:
-    """Purify z step by step; progress runs from span[0] over span[1] of the request."""
+def _trajectory(phase: str, prep: Prepared, defence: Defence, x: torch.Tensor, z: torch.Tensor,
+                span: tuple[float, float], steps: list[TrajectoryStep], what: str) -> Iterator[PipelineEvent]:
+    """The defence on x (z: its unit embeddings) step by step; progress runs from span[0] over span[1]."""
     start, share = span
-    total = defence.purify.steps
-    for s in score_steps(defence, z):
+    total = trajectory_steps(defence.purify)
+    doing = (f"Counterattacking the {what} image" if PURIFIERS[defence.purify.method].pixel
+             else f"Purifying the {what} embedding")
+    for s in score_steps(defence, x, z):
         budgets.check()
         steps.append(s)
         yield PipelineEvent(phase, round(start + share * s.step / max(total, 1), 6),
-                            f"Purifying the {what} embedding: step {s.step}/{total}", step=s,
-                            classnames=prep.classnames)
+                            f"{doing}: step {s.step}/{total}", step=s, classnames=prep.classnames)
 
 
 def _attack_events(prep: Prepared, acfg: AttackConfig, defence: Defence, clean: Scored, out: list):
@@ -146,7 +155,7 @@ def _run(clock: EngineClock, request: Request, attack: AttackConfig | None, puri
     t = clock.now()
     z_clean = encode(prep.classifier, prep.x)                   # (1, D)
     steps: list[TrajectoryStep] = []
-    yield from _trajectory("purify-clean", prep, defence, z_clean, (0.0, 0.05), steps, "clean")
+    yield from _trajectory("purify-clean", prep, defence, prep.x, z_clean, (0.0, 0.05), steps, "clean")
     clean = Scored(Trajectory.from_steps(steps))
     timings["clean"] = clock.now() - t
     _check_target(acfg, clean, names)
@@ -162,7 +171,8 @@ def _run(clock: EngineClock, request: Request, attack: AttackConfig | None, puri
         timings["attack"] = clock.now() - t
         t, steps = clock.now(), []
         z_adv = encode(prep.classifier, attack_result.x_adv)   # the second and last encoder pass
-        yield from _trajectory("purify-adv", prep, defence, z_adv, (0.75, 0.2), steps, "adversarial")
+        yield from _trajectory("purify-adv", prep, defence, attack_result.x_adv, z_adv, (0.75, 0.2), steps,
+                               "adversarial")
         adv = Scored(Trajectory.from_steps(steps))
         timings["purify"] = clock.now() - t
     gradient = None
@@ -207,7 +217,7 @@ def _result(prep: Prepared, pcfg: PurifyConfig, clean: Scored, attacked: tuple[A
 
 
 def run_pipeline(image, classnames, attack: AttackConfig | None = AttackConfig(),
-                 purify: PurifyConfig = PAPER_DEFAULTS, model: str | None = None,
+                 purify: PurifyConfig = PAPER_DEFAULTS, model: str | None = None, *,
                  template_set: str = DEFAULT_TEMPLATE_SET, limits: Limits = LIMITS,
                  precision: str | None = None, diagnose: bool = True) -> PipelineResult:
     """The engine's front door: `run` on Request(image, classnames, model, ...) without the stream;
@@ -224,7 +234,7 @@ def result_of(events: Iterator[PipelineEvent]) -> PipelineResult:
 
 def compare_threat_models(request: Request, attack: AttackConfig, purify: PurifyConfig = PAPER_DEFAULTS,
                           on_progress=None) -> list[PipelineResult]:
-    """The same attack (same seed) under every threat model, on the same image. The clean image
+    """The same attack (same seed) under every threat model the defence has, on the same image. The clean image
     is prepared, encoded and purified once; only the attacks and their scoring repeat. An EOT
     count K > 1 needs a randomised purifier and applies where the attacker queries it (the
     undefended row attacks bare CLIP with K = 1).
@@ -240,8 +250,9 @@ def compare_threat_models(request: Request, attack: AttackConfig, purify: Purify
     clean = score(defence, prep.x)
     _check_target(acfg, clean, prep.classnames)
     exact = exact_defence(defence, prep.classnames, request.template_set, prep.backbone.precision)
-    results, n = [], len(THREAT_MODELS)
-    for k, name in enumerate(THREAT_MODELS):
+    rows = offered(pcfg)   # every threat model the defence has (TTC has no official one)
+    results, n = [], len(rows)
+    for k, name in enumerate(rows):
         row = f"row {k + 1}/{n}: {name}"
         report(k / n, row)
         t = time.perf_counter()

@@ -82,7 +82,7 @@ def _put(fig: Figure, artist, x: float, y: float) -> None:
         artist.set_position((x / w, y / h))
 
 
-def lay_out(fig: Figure, axes: Sequence, rows: int = 1, cols: int = 1, caption: str = "", note=None,
+def lay_out(fig: Figure, axes: Sequence, rows: int = 1, cols: int = 1, caption: str = "", note=None, *,
             right: Sequence = (), below: Sequence = (), height: float | None = None, panel: float = 170,
             square: bool = False, sides: tuple[float, float] = (0, 0)) -> None:
     """Place the caption on top, then `note` (a block), then the axes grid (row-major) with `right`

@@ -196,7 +196,7 @@ def _bent(p0: np.ndarray, p1: np.ndarray, n: int = 20) -> np.ndarray:
 
 
 def rotation_figure(embeddings: torch.Tensor, blank: torch.Tensor, class_embeddings: torch.Tensor,
-                    classnames: Sequence[str], caption: str = "", step: int | None = None, narrow: bool = False,
+                    classnames: Sequence[str], caption: str = "", *, step: int | None = None, narrow: bool = False,
                     step_size: float | None = None, name: str = "") -> Figure:
     """The purification drawn exactly, in the plane of the input u_0 and the blank (app/geometry.py).
 

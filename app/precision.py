@@ -1,7 +1,7 @@
 """Precision: fp32, or the official evaluation's mixed-precision recipe in fp16 (or bf16).
 
 The recipe matters: in it the `official` threat model's masked gradient underflows to exactly
-zero (README, "Where the paper's robustness most likely comes from").
+zero (docs/official-code.md, "Where the paper's robustness most likely comes from").
 """
 from __future__ import annotations
 
@@ -33,7 +33,7 @@ def pick_precision(device: torch.device, precision: str | None = None) -> str:
     return precision
 
 
-# The official evaluation's mixed precision (DESIGN.md, "Precision"): the model is created in
+# The official evaluation's mixed precision (docs/design.md, "The official recipe"): the model is created in
 # half precision (open_clip rounds its Linear, Conv, attention and projection weights, and builds
 # every norm as LayerNormFp32), brought back with .float(), then every parameter whose name holds
 # one of these parts is cast to half again, LayerNorms ("ln_") excepted. Embeddings, LayerNorms

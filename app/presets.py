@@ -90,6 +90,14 @@ LESSONS: list[Lesson] = [
            "purification exactly, at the same precision, and is fooled. (fp16 can zero even the exact gradient "
            "where the clean answer is nearly certain; PGD's random start moves off that saturated point.)",
            "compare", "compare", {**_TOY, "precision": "fp16"}),
+    Lesson("4 · Another defence, the same question (TTC)",
+           "TTC (test-time counterattacks, CVPR 2025) defends the image, not its embedding: from a small random "
+           "start it takes two steps that push CLIP's embedding away from where it is, and it is evaluated against "
+           "attacks made on bare CLIP, the `undefended` row: that attack leaves TTC's answer on this red circle "
+           "alone. The `adaptive` row differentiates through the counterattack and the `bpda` row takes it as the "
+           "identity: both change TTC's answer. As for CLIPure, the robustness does not survive an attacker who "
+           "knows the defence (measured on this toy model; TTC has no official threat model).",
+           "compare", "compare", {**_TOY, "image": str(EXAMPLES_DIR / "toy-red-circle.png"), "method": "ttc"}),
 ]
 
 

@@ -1,6 +1,6 @@
 """The record of what ran: the app's version and commit, the packages, the device, the input's hash.
 
-Every exported JSON and API result carries it (`run` in report.to_dict), so that a figure can be
+Every exported JSON and API result carries it (`run` in export.to_dict), so that a figure can be
 traced to the code, the libraries and the machine that produced it.
 """
 from __future__ import annotations

@@ -1,26 +1,20 @@
-"""Turn a PipelineResult into what people read and download: captions, images, JSON, CSV.
+"""Turn a PipelineResult into what people read: captions, notes, statistics, figures and the
+compare table (the files they download: app/export.py).
 
 Every robustness statement carries its threat model, attack, eps, steps and backbone.
 """
 from __future__ import annotations
 
-import csv
-import io
-import json
 import math
-from pathlib import Path
 
-import numpy as np
 import torch
-from PIL import Image
 
-from app.attacks import ATTACKS, AttackConfig, step_size_used
+from app.attacks import ATTACKS, AttackConfig
 from app.gradients import GradientDiagnostics
 from app.plots import cosine_figure, latent_map_figure, probability_figure, rotation_figure
 from app.purifiers import PURIFIERS, Prediction, PurifyConfig, TrajectoryStep
 from app.results import PipelineResult
 from app.scoring import near_uniform
-from app.record import run_record
 from app.threat_models import THREAT_MODELS, as_attacked
 
 
@@ -36,8 +30,19 @@ def eps_text(cfg: AttackConfig) -> str:
 def defence_text(p: PurifyConfig, eot: int = 1) -> str:
     """The defence in a few words: its method, and for a randomised one its seed and the attacker's EOT K."""
     spec = PURIFIERS[p.method]
-    text = f"{spec.label} (T={p.steps}, η={p.step_size:g}"
+    text = f"{spec.label} ({ttc_text(p.ttc)}" if spec.pixel else f"{spec.label} (T={p.steps}, η={p.step_size:g}"
     return text + (f", seed {p.seed}, attacker's EOT K={eot})" if spec.randomised else ")")
+
+
+def ttc_text(t) -> str:
+    """TTC's parameters (a TTCConfig) in a few words."""
+    return f"eps {t.eps:g}/255, {t.steps} steps of {t.step_size:g}/255, tau_thres {t.tau_thres:g}, beta {t.beta:g}"
+
+
+def defended(result: PipelineResult) -> str:
+    """The defended classifier's name in the page's sentences: CLIPure, or the other defence (TTC)."""
+    spec = PURIFIERS[result.purify_config.method]
+    return spec.label if spec.pixel else "CLIPure"
 
 
 def caption(result: PipelineResult, threat_model: str | None = None) -> str:
@@ -49,7 +54,9 @@ def caption(result: PipelineResult, threat_model: str | None = None) -> str:
     if attacked != scope:   # `official` differentiates its own graph: the batch norm
         scope = f"{scope}; the attacked graph: {attacked}, as the official code"
     pur = f"{p.method} T={p.steps} eta={p.step_size:g} gamma={p.momentum:g} {p.norm} ({scope})"
-    if PURIFIERS[p.method].randomised:   # the draw and the attacker's averaging decide the numbers too
+    if PURIFIERS[p.method].pixel:   # TTC: its own parameters; CLIPure's T and eta do not apply
+        pur = f"{p.method} {ttc_text(p.ttc)} seed={p.seed}"
+    elif PURIFIERS[p.method].randomised:   # the draw and the attacker's averaging decide the numbers too
         pur += f" seed={p.seed} t in [{p.diffusion_timesteps[0]}, {p.diffusion_timesteps[1]}]"
     model = f"{result.backbone} {result.precision}" + (" [random weights: MEANINGLESS]" if result.meaningless else "")
     if result.attack_config is None:
@@ -68,20 +75,6 @@ def attacked_scope(result: PipelineResult) -> str:
     if a is None:
         return result.purify_config.grad_scope
     return as_attacked(result.purify_config, THREAT_MODELS[a.threat_model].backward).grad_scope
-
-
-def to_pil(x: torch.Tensor) -> Image.Image:
-    """(1, 3, S, S) or (3, S, S) in [0,1] -> RGB PIL image, rounded to 8 bits."""
-    arr = x.detach().float().cpu().reshape(-1, *x.shape[-2:]).clamp(0, 1).permute(1, 2, 0).numpy()
-    return Image.fromarray(np.rint(arr * 255).astype(np.uint8))
-
-
-def perturbation_image(x: torch.Tensor, x_adv: torch.Tensor) -> tuple[Image.Image, float]:
-    """The perturbation, amplified to fill [0,1] around mid grey; returns (image, factor)."""
-    d = (x_adv - x).detach().float().cpu()
-    peak = d.abs().max().item()
-    factor = 0.5 / peak if peak > 0 else 1.0
-    return to_pil((0.5 + factor * d).clamp(0, 1)), factor
 
 
 def yes_no(ok: bool) -> str:
@@ -130,8 +123,9 @@ def caveats(result: PipelineResult) -> list[str]:
         out.append(f"{cfg.attack} returned the clean image unchanged: it found no adversarial example.")
     elif o.failed:
         changed = clean_change(result)
-        out.append("The attack failed: neither bare CLIP nor CLIPure changed its answer." if changed is None else
-                   f"The attack failed: neither bare CLIP nor CLIPure changed its answer, but CLIPure had already "
+        who = defended(result)
+        out.append(f"The attack failed: neither bare CLIP nor {who} changed its answer." if changed is None else
+                   f"The attack failed: neither bare CLIP nor {who} changed its answer, but {who} had already "
                    f"changed the clean answer ({changed}).")
     return out
 
@@ -145,9 +139,9 @@ def outcome_notes(result: PipelineResult) -> dict[str, str]:
         if result.attack is not None:
             notes["adv_note"] = notes["purified_note"] = "**No verdict:** the model does not know these class names."
         return notes
-    bare, pur = result.clean.label, result.clean_purified.label
-    notes["clean_note"] = (f"CLIPure on the clean image: **changed** the answer to {pur} (bare CLIP: {bare})."
-                           if clean_change(result) else f"CLIPure on the clean image: **same** answer ({pur}).")
+    bare, pur, who = result.clean.label, result.clean_purified.label, defended(result)
+    notes["clean_note"] = (f"{who} on the clean image: **changed** the answer to {pur} (bare CLIP: {bare})."
+                           if clean_change(result) else f"{who} on the clean image: **same** answer ({pur}).")
     if result.attack is None:
         return notes
     o, cfg = result.outcome, result.attack_config
@@ -160,10 +154,10 @@ def outcome_notes(result: PipelineResult) -> dict[str, str]:
             f"Attack on {who} {verdict}: still {after}."
     over = " (but past eps: see below)" if o.exceeds_eps else ""
     notes["adv_note"] = sentence("bare CLIP", o.fooled_clip, bare, result.adversarial.label) + over
-    notes["purified_note"] = sentence("CLIPure", o.fooled_clipure, pur, result.purified.label) + over
+    notes["purified_note"] = sentence(who, o.fooled_clipure, pur, result.purified.label) + over
     changed = clean_change(result)
-    if changed is not None:   # the verdict is about CLIPure's own clean answer, which is not bare CLIP's
-        notes["purified_note"] += (f" CLIPure had **already changed the clean answer** ({changed})" +
+    if changed is not None:   # the verdict is about the defence's own clean answer, which is not bare CLIP's
+        notes["purified_note"] += (f" {who} had **already changed the clean answer** ({changed})" +
                                    (f", so “failed” only means it stayed on {pur}." if not o.fooled_clipure
                                     else "."))
     return notes
@@ -171,19 +165,49 @@ def outcome_notes(result: PipelineResult) -> dict[str, str]:
 
 def stats_markdown(result: PipelineResult, factor: float) -> str:
     """The perturbation's size and the attack's outcome, with the caption, as Markdown."""
-    a, o = result.attack, result.outcome
+    a, o, who = result.attack, result.outcome, defended(result)
     psnr = "∞" if math.isinf(a.psnr_db) else f"{a.psnr_db:.1f} dB"
     verdict = ("**No attack verdict:** the model does not know these class names" if unknown_words_notice(result)
-               else f"**Attack succeeded** against bare CLIP: **{yes_no(o.fooled_clip)}** · against CLIPure: "
-                    f"**{yes_no(o.fooled_clipure)}** · CLIPure changed the clean answer: "
+               else f"**Attack succeeded** against bare CLIP: **{yes_no(o.fooled_clip)}** · against {who}: "
+                    f"**{yes_no(o.fooled_clipure)}** · {who} changed the clean answer: "
                     f"**{yes_no(o.clipure_changed_clean)}**")
     lines = [f"**Perturbation:** L-inf **{a.linf_255:.2f}/255** · L2 **{a.l2:.3f}** · PSNR **{psnr}** · "
              f"shown amplified **× {factor:.1f}** around mid grey",
              f"{verdict} · {a.seconds:.2f} s, {a.forwards} forward passes"]
     if result.gradient is not None:
         lines.append(gradient_text(result.gradient, result.attack_config.threat_model, result.precision))
+    lines += counterattack_lines(result)
     lines += [f"**Note:** {c}" for c in caveats(result)]
     return "  \n".join(lines) + f"  \n<sub>{caption(result)}</sub>"
+
+
+def counterattack_text(traj, p: PurifyConfig) -> str:
+    """TTC's decision on one image (image 0 of a trajectory): tau against tau_thres, and the weights."""
+    tau, w, thres = float(traj.tau[0]), traj.weights[0].tolist(), p.ttc.tau_thres
+    weights = " · ".join(f"{v:.3f}" for v in w)
+    if tau < thres:
+        return (f"τ = **{tau:.3f}** < τ_thres {thres:g}: falsely stable, so the counterattack counts "
+                f"(weights of δ_0 … δ_{len(w) - 1}: {weights})")
+    return f"τ = **{tau:.3f}** ≥ τ_thres {thres:g}: only the random start δ_0 is used (weights {weights})"
+
+
+def counterattack_lines(result: PipelineResult) -> list[str]:
+    """For TTC, what it did to the clean and the adversarial image; nothing for CLIPure."""
+    if result.clean_trajectory.tau is None:
+        return []
+    traces = [("clean", result.clean_trajectory), ("adversarial", result.adv_trajectory)]
+    return [f"**TTC on the {k} image:** {counterattack_text(t, result.purify_config)}" for k, t in traces
+            if t is not None]
+
+
+def step_name(result: PipelineResult, step: int) -> str:
+    """What a step of the trajectory is: CLIPure's purification step t, or TTC's point."""
+    traj = result.trajectory
+    if traj.tau is None:
+        return ""
+    last = traj.steps
+    return (" (the input)" if step == 0 else " (the random start x + δ_0)" if step == 1 else
+            " (x_ttc, the weighted image TTC classifies)" if step == last else f" (counterattack step {step - 1})")
 
 
 def gradient_text(g: GradientDiagnostics, threat_model: str, precision: str) -> str:
@@ -233,7 +257,7 @@ def figures(result: PipelineResult, top_k: int = 5, step: int | None = None, onl
                           {k: t.prior_loss[:, 0].tolist() for k, t in traces.items() if t.prior_loss is not None},
                           narrow, step_size=eta) if draw("cos_plot") else None,
             rotation_figure(result.trajectory.embeddings, result.blank, result.class_embeddings, result.classnames,
-                            cap, step, narrow, step_size=eta, name=inspected) if draw("rot_plot") else None,
+                            cap, step=step, narrow=narrow, step_size=eta, name=inspected) if draw("rot_plot") else None,
             latent_map_figure({k: t.embeddings[:, 0] for k, t in traces.items()}, result.class_embeddings,
                               result.blank, result.classnames, cap, step=step, narrow=narrow)
             if draw("map_plot") else None)
@@ -264,126 +288,5 @@ def step_markdown(result: PipelineResult, step: int) -> str:
     traj = result.trajectory
     which = "adversarial" if result.adv_trajectory is not None else "clean"
     loss = None if traj.prior_loss is None else traj.prior_loss[step]
-    return (f"**Step {step}/{traj.steps}** of the {which} trajectory: top-1 "
+    return (f"**Step {step}/{traj.steps}**{step_name(result, step)} of the {which} trajectory: top-1 "
             f"**{traj.prediction(step, result.classnames).label}**, {step_measure(traj.cos_to_blank[step], loss)}")
-
-
-def export(result: PipelineResult, folder: Path) -> dict[str, Path | float]:
-    """Write adversarial.png (lossless: exactly the evaluated 8-bit image), clean.png (the input at
-    model resolution), perturbation.png, trajectory.json and trajectory.csv; return their paths
-    and the perturbation's amplification."""
-    paths = {k: folder / f for k, f in (("adversarial", "adversarial.png"), ("clean", "clean.png"),
-                                         ("perturbation", "perturbation.png"), ("json", "trajectory.json"),
-                                         ("csv", "trajectory.csv"))}
-    to_pil(result.x_adv).save(paths["adversarial"])
-    to_pil(result.x).save(paths["clean"])
-    pert, factor = perturbation_image(result.x, result.x_adv)
-    pert.save(paths["perturbation"])
-    paths["json"].write_text(to_json(result))
-    paths["csv"].write_text(to_csv(result))
-    return {**paths, "factor": factor}
-
-
-def trajectory_rows(result: PipelineResult) -> list[dict]:
-    """One row per (trajectory, step): cosine to blank, top-1, and each class probability."""
-    rows = []
-    traces = [("clean", result.clean_trajectory)]
-    if result.adv_trajectory is not None:
-        traces.append(("adversarial", result.adv_trajectory))
-    for name, traj in traces:
-        for t in range(traj.steps + 1):
-            row = {"trajectory": name, "step": t, "cos_to_blank": round(float(traj.cos_to_blank[t, 0]), 6),
-                   "top1": result.classnames[int(traj.top1[t, 0])]}
-            if traj.prior_loss is not None:
-                row["prior_loss"] = round(float(traj.prior_loss[t, 0]), 6)
-            row.update({f"p[{c}]": round(float(p), 6) for c, p in zip(result.classnames, traj.probs[t, 0].tolist())})
-            rows.append(row)
-    return rows
-
-
-def to_csv(result: PipelineResult) -> str:
-    rows = trajectory_rows(result)
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=list(rows[0]))
-    writer.writeheader()
-    writer.writerows(rows)
-    return buf.getvalue()
-
-
-def _finite(v: float) -> float | None:
-    return v if math.isfinite(v) else None
-
-
-def to_dict(result: PipelineResult, embeddings: bool = True) -> dict:
-    """Everything about the request, JSON-ready."""
-    out = {
-        "caption": caption(result),
-        "backbone": result.backbone,
-        "precision": result.precision,
-        "meaningless": result.meaningless,
-        "classnames": result.classnames,
-        "template_set": result.template_set,
-        "purify_config": {**result.purify_config.to_dict(), "grad_scope_attacked": attacked_scope(result)},
-        "run": run_record(result.device, result.precision, result.x, result.input_sha256),
-        "attack_config": None if result.attack_config is None else
-        {**result.attack_config.to_dict(), "step_size": step_size_used(result.attack_config),
-         "step_size_default": result.attack_config.step_size is None},
-        "clean": {"label": result.clean.label, "probs": result.clean.probs},
-        "clean_purified": {"label": result.clean_purified.label, "probs": result.clean_purified.probs},
-        "warnings": result.warnings,
-        "timings_s": {k: round(v, 4) for k, v in result.timings.items()},
-        "trajectory": trajectory_rows(result),
-    }
-    if result.attack is not None:
-        a = result.attack
-        out.update({
-            "adversarial": {"label": result.adversarial.label, "probs": result.adversarial.probs},
-            "purified": {"label": result.purified.label, "probs": result.purified.probs},
-            "perturbation": {"linf_255": a.linf_255, "l2": a.l2, "psnr_db": _finite(a.psnr_db)},
-            "attack_succeeded": {"bare_clip": result.outcome.fooled_clip, "clipure": result.outcome.fooled_clipure},
-            # near-uniform clean probabilities: the model does not know the words; the yes/no mean nothing
-            "verdict_meaningful": unknown_words_notice(result) is None,
-            "clipure_changed_clean": result.outcome.clipure_changed_clean,
-            "exceeds_eps": result.outcome.exceeds_eps,
-            "attack_failed": result.outcome.failed,
-            "caveats": caveats(result),
-            "attack_seconds": round(a.seconds, 4),
-            "gradient": None if result.gradient is None else result.gradient.to_dict(),
-        })
-    if embeddings:
-        out["embeddings"] = {"clean": result.clean_trajectory.embeddings[:, 0].tolist()}
-        if result.adv_trajectory is not None:
-            out["embeddings"]["adversarial"] = result.adv_trajectory.embeddings[:, 0].tolist()
-    return out
-
-
-def to_json(result: PipelineResult) -> str:
-    return json.dumps(to_dict(result))
-
-
-COMPARE_COLUMNS = ["threat model", "bare CLIP (attacked)", "CLIPure (attacked)", "fooled bare CLIP",
-                   "fooled CLIPure", "CLIPure changed clean", "gradient: exact zeros", "gradient norm",
-                   "L-inf (/255)", "time (s)"]
-# Under the table: what its L-inf column counts, so a row that "never moved" is not misread.
-RANDOM_START_NOTE = ("L-inf is the perturbation the attack returned. PGD starts from a uniform random point "
-                     "within eps (its random start), so a row whose gradient is exactly zero still shows up to eps "
-                     "there: the attack stayed at its random start and never moved towards another class.")
-
-
-def threat_model_row(result: PipelineResult) -> dict:
-    """A row of the 'compare threat models' table, keyed by COMPARE_COLUMNS; yes/no from the Outcome."""
-    a, o, tm, g = result.attack, result.outcome, result.attack_config.threat_model, result.gradient
-    over = " (past eps)" if o.exceeds_eps else ""
-    fooled = [yes_no(o.fooled_clip) + over, yes_no(o.fooled_clipure) + over]
-    if unknown_words_notice(result) is not None:   # the model does not know the words: no verdict
-        fooled = ["no verdict", "no verdict"]
-    values = [THREAT_MODELS[tm].label, result.adversarial.label, result.purified.label, *fooled,
-              yes_no(o.clipure_changed_clean), "—" if g is None else f"{g.zero_fraction:.0%}",
-              "—" if g is None else f"{g.norm:.2g}", f"{a.linf_255:.2f}", f"{a.seconds:.1f}"]
-    return dict(zip(COMPARE_COLUMNS, values))
-
-
-def compare_table(results: list[PipelineResult]) -> dict:
-    """The 'compare threat models' table: {"headers": COMPARE_COLUMNS, "data": one row per result}."""
-    rows = [threat_model_row(r) for r in results]
-    return {"headers": COMPARE_COLUMNS, "data": [[row[c] for c in COMPARE_COLUMNS] for row in rows]}

@@ -22,7 +22,7 @@ from app.limits import LIMITS, Limits
 from app.models import Backbone, load_backbone
 from app.purifiers import PURIFIERS, PurifyConfig
 from app.purifiers.eot import check_eot
-from app.threat_models import THREAT_MODELS, check_eot_target
+from app.threat_models import check_eot_target, check_threat_model
 from app.zeroshot import DEFAULT_TEMPLATE_SET, TEXT_CACHE, ZeroShotClassifier, build_classifier, get_templates
 
 
@@ -76,8 +76,8 @@ def prepare_defence(request: Request, attack: AttackConfig | None, purify: Purif
     on the model's device, or one sentence if the backbone has none). The attack's EOT count must
     meet a randomised model under `threat_model` (default: the attack's own)."""
     if attack is not None:   # before any text is encoded: K alone decides this
-        check_eot_target(check_eot(attack.eot, request.limits), threat_model or THREAT_MODELS.check(attack.threat_model),
-                         purify)
+        check_eot_target(check_eot(attack.eot, request.limits),
+                         threat_model or check_threat_model(attack.threat_model, purify), purify)
     prep, acfg = prepare(request, attack)
     PURIFIERS[purify.method].check_backbone(prep.backbone.name, prep.backbone.device)
     return prep, acfg

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 
 from app.attacks import ATTACKS, AttackConfig, AttackResult, run_attack
 from app.defence import Defence
-from app.purifiers import Trajectory, TrajectoryStep, trace
+from app.purifiers import PURIFIERS, Trajectory, TrajectoryStep, seeded, trace
 from app.threat_models import THREAT_MODELS, attacked_model
 from app.zeroshot import ZeroShotClassifier
 
@@ -25,10 +25,30 @@ def encode(classifier: ZeroShotClassifier, x: torch.Tensor) -> torch.Tensor:
     return F.normalize(classifier.encode(x), dim=-1)
 
 
-def score_steps(defence: Defence, z: torch.Tensor) -> Iterator[TrajectoryStep]:
-    """Purify unit embeddings z (N, D) step by step, with the class probabilities at each step.
-    Step 0 is bare CLIP's answer; the last step is CLIPure's."""
+def score_steps(defence: Defence, x: torch.Tensor | None, z: torch.Tensor | None = None) -> Iterator[TrajectoryStep]:
+    """The defence on pixels x (N, 3, S, S) step by step, with the class probabilities at each step.
+    Step 0 is bare CLIP's answer; the last step is the defence's. A purifier of the embedding starts
+    from z (N, D), x's unit embeddings, when the caller has them (else one encoder pass makes them)."""
+    if PURIFIERS[defence.purify.method].pixel:
+        return counterattack_steps(defence, x)
+    z = z if z is not None else encode(defence.classifier, x)
     return trace(z, defence.blank, defence.purify, defence.classifier.logits_from_embedding, defence.backbone)
+
+
+@torch.no_grad()
+def counterattack_steps(defence: Defence, x: torch.Tensor) -> Iterator[TrajectoryStep]:
+    """A pixel-space defence's trajectory (TTC): step 0 is x (bare CLIP), steps 1 .. K+1 the
+    counterattack's points x + delta_k, the last step x_ttc, the image the defence classifies. Its
+    random start comes from stream 0 of the purification seed, the draw that scoring uses."""
+    spec, clf = PURIFIERS[defence.purify.method], defence.classifier
+    generator = seeded(defence.purify, defence.class_embeddings.device, stream=0)
+    done = spec.counter(x, clf.encode, defence.purify, "none", generator)
+    b = defence.blank.float()
+    for t, image in enumerate([x, *done.points, done.x_ttc]):
+        z = encode(clf, image)
+        yield TrajectoryStep(t, z, F.cosine_similarity(z, b.expand_as(z), dim=-1),
+                             clf.logits_from_embedding(z).float().softmax(-1), pixels=image.detach(),
+                             tau=done.tau, weights=done.weights)
 
 
 @dataclass
@@ -47,14 +67,10 @@ class Scored:
         return self.trajectory.top1[-1]
 
 
-def score_embeddings(defence: Defence, z: torch.Tensor) -> Scored:
-    """Purify unit embeddings z (N, D) and return both answers with the whole trajectory."""
-    return Scored(Trajectory.from_steps(list(score_steps(defence, z))))
-
-
-def score(defence: Defence, x: torch.Tensor) -> Scored:
-    """Encode x once, purify, and return both answers with the whole trajectory."""
-    return score_embeddings(defence, encode(defence.classifier, x))
+def score(defence: Defence, x: torch.Tensor, z: torch.Tensor | None = None) -> Scored:
+    """The defence on x (N, 3, S, S): both answers with the whole trajectory. z: x's unit embeddings
+    when the caller has them (a purifier of the embedding then needs no encoder pass)."""
+    return Scored(Trajectory.from_steps(list(score_steps(defence, x, z))))
 
 
 def reference_labels(cfg: AttackConfig, clean: Scored, classnames: Sequence[str]) -> torch.Tensor:

@@ -79,6 +79,13 @@ class PurifiedClassifier(nn.Module):
         self.generator = seeded(defence.purify, defence.class_embeddings.device, stream=stream)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        spec = PURIFIERS[self.cfg.method]
+        if spec.pixel:   # TTC: the counterattack on x, then zero-shot CLIP on x_ttc
+            if self.backward == "official":
+                raise UnsupportedError(no_official(self.cfg))
+            with torch.set_grad_enabled(torch.is_grad_enabled() and self.backward != "none"):
+                done = spec.counter(x, self.classifier.encode, self.cfg, self.backward, self.generator)
+            return self.classifier(done.x_ttc)
         z = F.normalize(self.classifier.encode(x), dim=-1)   # (N, D), unit: purification starts here
         with torch.set_grad_enabled(torch.is_grad_enabled() and self.backward != "none"):
             z = purify(z, self.blank, self.cfg, self.backward, self.backbone, self.generator)
@@ -91,6 +98,26 @@ def attacked_model(threat_model: str, defence: Defence, stream: int = 1) -> nn.M
     """The module whose gradients the attacker follows under a threat model."""
     backward = THREAT_MODELS[threat_model].backward
     return defence.classifier if backward == "none" else PurifiedClassifier(defence, backward, stream).eval()
+
+
+def no_official(cfg: PurifyConfig) -> str:
+    label = PURIFIERS[cfg.method].label
+    return (f"{label} has no official threat model: its own evaluation attacks bare CLIP (undefended) and then "
+            f"defends; to attack through it, pick adaptive or bpda.")
+
+
+def offered(cfg: PurifyConfig) -> list[str]:
+    """The threat models a defence has, in THREAT_MODELS' order: `official` only where the official
+    code attacks through the defence (CLIPure), not for TTC."""
+    return [t for t, tm in THREAT_MODELS.items() if tm.backward != "official" or PURIFIERS[cfg.method].official]
+
+
+def check_threat_model(threat_model: str, cfg: PurifyConfig) -> str:
+    """The threat model's name if the defence has it; one sentence otherwise."""
+    THREAT_MODELS.check(threat_model)
+    if threat_model not in offered(cfg):
+        raise UnsupportedError(no_official(cfg))
+    return threat_model
 
 
 def randomised(threat_model: str, cfg: PurifyConfig) -> bool:

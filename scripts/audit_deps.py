@@ -3,7 +3,7 @@
     python scripts/audit_deps.py [--floors PATH]
 
 Prints one line per package (ok, LOW or absent) and exits 1 if any installed version is below
-its floor. It needs no network; for advisories newer than the file, run pip-audit (README).
+its floor. It needs no network; for advisories newer than the file, run pip-audit (docs/limits.md).
 """
 from __future__ import annotations
 

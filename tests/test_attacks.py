@@ -149,7 +149,7 @@ def test_quantised_adversarial_survives_a_png_round_trip_within_eps(tiny_setup, 
 
     from PIL import Image
 
-    from app.report import to_pil
+    from app.export import to_pil
     clf, blank = tiny_setup
     x8 = torch.round(x * 255) / 255                       # the pipeline's 8-bit input
     for name, eps in (("PGD", 4.0), ("PGD-L2", 0.3)):

@@ -157,11 +157,13 @@ def visible_share(page, selector) -> float:
 # (lesson, its proof's element, what its result says, what its text says)
 LESSON_VIEWS = [(1, "#lesson-images", "Attack on bare CLIP succeeded", "4/255"),
                 (2, "#lesson-plot", "88.1°", "atan(η) = 88.1°"),
-                (3, "#lesson-table", "exactly zero: 100%", "random start")]
+                (3, "#lesson-table", "exactly zero: 100%", "random start"),
+                (4, "#lesson-table", "TTC fooled", "test-time counterattacks")]
 
 
 @pytest.mark.parametrize("viewport", [DESKTOP, PHONE], ids=["desktop", "phone"])
-@pytest.mark.parametrize("lesson, proof, result, text", LESSON_VIEWS, ids=["lesson-1", "lesson-2", "lesson-3"])
+@pytest.mark.parametrize("lesson, proof, result, text", LESSON_VIEWS,
+                         ids=["lesson-1", "lesson-2", "lesson-3", "lesson-4"])
 def test_each_lesson_shows_its_text_result_and_proof_together(browser, server, viewport, lesson, proof, result,
                                                              text):
     """After a lesson's click, its text, its result and the one view that proves it are on screen

@@ -100,8 +100,8 @@ def test_every_yes_no_comes_from_the_one_outcome():
     d = json.loads(open(final["json_file"]).read())
     assert d["attack_config"]["step_size"] == 2.0 and d["attack_config"]["step_size_default"]   # eps 8 / 4
     assert d["attack_succeeded"] == {"bare_clip": o.fooled_clip, "clipure": o.fooled_clipure}
-    from app import report
-    row = report.threat_model_row(r)
+    from app import comparison
+    row = comparison.threat_model_row(r)
     assert row["fooled CLIPure"].startswith("yes" if o.fooled_clipure else "no")
 
 
@@ -162,8 +162,9 @@ def test_lessons_set_form_fields_and_open_the_stage_with_only_their_proof():
         if lesson.action == "compare":   # earlier results cleared, the page's compare panel hidden
             assert stage["status"] == "" and stage["result_state"] is None and stage["clean_label"] is None
             assert stage["_compare_panel"]["visible"] is False
-    assert [lesson.proof for lesson in LESSONS] == ["images", "rotation", "compare"]   # each lesson distinct
+    assert [lesson.proof for lesson in LESSONS] == ["images", "rotation", "compare", "compare"]
     assert LESSONS[2].settings["precision"] == "fp16" and LESSONS[2].action == "compare"
+    assert LESSONS[3].settings["method"] == "ttc" and LESSONS[3].settings["precision"] == "fp32"   # another defence
     assert LESSONS[1].replay_from == 1 and LESSONS[1].settings["image"] != LESSONS[0].settings["image"]
 
 
@@ -181,7 +182,7 @@ def test_gpu_duration_grows_with_the_request():
 
 
 def test_clipure_diff_is_offered_only_where_a_prior_exists_and_says_it_is_randomised():
-    assert [k for _, k in ev.methods_for("tiny-random")] == ["clipure-cos"]
+    assert [k for _, k in ev.methods_for("tiny-random")] == ["clipure-cos", "ttc"]   # TTC needs no prior
     assert "clipure-diff" in [k for _, k in ev.methods_for("toy-shapes")]
     assert "clipure-diff" in [k for _, k in ev.methods_for("ViT-L-14-quickgelu/openai")]
     assert ev.on_method_menu("tiny-random", "clipure-diff")["value"] == "clipure-cos"   # falls back
@@ -190,6 +191,8 @@ def test_clipure_diff_is_offered_only_where_a_prior_exists_and_says_it_is_random
     assert "randomised" in note and seed["visible"] and eot["visible"]
     note, seed, eot = ev.on_method("clipure-cos")
     assert note == "" and not seed["visible"] and not eot["visible"]
+    note, seed, eot = ev.on_method("ttc")   # randomised too (its start), and it says what it does
+    assert "defends the image" in note and "no official threat model" in note and seed["visible"] and eot["visible"]
 
 
 def test_hiding_the_eot_count_and_seed_resets_them():

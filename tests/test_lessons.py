@@ -37,10 +37,25 @@ def test_lesson_three_official_fp16_keeps_the_clean_answer_and_adaptive_is_foole
     assert rows["adaptive"].outcome.fooled_clipure
     # the table shows why: the official attacker's gradient is exactly zero, the adaptive one's is not
     assert rows["official"].gradient.zero_fraction == 1.0 and rows["adaptive"].gradient.zero_fraction < 0.5
-    from app.report import compare_table
+    from app.comparison import compare_table
     from app.ui.lessons import rows_text
     text = rows_text(compare_table(list(rows.values())))
     assert "Official pipeline:** CLIPure **not fooled**" in text and "exactly zero: **100%**" in text
+
+
+def test_lesson_four_ttc_keeps_its_answer_against_bare_clip_attacks_and_not_through_the_defence():
+    f = form(LESSONS[3])
+    assert f.values["method"] == "ttc" and LESSONS[3].action == "compare"
+    rows = {r.attack_config.threat_model: r for r in compare_threat_models(
+        f.request(), f.attack_config(), f.purify_config())}
+    assert list(rows) == ["undefended", "adaptive", "bpda"]          # TTC has no official threat model
+    assert rows["undefended"].clean_purified.label == rows["undefended"].clean.label == "red circle"
+    assert not rows["undefended"].outcome.fooled_clipure               # TTC's own evaluation: it holds here
+    assert rows["adaptive"].outcome.fooled_clipure and rows["bpda"].outcome.fooled_clipure
+    from app.comparison import compare_table
+    from app.ui.lessons import rows_text
+    text = rows_text(compare_table(list(rows.values())))
+    assert "Undefended (transfer):** TTC **not fooled**" in text and "Adaptive (exact):** TTC **fooled**" in text
 
 
 def test_how_it_works_clipure_diff_figures_hold_on_the_toy_model():

@@ -60,7 +60,7 @@ def test_the_linf_update_and_the_batch_norm_are_measured_not_assumed():
     assert linf.out_of_plane.max() > 0.01                           # sign(m) leaves the plane
     assert (linf.points.norm(dim=-1)[1:] < 1 - 1e-3).any()          # so its points fall inside the circle
     assert "=" not in rotation_text(linf.turns, 30.0)               # the measured range, not atan(eta)
-    # The batch norm keeps each step in the plane but turns it by less than atan(eta) (DESIGN.md, 2c).
+    # The batch norm keeps each step in the plane but turns it by less than atan(eta) (docs/design.md, "What the method does").
     batch = plane_coordinates(clipure_cos(z, BLANK, steps=1, grad_scope="batch").embeddings, BLANK, CLASS_DIRECTIONS)
     assert batch.out_of_plane.max() < 1e-6 and batch.turns[0] < math.degrees(math.atan(30.0)) - 0.1
 

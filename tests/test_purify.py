@@ -98,7 +98,7 @@ def test_eta30_rotates_88_degrees():
 def test_official_defaults_two_cycle_returns_the_input(blank):
     # Angles below atan(30) = 88.1 degrees: step 1 overshoots past b, step 2 comes back.
     z = embeddings_at_angles(blank, [60.0, 72.0, 80.0, 87.0])
-    traj = clipure_cos(z, blank, **{k: v for k, v in vars(PAPER_DEFAULTS).items() if k not in ("method", "seed", "diffusion_timesteps")})
+    traj = clipure_cos(z, blank, **{k: v for k, v in vars(PAPER_DEFAULTS).items() if k not in ("method", "seed", "diffusion_timesteps", "ttc")})
     assert traj.embeddings.shape[0] == 11
     torch.testing.assert_close(traj.embeddings[-1], z, atol=1e-9, rtol=0)
     # the odd steps sit on the far side of b, close to it: the cosine oscillates

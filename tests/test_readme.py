@@ -2,7 +2,9 @@
 import re
 from pathlib import Path
 
-README = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+ROOT = Path(__file__).resolve().parent.parent
+README = (ROOT / "README.md").read_text()
+LIMITS = (ROOT / "docs" / "limits.md").read_text()
 BLOCKS = re.findall(r"```python\n(.*?)```", README, flags=re.S)
 
 
@@ -21,18 +23,18 @@ def test_api_snippet_names_real_endpoints():
 
 
 def test_readme_has_the_two_commands_and_ci_runs_the_test_one():
-    ci = (Path(__file__).resolve().parent.parent / ".ci" / "run").read_text()
+    ci = (ROOT / ".ci" / "run").read_text()
     test_cmd = next(line for line in README.splitlines() if line.endswith("python -m pytest -q"))
     assert test_cmd.replace(" -q", "") in ci.replace(" -q", "")
     assert any(line.endswith("python app.py") for line in README.splitlines())
 
 
 def test_limits_table_matches_the_code():
-    """Every field of app/limits.py is in the README's table, with its default."""
+    """Every field of app/limits.py is in docs/limits.md's table, with its default."""
     from dataclasses import fields
 
     from app.limits import Limits
-    table = README[README.index("## Limits for a public Space"):README.index("**Where it listens.**")]
+    table = LIMITS[LIMITS.index("## The limits"):LIMITS.index("## Queue and cancelling")]
     for f in fields(Limits):
         row = next((line for line in table.splitlines() if f"`{f.name}`" in line), None)
         assert row is not None, f.name

@@ -5,11 +5,11 @@ import json
 
 import pytest
 
-from app import report
+from app import comparison, export, report
 from app.attacks import AttackConfig
 from app.pipeline import compare_threat_models, run_pipeline
-from app.request import Request
 from app.purifiers import PurifyConfig
+from app.request import Request
 from tests.conftest import CLASSES
 
 
@@ -28,7 +28,7 @@ def test_caption_names_everything_a_robustness_figure_needs(result):
 
 
 def test_json_carries_the_outcome_the_trajectories_and_the_configs(result):
-    data = json.loads(report.to_json(result))
+    data = json.loads(export.to_json(result))
     assert data["attack_succeeded"] == {"bare_clip": result.outcome.fooled_clip,
                                         "clipure": result.outcome.fooled_clipure}
     assert data["clipure_changed_clean"] == result.outcome.clipure_changed_clean
@@ -41,7 +41,7 @@ def test_json_carries_the_outcome_the_trajectories_and_the_configs(result):
 
 
 def test_csv_has_one_row_per_step_and_probabilities_that_sum_to_one(result):
-    rows = list(csv.DictReader(io.StringIO(report.to_csv(result))))
+    rows = list(csv.DictReader(io.StringIO(export.to_csv(result))))
     assert len(rows) == 2 * 5
     for row in rows:
         total = sum(float(v) for k, v in row.items() if k.startswith("p["))
@@ -52,7 +52,7 @@ def test_csv_has_one_row_per_step_and_probabilities_that_sum_to_one(result):
 def test_export_writes_the_files_and_the_png_is_exactly_the_evaluated_image(result, tmp_path):
     import numpy as np
     from PIL import Image
-    files = report.export(result, tmp_path)
+    files = export.export(result, tmp_path)
     for key in ("adversarial", "clean", "perturbation", "json", "csv"):
         assert files[key].is_file()
     png = np.asarray(Image.open(files["adversarial"]), dtype=np.float32) / 255
@@ -63,8 +63,8 @@ def test_export_writes_the_files_and_the_png_is_exactly_the_evaluated_image(resu
 def test_compare_table_has_a_row_per_threat_model(noise_image):
     results = compare_threat_models(Request(noise_image, CLASSES, "tiny-random", "single"),
                                     AttackConfig(attack="FGSM", eps=8))
-    table = report.compare_table(results)
-    assert table["headers"] == report.COMPARE_COLUMNS
+    table = comparison.compare_table(results)
+    assert table["headers"] == comparison.COMPARE_COLUMNS
     from app.threat_models import THREAT_MODELS
     assert [row[0] for row in table["data"]] == [tm.label for tm in THREAT_MODELS.values()]
     for row, r in zip(table["data"], results):    # the yes/no columns are the scorer's Outcome
@@ -115,20 +115,20 @@ def test_the_record_says_what_ran(tmp_path):
     r = run_pipeline(image, "red circle, blue square, green triangle", AttackConfig(attack="PGD", eps=4, steps=1,
                      threat_model="official"), PurifyConfig(grad_scope="sample"), model="toy-shapes",
                      template_set="single")
-    data = json.loads(report.to_json(r))
+    data = json.loads(export.to_json(r))
     run = data["run"]
     assert run["app_version"] == app.__version__ and run["precision"] == "fp32" and run["device"] == "cpu"
     assert run["commit"] is None or len(run["commit"].split("-")[0]) == 40
     assert run["packages"]["torch"] == version("torch") and run["packages"]["open_clip_torch"] == version("open_clip_torch")
     assert run["input_sha256"] == hashlib.sha256(image.read_bytes()).hexdigest()
-    files = report.export(r, tmp_path)
+    files = export.export(r, tmp_path)
     pixels = np.asarray(Image.open(files["clean"]).convert("RGB")).tobytes()
     assert run["pixels_sha256"] == hashlib.sha256(pixels).hexdigest()
     assert data["purify_config"]["grad_scope"] == "sample" and data["purify_config"]["grad_scope_attacked"] == "batch"
     assert "the attacked graph: batch" in data["caption"]
     bpda = run_pipeline(image, "red circle, blue square, green triangle", AttackConfig(attack="PGD", eps=4, steps=1,
                         threat_model="bpda"), model="toy-shapes", template_set="single")
-    assert "attacked graph" not in report.caption(bpda) and report.to_dict(bpda)["purify_config"]["grad_scope_attacked"] == "sample"
+    assert "attacked graph" not in report.caption(bpda) and export.to_dict(bpda)["purify_config"]["grad_scope_attacked"] == "sample"
 
 
 def test_words_the_model_does_not_know_get_a_notice_and_no_verdict():
@@ -146,12 +146,12 @@ def test_words_the_model_does_not_know_get_a_notice_and_no_verdict():
     assert notes["adv_note"].startswith("**No verdict") and "succeeded" not in notes["purified_note"]
     assert "succeeded" not in cb.done_status(r, 1.0) and "No attack verdict" in cb.done_status(r, 1.0)
     assert "No attack verdict" in report.stats_markdown(r, 1.0) and "Attack succeeded" not in report.stats_markdown(r, 1.0)
-    assert report.to_dict(r)["verdict_meaningful"] is False
+    assert export.to_dict(r)["verdict_meaningful"] is False
     assert any("knows only its 16 shape names" in w and "'cat'" in w for w in r.warnings)
-    row = report.threat_model_row(r)
+    row = comparison.threat_model_row(r)
     assert row["fooled bare CLIP"] == row["fooled CLIPure"] == "no verdict"
     known = run_pipeline(image, "red circle, green circle, blue square", AttackConfig(attack="PGD", eps=4, steps=2),
                          model="toy-shapes", template_set="single")
-    assert not near_uniform(known.clean.probs) and report.to_dict(known)["verdict_meaningful"] is True
+    assert not near_uniform(known.clean.probs) and export.to_dict(known)["verdict_meaningful"] is True
     assert not known.warnings and "does not know" not in report.outcome_notes(known)["clean_note"]
     assert near_uniform([0.5, 0.5]) and near_uniform([0.22, 0.2, 0.2, 0.19, 0.19]) and not near_uniform([0.7, 0.3])

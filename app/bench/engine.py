@@ -65,13 +65,13 @@ def eval_overhead_ratio(model: str = TOY_BACKBONE, n: int = 32, batch_size: int 
             x, y = data.load(r, ev.backbone)
             z = encode(ev.classifier, x)
             for p in (BARE, pcfg):
-                list(score_steps(ev.defence(p), z))
+                list(score_steps(ev.defence(p), x, z))
             for tm in ("undefended", "adaptive"):
                 model_ = attacked_model(tm, ev.defence(pcfg))
                 acfg = AttackConfig(attack="PGD", eps=4.0, steps=5, threat_model=tm)
                 z_adv = encode(ev.classifier, run_attack(acfg, model_, x, ev.classnames, y).x_adv)
                 for p in ((BARE, pcfg) if tm == "undefended" else (pcfg,)):
-                    list(score_steps(ev.defence(p), z_adv))
+                    list(score_steps(ev.defence(p), None, z_adv))
         return time.perf_counter() - t
 
     def harness() -> tuple[float, dict]:

@@ -15,7 +15,7 @@ from app.errors import CLIPureError, UnknownNameError, check_int, check_range
 from app.models import BACKBONES, TOY_BACKBONE
 from app.precision import PRECISIONS
 from app.purifiers import GRAD_SCOPES, PURIFIERS, PurifyConfig
-from app.threat_models import THREAT_MODELS
+from app.threat_models import THREAT_MODELS, no_official, offered
 from app.zeroshot import TEMPLATE_SETS
 
 NO_DEFENCE = "none"        # bare CLIP, no purification
@@ -87,6 +87,9 @@ class EvalConfig:
             check_int("--eot", self.eot, 1, 10_000)
         for t in self.threat_models:
             THREAT_MODELS.check(t)
+        for d in self.defences:
+            if d != NO_DEFENCE and not any(t in offered(PurifyConfig(method=d)) for t in self.threat_models):
+                raise CLIPureError(f"--threat-models {','.join(self.threat_models)}: {no_official(PurifyConfig(method=d))}")
         for name, values in (("--defences", self.defences), ("--attacks", self.attacks),
                              ("--eps", self.eps), ("--threat-models", self.threat_models), ("--purify-step-size", self.purify_step_sizes)):
             if not values:
@@ -102,6 +105,11 @@ class EvalConfig:
                          norm=self.norm, grad_scope=self.grad_scope).validate()
         return self
 
+    def step_sizes_of(self, defence: str) -> tuple[float, ...]:
+        """The purification step sizes a defence is evaluated at: the grid's, except for a pixel-space
+        defence (TTC), which has its own step (TTCConfig) and is evaluated once."""
+        return self.purify_step_sizes[:1] if PURIFIERS[defence].pixel else self.purify_step_sizes
+
     def settings(self) -> list["Setting"]:
         """The grid, in a fixed order. Bare CLIP has nothing to purify, so it is attacked once
         per (attack, eps), under the undefended threat model, whatever --threat-models says."""
@@ -112,8 +120,8 @@ class EvalConfig:
             else:
                 purify_cfgs = [PurifyConfig(method=d, steps=self.purify_steps, step_size=eta, momentum=self.momentum,
                                             norm=self.norm, grad_scope=self.grad_scope)
-                               for eta in self.purify_step_sizes]
-                tms = list(self.threat_models)
+                               for eta in self.step_sizes_of(d)]
+                tms = [t for t in self.threat_models if t in offered(purify_cfgs[0])]   # TTC: no official
             for p in purify_cfgs:
                 for a in self.attacks:
                     for e in ([0.0] if a == NO_ATTACK else self.eps):
@@ -135,12 +143,13 @@ class Setting:
     key: str = field(default="", compare=False)
 
     def __post_init__(self):
-        eta = "" if self.purify is None else f"(eta={self.purify.step_size:g})"
+        eta = "" if self.purify_step_size is None else f"(eta={self.purify.step_size:g})"
         object.__setattr__(self, "key", f"{self.defence}{eta}|{self.attack}|{self.eps:g}|{self.threat_model}")
 
     @property
     def purify_step_size(self) -> float | None:
-        return None if self.purify is None else self.purify.step_size
+        """CLIPure's eta; None for bare CLIP and for TTC (whose step is its own, TTCConfig)."""
+        return None if self.purify is None or PURIFIERS[self.purify.method].pixel else self.purify.step_size
 
     def with_seed(self, seed: int) -> PurifyConfig | None:
         return None if self.purify is None else replace(self.purify, seed=seed)

@@ -1,7 +1,7 @@
 """Named evaluation presets, defined once (the CLI, the UI and the API use them).
 
-"paper": the official CLIPure-Cos ImageNet evaluation (DESIGN.md, "Evaluation in the official
-code"): AutoAttack version='custom' with APGD-CE (5 restarts) then APGD-T (9 target classes),
+"paper": the official CLIPure-Cos ImageNet evaluation (docs/official-code.md, "The
+paper's attack"): AutoAttack version='custom' with APGD-CE (5 restarts) then APGD-T (9 target classes),
 100 iterations, L-inf 4/255, batch 2, fp16, 80-template ensemble, T=10 eta=30 gamma=0 with the
 batch-coupled gradient norm, attacked through the official backward, ViT-L-14 OpenAI, 1,000
 ImageNet validation images.

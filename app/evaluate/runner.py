@@ -28,7 +28,7 @@ from app.evaluate.store import RESULTS, prepare_out, read_results
 from app.limits import LIMITS
 from app.models import load_backbone
 from app.purifiers import PurifyConfig
-from app.scoring import Scored, encode, outcomes, score_embeddings
+from app.scoring import Scored, encode, outcomes, score
 from app.threat_models import THREAT_MODELS, attacked_model, randomised
 from app.zeroshot import TEXT_CACHE, build_classifier
 
@@ -97,8 +97,9 @@ class Evaluator:
         """The evaluated classifier under `purify` (None: bare CLIP, no purification steps)."""
         return Defence(self.classifier, self.blank, purify or BARE, self.backbone.name)
 
-    def _scored(self, purify: PurifyConfig | None, z: torch.Tensor) -> Scored:
-        return score_embeddings(self.defence(purify), z)
+    def _scored(self, purify: PurifyConfig | None, x: torch.Tensor, z: torch.Tensor) -> Scored:
+        """x scored by the defence; z: x's unit embeddings, shared by every purifier of the embedding."""
+        return score(self.defence(purify), x, z)
 
     def run_batch(self, k: int, positions: range, todo: list[Setting]):
         """Yield the result lines of batch k, one group (settings sharing an attacked model) at a time."""
@@ -128,8 +129,8 @@ class Evaluator:
                 pcfg = s.with_seed(seed)
                 key = s.purify
                 if key not in clean:
-                    clean[key] = self._scored(pcfg, z)
-                c, adv = clean[key], self._scored(pcfg, z_adv)
+                    clean[key] = self._scored(pcfg, x, z)
+                c, adv = clean[key], self._scored(pcfg, x_adv, z_adv)
                 bare = s.defence == NO_DEFENCE
                 clean_pred = c.bare if bare else c.purified
                 pred = adv.bare if bare else adv.purified

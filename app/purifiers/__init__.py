@@ -14,7 +14,7 @@ from typing import Callable, Iterator
 import torch
 import torch.nn.functional as F
 
-from app.errors import OutOfRangeError, check_int, check_range
+from app.errors import OutOfRangeError, UnsupportedError, check_int, check_range
 from app.limits import LIMITS, Limits
 from app.purifiers.cos import (
     BACKWARDS,
@@ -27,11 +27,12 @@ from app.purifiers.cos import (
 from app.purifiers.diff import diff_iterate
 from app.purifiers.priors import has_prior, load_prior
 from app.purifiers.trajectory import Prediction, Trajectory, TrajectoryStep
+from app.purifiers.ttc import Counterattack, TTCConfig, counterattack
 from app.registry import Registry
 
 __all__ = ["PURIFIERS", "PurifyConfig", "PAPER_DEFAULTS", "purify", "purify_iter", "trace", "Trajectory",
            "TrajectoryStep", "Prediction", "clipure_cos", "clipure_cos_iter", "rotation_per_step", "NORMS",
-           "GRAD_SCOPES", "BACKWARDS"]
+           "GRAD_SCOPES", "BACKWARDS", "TTCConfig", "Counterattack", "trajectory_steps"]
 
 
 @dataclass(frozen=True)
@@ -42,8 +43,9 @@ class PurifyConfig:
     momentum: float = 0.0         # gamma, official default
     norm: str = "l2"              # update norm, official default
     grad_scope: str = "sample"    # "batch" reproduces the official batch coupling
-    seed: int = 0                 # randomised purifiers (CLIPure-Diff): timesteps and noise
+    seed: int = 0                 # randomised defences (CLIPure-Diff: timesteps and noise; TTC: its start)
     diffusion_timesteps: tuple[int, int] = (900, 999)   # CLIPure-Diff's random timestep range, both ends in
+    ttc: TTCConfig = TTCConfig()  # TTC's own parameters (method "ttc"; steps and step_size above are CLIPure's)
 
     def validate(self, limits: Limits = LIMITS) -> "PurifyConfig":
         PURIFIERS.check(self.method)
@@ -54,7 +56,7 @@ class PurifyConfig:
             step_size=check_range("Purification step size", self.step_size, 0, limits.max_step_size),
             momentum=check_range("Momentum", self.momentum, 0, 0.999),
             seed=check_int("Purification seed", self.seed, 0, 2**31 - 1),
-            diffusion_timesteps=_check_timesteps(self.diffusion_timesteps))
+            diffusion_timesteps=_check_timesteps(self.diffusion_timesteps), ttc=self.ttc.validate())
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -80,14 +82,27 @@ PAPER_DEFAULTS = PurifyConfig()
 Iterate = Callable[..., Iterator[tuple[torch.Tensor, dict]]]
 
 
+# (x (N, 3, S, S), encode, cfg, backward, generator) -> Counterattack: a defence in pixel space (TTC).
+Counter = Callable[..., Counterattack]
+
+
 @dataclass(frozen=True)
 class PurifierSpec:
     label: str
-    iterate: Iterate
+    iterate: Iterate | None       # a purifier of the embedding (CLIPure); None for a pixel-space defence
     randomised: bool = False      # draws randomness each step (the attacker should average: EOT)
+    counter: Counter | None = None   # a pixel-space defence: what it does to the image (TTC)
+    # The official code attacks through the defence (CLIPure's official backward); TTC's evaluation
+    # attacks bare CLIP only, so it has no `official` threat model.
+    official: bool = True
     supports: Callable[[str | None], bool] = lambda backbone: True   # backbones it can purify for
     # (backbone, device): load what it needs for that backbone, or raise one sentence if it can't
     check_backbone: Callable[[str | None, torch.device | str], object] = lambda backbone, device: None
+
+    @property
+    def pixel(self) -> bool:
+        """It defends the image, not the embedding: scoring needs the pixels."""
+        return self.counter is not None
 
 
 def _cos_iterate(z, blank, cfg: PurifyConfig, backward: str = "none", backbone: str | None = None,
@@ -101,7 +116,17 @@ PURIFIERS: Registry[PurifierSpec] = Registry("purification method", {
     "clipure-cos": PurifierSpec("CLIPure-Cos", _cos_iterate),
     "clipure-diff": PurifierSpec("CLIPure-Diff", diff_iterate, randomised=True, supports=has_prior,
                                  check_backbone=load_prior),
+    "ttc": PurifierSpec("TTC", None, randomised=True,
+                        counter=lambda x, encode, cfg, backward, generator: counterattack(x, encode, cfg.ttc,
+                                                                                         generator, backward),
+                        official=False),
 })
+
+
+def trajectory_steps(cfg: PurifyConfig) -> int:
+    """T, the steps of the defence's trajectory after its input: the purification's steps, or a
+    pixel-space defence's (TTC: its random start, its K counterattack steps and the weighted image)."""
+    return cfg.ttc.steps + 2 if PURIFIERS[cfg.method].pixel else cfg.steps
 
 
 def seeded(cfg: PurifyConfig, device: torch.device | str = "cpu", stream: int = 0) -> torch.Generator:
@@ -117,8 +142,12 @@ def purify_iter(z: torch.Tensor, blank: torch.Tensor, cfg: PurifyConfig = PAPER_
                 measure_last: bool = True) -> Iterator[tuple[torch.Tensor, dict]]:
     """Registry-driven purification: yield (z_t, extras) for t = 0 .. T. Without a generator,
     randomised purifiers draw from a fresh one seeded by cfg.seed."""
+    spec = PURIFIERS[cfg.method]
+    if spec.pixel:
+        raise UnsupportedError(f"{spec.label} defends the image, not its embedding: score it from the pixels "
+                               f"(app.scoring.score).")
     generator = generator if generator is not None else seeded(cfg, z.device)
-    return PURIFIERS[cfg.method].iterate(z, blank, cfg, backward, backbone, generator, measure_last)
+    return spec.iterate(z, blank, cfg, backward, backbone, generator, measure_last)
 
 
 def purify(z: torch.Tensor, blank: torch.Tensor, cfg: PurifyConfig = PAPER_DEFAULTS, backward: str = "none",

@@ -1,7 +1,7 @@
 """CLIPure-Cos: purification in CLIP's latent space, step by step.
 
 Gradient ascent on cos(z, b), the cosine between the image embedding z and the blank target
-b, as the official code does it (DESIGN.md, "The method"). With r = ||z|| and u = z / r:
+b, as the official code does it (docs/design.md, "The method"). With r = ||z|| and u = z / r:
 
     g   = grad_z[-cos(z, b)] = -(b_hat - cos(z, b) u) / r         closed form, tangent to the sphere
     g_u = r g

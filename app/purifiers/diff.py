@@ -3,7 +3,7 @@
 Each step scores z by the prior's denoising loss at one random timestep t in [900, 999] (the
 same t for the whole batch, fresh Gaussian noise per sample, no text condition), on the scaled
 embedding s = z * image_embed_scale, and moves z down that loss with the step of CLIPure-Cos
-(DESIGN.md, "CLIPure-Diff in the official code"). With r = ||z|| and u = z / r:
+(docs/official-code.md, "CLIPure-Diff"). With r = ||z|| and u = z / r:
 
     g   = grad_s loss(s, t, noise)
     g_u = r g
@@ -45,7 +45,7 @@ def prior_gradient(prior: DiffusionPrior, z: torch.Tensor, t: torch.Tensor, nois
     return grad, loss.detach()
 
 
-def clipure_diff_iter(z: torch.Tensor, prior: DiffusionPrior, steps: int = 10, step_size: float = 30.0,
+def clipure_diff_iter(z: torch.Tensor, prior: DiffusionPrior, *, steps: int = 10, step_size: float = 30.0,
                       momentum: float = 0.0, norm: str = "l2", grad_scope: str = "sample",
                       backward: str = "none", generator: torch.Generator | None = None,
                       timesteps: tuple[int, int] = DEFAULT_TIMESTEPS,
@@ -95,5 +95,6 @@ def diff_iterate(z, blank, cfg, backward: str = "none", backbone: str | None = N
     generator = generator if generator is not None else torch.Generator(device=z.device).manual_seed(cfg.seed)
     prior = load_prior(backbone, z.device)
     timesteps = cfg.diffusion_timesteps
-    yield from clipure_diff_iter(z, prior, cfg.steps, cfg.step_size, cfg.momentum, cfg.norm, cfg.grad_scope,
-                                 backward, generator, timesteps, measure_last)
+    yield from clipure_diff_iter(z, prior, steps=cfg.steps, step_size=cfg.step_size, momentum=cfg.momentum,
+                                 norm=cfg.norm, grad_scope=cfg.grad_scope, backward=backward, generator=generator,
+                                 timesteps=timesteps, measure_last=measure_last)

@@ -1,7 +1,7 @@
 """The diffusion prior of CLIPure-Diff: DALL-E 2's prior over CLIP image embeddings.
 
-CLIPure-Diff scores an image embedding by the prior's denoising loss (DESIGN.md, "CLIPure-Diff
-in the official code"). This module holds the network and the loss; app/purifiers/priors.py says
+CLIPure-Diff scores an image embedding by the prior's denoising loss (docs/official-code.md,
+"CLIPure-Diff"). This module holds the network and the loss; app/purifiers/priors.py says
 where each backbone's prior comes from and loads its weights.
 
 Why not the `dalle2_pytorch` package: `pip install --dry-run dalle2_pytorch` (1.15.6) wants
@@ -55,7 +55,7 @@ class PriorConfig:
         return json.dumps(asdict(self), indent=1)
 
 
-LAION_VIT_L_14 = PriorConfig()    # the official DiffusionPriorNetwork settings (DESIGN.md)
+LAION_VIT_L_14 = PriorConfig()    # the official DiffusionPriorNetwork settings (docs/official-code.md)
 
 
 class LayerNorm(nn.Module):

@@ -37,6 +37,10 @@ class TrajectoryStep:
     cos_to_blank: torch.Tensor         # (N,) cos(z_t, b)
     probs: torch.Tensor | None = None  # (N, C) class probabilities of z_t; None without class names
     prior_loss: torch.Tensor | None = None  # (N,) CLIPure-Diff's denoising loss at z_t
+    # A pixel-space defence (TTC): the image at this step, and the counterattack's tau and weights.
+    pixels: torch.Tensor | None = None      # (N, 3, S, S)
+    tau: torch.Tensor | None = None         # (N,)
+    weights: torch.Tensor | None = None     # (N, K+1)
 
     @property
     def top1(self) -> torch.Tensor | None:
@@ -50,13 +54,18 @@ class Trajectory:
     cos_to_blank: torch.Tensor            # (T+1, N)
     probs: torch.Tensor | None = None     # (T+1, N, C)
     prior_loss: torch.Tensor | None = None  # (T+1, N), CLIPure-Diff only
+    pixels: torch.Tensor | None = None      # (T+1, N, 3, S, S), TTC only: each step's image
+    tau: torch.Tensor | None = None         # (N,), TTC only
+    weights: torch.Tensor | None = None     # (N, K+1), TTC only
 
     @classmethod
     def from_steps(cls, steps: Sequence[TrajectoryStep]) -> "Trajectory":
         def stack(name):
             values = [getattr(s, name) for s in steps]
             return None if any(v is None for v in values) else torch.stack(values)
-        return cls(stack("embedding"), stack("cos_to_blank"), stack("probs"), stack("prior_loss"))
+        last = steps[-1]
+        return cls(stack("embedding"), stack("cos_to_blank"), stack("probs"), stack("prior_loss"), stack("pixels"),
+                   last.tau, last.weights)
 
     @property
     def steps(self) -> int:
@@ -78,11 +87,13 @@ class Trajectory:
         return Prediction.from_probs(self.probs[step, i], classnames)
 
     def step(self, t: int) -> TrajectoryStep:
-        return TrajectoryStep(t, self.embeddings[t], self.cos_to_blank[t],
-                              None if self.probs is None else self.probs[t],
-                              None if self.prior_loss is None else self.prior_loss[t])
+        at = lambda v: None if v is None else v[t]  # noqa: E731
+        return TrajectoryStep(t, self.embeddings[t], self.cos_to_blank[t], at(self.probs), at(self.prior_loss),
+                              at(self.pixels), self.tau, self.weights)
 
     def select(self, i: int) -> "Trajectory":
         """Image i alone, as a batch of one."""
         pick = lambda v: None if v is None else v[:, i:i + 1]  # noqa: E731
-        return Trajectory(pick(self.embeddings), pick(self.cos_to_blank), pick(self.probs), pick(self.prior_loss))
+        row = lambda v: None if v is None else v[i:i + 1]     # noqa: E731
+        return Trajectory(pick(self.embeddings), pick(self.cos_to_blank), pick(self.probs), pick(self.prior_loss),
+                          pick(self.pixels), row(self.tau), row(self.weights))

@@ -8,13 +8,14 @@ import time
 
 import gradio as gr
 
-from app import report
+from app import comparison, export, report
 from app.errors import CLIPureError
-from app.ui.hosting import gpu
 from app.pipeline import classify, compare_threat_models, result_of, run
-from app.ui.server import output_dir
+from app.purifiers import trajectory_steps
 from app.streaming import in_thread
 from app.threat_models import THREAT_MODELS
+from app.ui.hosting import gpu
+from app.ui.server import output_dir
 from app.ui.form import (
     COMMON,
     FORM,
@@ -68,7 +69,7 @@ def _run_stream(form: Form, pcfg, shown: list):
             s = event.step
             steps.append(s)
             last_draw = last_draw or now   # fast purifications finish before any redraw
-            if s.step not in (0, pcfg.steps) and now - last_yield < STREAM_STEP_INTERVAL_S:
+            if s.step not in (0, trajectory_steps(pcfg)) and now - last_yield < STREAM_STEP_INTERVAL_S:
                 continue
             last_yield = now
             top1 = names[int(s.top1[0])]
@@ -87,7 +88,7 @@ def _run_stream(form: Form, pcfg, shown: list):
 def final_outputs(r, wall_s: float | None = None) -> tuple:
     for w in r.warnings:
         gr.Warning(w)
-    files = report.export(r, output_dir())
+    files = export.export(r, output_dir())
     # Only the plot in view is drawn (the Probabilities tab after a run); the page draws another
     # when its tab is opened (events.on_plot_tab), so a request does not pay for figures unseen.
     f_probs = report.figure(r, "prob_plot", TOP_K)
@@ -102,9 +103,11 @@ def final_outputs(r, wall_s: float | None = None) -> tuple:
         prob_plot=f_probs, cos_plot=f_cos, map_plot=f_map,
         json_file=str(files["json"]), csv_file=str(files["csv"]),
         status=done_status(r, wall_s),
-        result_state=r, replay=r.purify_config.steps,
+        result_state=r, replay=r.trajectory.steps,
         replay_label=r.trajectory.prediction(-1, r.classnames).top(TOP_K, r.classnames),
-        replay_note=report.step_markdown(r, r.purify_config.steps),
+        replay_note=report.step_markdown(r, r.trajectory.steps),
+        ttc_image=(gr.update(value=str(files["counterattack"]), visible=True) if "counterattack" in files
+                   else gr.update(value=None, visible=False)),
     )
 
 
@@ -150,8 +153,8 @@ def compare_demo(form: Form):
 def compare_outputs(results) -> tuple:
     """(table, caption) of a comparison: the clean answer, what L-inf counts, what ran."""
     cap = report.caption(results[0], threat_model="each row")
-    return (report.compare_table(results),
-            f"Clean prediction: **{results[0].clean.label}**. {report.RANDOM_START_NOTE} <sub>{cap}</sub>")
+    return (comparison.compare_table(results),
+            f"Clean prediction: **{results[0].clean.label}**. {comparison.RANDOM_START_NOTE} <sub>{cap}</sub>")
 
 
 @gpu(duration=gpu_seconds(COMMON + PRECISION))
@@ -172,8 +175,8 @@ def classify_api(form: Form) -> dict:
 def attack_api(form: Form):
     """Attack only: the adversarial PNG, the clean PNG at model resolution, and the statistics."""
     r = result_of(run(form.request(), form.attack_config(), form.purify_config()))
-    files = report.export(r, output_dir())
-    stats = report.to_dict(r, embeddings=False)
+    files = export.export(r, output_dir())
+    stats = export.to_dict(r, embeddings=False)
     stats.pop("trajectory")
     return str(files["adversarial"]), str(files["clean"]), stats
 
@@ -185,4 +188,4 @@ def attack_api(form: Form):
 def purify_api(form: Form) -> dict:
     """Purify the clean image's embedding: the whole trajectory with per-step probabilities."""
     r = result_of(run(form.request(), None, form.purify_config()))
-    return report.to_dict(r, embeddings=False)
+    return export.to_dict(r, embeddings=False)

@@ -79,10 +79,20 @@ def on_method(method):
     randomised = bool(spec and spec.randomised)
     if not randomised:
         return "", gr.update(visible=False, value=PAPER_DEFAULTS.seed), gr.update(visible=False, value=1)
-    note = (f"**{spec.label} is a randomised defence:** each purification step draws a random diffusion "
-            f"timestep and noise; the purification seed fixes the draws (the same seed repeats them). An honest "
-            f"adaptive attacker averages its gradient over K draws per step (EOT K > 1; evaluations use 10), "
-            f"with {', '.join(eot_attacks())}; the default K = 1 is one draw, a weak attacker.")
+    eot = (f"An honest adaptive attacker averages its gradient over K draws per step (EOT K > 1; evaluations "
+           f"use 10), with {', '.join(eot_attacks())}; the default K = 1 is one draw, a weak attacker.")
+    if spec.pixel:
+        t = PAPER_DEFAULTS.ttc   # the page runs TTC at the official defaults
+        note = (f"**{spec.label}, test-time counterattacks (Xing et al., CVPR 2025), defends the image:** from a "
+                f"random start within {t.eps:g}/255 it takes {t.steps} steps of {t.step_size:g}/255 that push the "
+                f"embedding away from where it is, and weights them by how far the noise alone moved it "
+                f"(τ against τ_thres {t.tau_thres:g}, β {t.beta:g}: the official defaults; purification steps and η "
+                f"do not apply). Its random start is seeded by the purification seed. Its own evaluation attacks "
+                f"bare CLIP (undefended); adaptive and BPDA attack through it; it has no official threat model. "
+                + eot)
+    else:
+        note = (f"**{spec.label} is a randomised defence:** each purification step draws a random diffusion "
+                f"timestep and noise; the purification seed fixes the draws (the same seed repeats them). " + eot)
     return note, gr.update(visible=True), gr.update(visible=True)
 
 

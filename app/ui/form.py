@@ -98,7 +98,8 @@ AUDIT_ATTACKS = 14
 # What /run fills, in order; callbacks return {name: value} and `run_outputs` orders them.
 RUN_OUTPUTS = ("clean_label", "adv_label", "purified_label", "clean_note", "adv_note", "purified_note",
                "adv_image", "pert_image", "stats", "adv_download", "prob_plot", "cos_plot", "map_plot",
-               "json_file", "csv_file", "status", "result_state", "replay", "replay_label", "replay_note")
+               "json_file", "csv_file", "status", "result_state", "replay", "replay_label", "replay_note",
+               "ttc_image")   # appended last: TTC's counterattacked image (hidden for CLIPure)
 
 
 def signature(names) -> inspect.Signature:

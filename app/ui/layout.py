@@ -13,7 +13,8 @@ import gradio as gr
 
 from app import models
 from app.ui import server
-from app.models import load_backbone, load_default
+from app.fallback import load_default
+from app.models import load_backbone
 from app.presets import LESSONS, default_classnames
 from app.report import PLOTS
 from app.ui import audit_panel as ap

@@ -13,11 +13,11 @@ import math
 import gradio as gr
 import pandas as pd
 
-from app import report
+from app import export, report
 from app.models import TOY_BACKBONE
 from app.presets import LESSONS, examples_for
-from app.ui.server import output_dir
 from app.ui.form import RUN_OUTPUTS, run_outputs
+from app.ui.server import output_dir
 
 # The stage's widgets, in the order stage callbacks return them.
 STAGE = ("_stage", "_lesson_text", "_lesson_result", "_lesson_images", "_lesson_plot", "_lesson_step",
@@ -95,7 +95,7 @@ def on_lesson_done(k: int):
         if result is None:   # the request was refused or cancelled: the status says why
             return gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip()
         folder = output_dir()
-        files = report.export(result, folder)
+        files = export.export(result, folder)
         paths = [str(files[key]) for key in ("clean", "adversarial", "perturbation", "json", "csv")]
         images = plot = gr.skip()
         step = lesson.replay_from if lesson.replay_from is not None else result.trajectory.steps
@@ -155,10 +155,13 @@ def rows_text(table) -> str:
     if isinstance(table, dict):
         table = pd.DataFrame(table.get("data") or [], columns=table.get("headers"))
     lines = []
+    # The table names the defence compared (CLIPure, or TTC) in its columns (comparison.compare_table).
+    who = next((c.removeprefix("fooled ") for c in table.columns if c.startswith("fooled ") and "bare" not in c),
+               "CLIPure")
     for _, row in table.iterrows():
-        fooled = str(row["fooled CLIPure"]).split(" (")[0]   # "yes", "no" or "no verdict", before "(past eps)"
-        verdict = {"yes": f"CLIPure **fooled** → {row['CLIPure (attacked)']}",
-                   "no": f"CLIPure **not fooled** ({row['CLIPure (attacked)']})"}.get(fooled, fooled)
+        fooled = str(row[f"fooled {who}"]).split(" (")[0]   # "yes", "no" or "no verdict", before "(past eps)"
+        verdict = {"yes": f"{who} **fooled** → {row[f'{who} (attacked)']}",
+                   "no": f"{who} **not fooled** ({row[f'{who} (attacked)']})"}.get(fooled, fooled)
         lines.append(f"- **{row['threat model']}:** {verdict}; attacker's gradient exactly zero: "
                      f"**{row['gradient: exact zeros']}**")
     return "\n".join(lines)
@@ -178,8 +181,8 @@ def paper_example(active: str) -> str:
 
 
 # Seconds a Run of the paper's protocol takes on the bundled model, measured through the page on a
-# 2-core CPU (README, "The paper's protocol").
-PAPER_RUN_S = {"cpu": 70}
+# 2-core CPU (docs/measurements.md, "The paper's protocol on the page").
+PAPER_RUN_S = {"cpu": 75}
 
 
 def on_paper(active: str):

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import gradio as gr
 
-from app import report
+from app import comparison, report
 from app.attacks import ATTACKS
 from app.limits import LIMITS
 from app.models import BACKBONES
@@ -127,7 +127,7 @@ def results(c: dict) -> dict:
     with gr.Column(visible=False, elem_id="compare-panel") as c["_compare_panel"]:
         c["_compare_caption"] = gr.Markdown(label="caption", elem_id="compare-caption")
         c["_compare_table"] = gr.Dataframe(label="Same attack, four threat models", interactive=False, wrap=True,
-                                           headers=report.COMPARE_COLUMNS, elem_id="compare-table")
+                                           headers=comparison.COMPARE_COLUMNS, elem_id="compare-table")
         c["_compare_csv"] = gr.DownloadButton("Export the table (CSV)", visible=False, size="sm",
                                               elem_id="compare-csv")
     with gr.Row():
@@ -135,6 +135,9 @@ def results(c: dict) -> dict:
                                   interactive=False, height=200, elem_classes="pixelated", min_width=140)
         c["pert_image"] = gr.Image(label="Perturbation (amplified)", format="png", type="filepath",
                                    interactive=False, height=200, elem_classes="pixelated", min_width=140)
+        c["ttc_image"] = gr.Image(label="TTC's counterattacked image x_ttc (what it classifies)", format="png",
+                                  type="filepath", interactive=False, height=200, elem_classes="pixelated",
+                                  min_width=140, visible=False, elem_id="ttc-image")
         with gr.Column(min_width=260):
             c["stats"] = gr.Markdown(label="statistics", elem_id="stats")
             c["adv_download"] = gr.DownloadButton("Download the attacked image (lossless PNG)", interactive=False)
