@@ -35,8 +35,8 @@ TARGET = "blue cross"
 BARE = PurifyConfig(steps=0)
 OUT = ROOT / "artifacts" / "toy-eval"
 COMMAND = ("python -m app.evaluate --data toy --n {n} --backbone toy-shapes --template-set {templates} "
-           "--batch-size 100 --defences none,clipure-cos,clipure-diff --purify-step-size 30,0.5 --attacks PGD --eps 8 --steps 10 "
-           "--threat-models undefended,official,adaptive,bpda --out {out}")
+           "--batch-size 100 --defences none,clipure-cos,clipure-diff --purify-step-size 30,0.5 --attacks PGD "
+           "--eps 8 --steps 10 --threat-models undefended,official,adaptive,bpda --out {out}")
 
 
 def table_config(attack_n: int, template_set: str = "ensemble", precision: str = "fp32"):

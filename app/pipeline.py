@@ -3,8 +3,9 @@
 `run` is a generator. It yields PipelineEvents as it goes (preparation, the attack's steps
 where the attack allows it, then each purification step of the clean and the adversarial
 trajectories) and finally one event whose `.result` is the PipelineResult. The same seed
-gives the same result. Each image is encoded once: the clean one before the attack, the
-adversarial one after it (app/scoring.py).
+gives the same result. Under CLIPure each image is encoded once: the clean one before the attack,
+the adversarial one after it (app/scoring.py); a pixel-space defence (TTC) encodes each point of
+its counterattack.
 """
 from __future__ import annotations
 

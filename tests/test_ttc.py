@@ -141,6 +141,17 @@ def test_the_adaptive_gradient_is_the_create_graph_gradient(tiny_ttc, tiny):
     assert torch.allclose(g_b, g_t, rtol=1e-5, atol=1e-10)
 
 
+def test_eot_averages_draws_of_the_random_start_where_the_attacker_queries_ttc(tiny_ttc, tiny):
+    from app.gradients import gradient_diagnostics
+    from app.threat_models import eot_for, randomised
+    assert randomised("adaptive", TTC) and randomised("bpda", TTC) and not randomised("undefended", TTC)
+    assert eot_for(4, "adaptive", TTC) == 4 and eot_for(4, "undefended", TTC) == 1
+    x, y = _images(1, tiny.image_size, seed=3), torch.tensor([1])
+    one, four = (gradient_diagnostics("adaptive", tiny_ttc, x, y, tiny_ttc, eot=k) for k in (1, 4))
+    assert (one.draws, four.draws, four.randomised) == (1, 4, True)
+    assert one.norm != four.norm   # four draws of the start average to another gradient
+
+
 def test_ttc_has_no_official_threat_model():
     assert offered(TTC) == ["undefended", "adaptive", "bpda"]
     assert "official" in offered(PurifyConfig())

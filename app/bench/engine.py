@@ -95,6 +95,7 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=10)
     ap.add_argument("--no-eval", action="store_true", help="skip the batch evaluator's overhead figure")
     ap.add_argument("--diff", action="store_true", help="also time CLIPure-Diff on ViT-L-14 (app.bench.diff)")
+    ap.add_argument("--ttc", action="store_true", help="also TTC's passes and time against bare CLIP (app.bench.ttc)")
     args = ap.parse_args()
 
     backbone = load_backbone(args.backbone)
@@ -148,6 +149,9 @@ def main() -> None:
     if args.diff:
         from app.bench.diff import diff_figures
         figures.update(diff_figures())
+    if args.ttc:
+        from app.bench.ttc import ttc_figures
+        figures.update(ttc_figures(args.backbone))
     report(figures, args.json)
 
 

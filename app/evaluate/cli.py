@@ -7,7 +7,8 @@
 
 Grid flags (--defences, --purify-step-size, --attacks, --eps, --threat-models) take several values,
 comma- or space-separated. Older spellings are kept as aliases: --model (--backbone), --templates
-(--template-set), --eta (--purify-step-size), --update-norm (--norm). Flags given here override the --protocol preset, which overrides the defaults.
+(--template-set), --eta (--purify-step-size), --update-norm (--norm). Flags given here override
+the --protocol preset, which overrides the defaults.
 A bad flag, a missing folder or an unknown name prints one sentence and exits with status 2.
 """
 from __future__ import annotations

@@ -15,7 +15,7 @@ from app.errors import CLIPureError, UnknownNameError, check_int, check_range
 from app.models import BACKBONES, TOY_BACKBONE
 from app.precision import PRECISIONS
 from app.purifiers import GRAD_SCOPES, PURIFIERS, PurifyConfig
-from app.threat_models import THREAT_MODELS, no_official, offered
+from app.threat_models import THREAT_MODELS, no_official, offered, randomised
 from app.zeroshot import TEMPLATE_SETS
 
 NO_DEFENCE = "none"        # bare CLIP, no purification
@@ -89,9 +89,11 @@ class EvalConfig:
             THREAT_MODELS.check(t)
         for d in self.defences:
             if d != NO_DEFENCE and not any(t in offered(PurifyConfig(method=d)) for t in self.threat_models):
-                raise CLIPureError(f"--threat-models {','.join(self.threat_models)}: {no_official(PurifyConfig(method=d))}")
+                raise CLIPureError(f"--threat-models {','.join(self.threat_models)}: "
+                                   f"{no_official(PurifyConfig(method=d))}")
         for name, values in (("--defences", self.defences), ("--attacks", self.attacks),
-                             ("--eps", self.eps), ("--threat-models", self.threat_models), ("--purify-step-size", self.purify_step_sizes)):
+                             ("--eps", self.eps), ("--threat-models", self.threat_models),
+                             ("--purify-step-size", self.purify_step_sizes)):
             if not values:
                 raise CLIPureError(f"{name} needs at least one value.")
         for e in self.eps:
@@ -104,6 +106,16 @@ class EvalConfig:
             PurifyConfig(step_size=eta, steps=self.purify_steps, momentum=self.momentum,
                          norm=self.norm, grad_scope=self.grad_scope).validate()
         return self
+
+    def eot_of(self, s: "Setting") -> int:
+        """The EOT count K of a setting's attack. K > 1 only where the attacked model draws randomness
+        (a randomised defence, queried through it): elsewhere every draw is the same and K would only
+        multiply the cost. --eot unset: 10 under official and adaptive where the attack can average."""
+        draws = s.purify is not None and randomised(s.threat_model, s.purify)
+        if self.eot is None:
+            return 10 if draws and s.attack in ATTACKS and ATTACKS[s.attack].eot and \
+                THREAT_MODELS[s.threat_model].backward in ("official", "adaptive") else 1
+        return self.eot if draws else 1
 
     def step_sizes_of(self, defence: str) -> tuple[float, ...]:
         """The purification step sizes a defence is evaluated at: the grid's, except for a pixel-space

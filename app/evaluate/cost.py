@@ -1,8 +1,10 @@
 """--dry-run: how many encoder passes a run costs, and about how long it takes.
 
-Counts are upper bounds per image: attacks that stop on success (APGD, AutoAttack's later
-stages) do less. The time is those counts times one forward and one forward+backward pass of
-the attacked model, measured on one batch on this machine.
+Counts are upper bounds per image, in encoder passes: attacks that stop on success (APGD,
+AutoAttack's later stages) do less. A pass of a model attacked through TTC is K + 2 encoder
+forwards (and K backwards inside it); scoring TTC encodes each trajectory point. The time is
+those counts times one forward and one forward+backward pass of the bare encoder, measured on
+one batch on this machine.
 """
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ import time
 import torch
 
 from app.evaluate.config import NO_ATTACK, EvalConfig, Setting
+from app.purifiers import PURIFIERS
 from app.threat_models import THREAT_MODELS
 
 
@@ -40,9 +43,18 @@ def count(cfg: EvalConfig, n_images: int, n_classes: int) -> dict:
             continue
         attacked.add(key)
         f, b = passes(cfg, s, n_classes)
+        f, b = f * cfg.eot_of(s), b * cfg.eot_of(s)   # EOT: K queries of the defence per step
+        if s.purify is not None and PURIFIERS[s.purify.method].pixel and not shared:
+            k = s.purify.ttc.steps   # each query of the defence: f(x), K steps, the final classification
+            f, b = f * (k + 2), b * (k + 2) + f * k
         fwd += (f + (0 if s.attack == NO_ATTACK else 1)) * n_images
         bwd += b * n_images
     fwd += n_images   # the clean encode
+    for s in cfg.settings():   # TTC's scoring: its counterattack (1 + K) and each of its K + 3 points, twice
+        if s.purify is not None and PURIFIERS[s.purify.method].pixel:
+            k = s.purify.ttc.steps
+            fwd += 2 * (1 + k + k + 3) * n_images
+            bwd += 2 * k * n_images
     return {"images": n_images, "attacked_models": len(attacked), "forward_passes": fwd, "backward_passes": bwd}
 
 

@@ -17,7 +17,7 @@ from typing import Callable
 
 import torch
 
-from app.attacks import ATTACKS, AttackConfig, run_attack, validate_attack
+from app.attacks import AttackConfig, run_attack, validate_attack
 from app.defence import Defence
 from app.errors import CLIPureError
 from app.gradients import exact_defence, gradient_diagnostics
@@ -29,7 +29,7 @@ from app.limits import LIMITS
 from app.models import load_backbone
 from app.purifiers import PurifyConfig
 from app.scoring import Scored, encode, outcomes, score
-from app.threat_models import THREAT_MODELS, attacked_model, randomised
+from app.threat_models import THREAT_MODELS, attacked_model
 from app.zeroshot import TEXT_CACHE, build_classifier
 
 BARE = PurifyConfig(steps=0)   # scoring bare CLIP: the trajectory is its input alone
@@ -68,14 +68,7 @@ class Evaluator:
                 self._attack_config(s, cfg.seed)
 
     def _attack_config(self, s: Setting, seed: int) -> AttackConfig:
-        # K > 1 only where the attacked model draws randomness (a randomised purifier, queried through
-        # the defence): elsewhere every draw is the same and K would only multiply the cost.
-        draws = s.purify is not None and randomised(s.threat_model, s.purify)
-        if self.cfg.eot is None:   # the default: 10 draws where the attack can average them
-            eot = 10 if draws and ATTACKS[s.attack].eot and THREAT_MODELS[s.threat_model].backward in (
-                "official", "adaptive") else 1
-        else:
-            eot = self.cfg.eot if draws else 1
+        eot = self.cfg.eot_of(s)
         a = AttackConfig(attack=s.attack, eps=s.eps, steps=self.cfg.steps, step_size=self.cfg.step_size, seed=seed,
                          threat_model=s.threat_model, eot=eot)
         return validate_attack(a, self.classnames, replace(LIMITS, max_eot=max(LIMITS.max_eot, eot)))

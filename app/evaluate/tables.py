@@ -88,7 +88,8 @@ def cell(acc: float | None, ci) -> str:
 def markdown(summary: dict) -> str:
     """The long table: one row per setting."""
     cfg = summary["config"]
-    head = (f"Backbone `{cfg['backbone']}` ({cfg['precision']}), templates `{cfg['template_set']}`, data `{cfg['data']}`, "
+    head = (f"Backbone `{cfg['backbone']}` ({cfg['precision']}), templates `{cfg['template_set']}`, "
+            f"data `{cfg['data']}`, "
             f"attack steps {cfg['steps']}, batch {cfg['batch_size']}, seed {cfg['seed']}. "
             f"Accuracy with 95% Wilson intervals; eps in 1/255 for L-inf attacks.\n\n")
     out = ["| defence | attack | eps | threat model | n | clean | robust |", "|---|---|---|---|---|---|---|"]

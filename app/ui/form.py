@@ -40,13 +40,13 @@ class Form:
     targeted: bool = False
     target: str | None = None         # a class name; used only when targeted
     method: str = PAPER_DEFAULTS.method
-    purify_steps: int = PAPER_DEFAULTS.steps              # purification steps T
-    purify_step_size: float = PAPER_DEFAULTS.step_size    # purification step size η
+    purify_steps: int = PAPER_DEFAULTS.steps            # purification steps T
+    purify_step_size: float = PAPER_DEFAULTS.step_size  # purification step size η
     momentum: float = PAPER_DEFAULTS.momentum        # γ
     norm: str = PAPER_DEFAULTS.norm
     grad_scope: str = PAPER_DEFAULTS.grad_scope
     precision: str = "fp32"
-    purify_seed: int = PAPER_DEFAULTS.seed  # the purification's seed (CLIPure-Diff)
+    purify_seed: int = PAPER_DEFAULTS.seed   # a randomised defence's seed (CLIPure-Diff's draws, TTC's start)
     eot: int = 1                       # the attacker's EOT draws per step (randomised defences)
 
     @classmethod
@@ -67,7 +67,8 @@ class Form:
 
     def purify_config(self) -> PurifyConfig:
         return PurifyConfig(method=self.method, steps=self.purify_steps, step_size=self.purify_step_size,
-                            momentum=self.momentum, norm=self.norm, grad_scope=self.grad_scope, seed=self.purify_seed)
+                            momentum=self.momentum, norm=self.norm, grad_scope=self.grad_scope,
+                            seed=self.purify_seed)
 
     def request(self) -> Request:
         """What the user asked for, as the engine's request flows take it."""
