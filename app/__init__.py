@@ -18,6 +18,7 @@ _SURFACE = {
     "ATTACKS": "app.attacks", "AttackConfig": "app.attacks",
     "THREAT_MODELS": "app.threat_models",
     "run": "app.pipeline", "run_pipeline": "app.pipeline", "compare_threat_models": "app.pipeline",
+    "Request": "app.request", "Defence": "app.defence", "TTCConfig": "app.purifiers",
     "CLIPureError": "app.errors", "WeightsUnavailableError": "app.errors",
 }
 __all__ = list(_SURFACE)

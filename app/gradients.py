@@ -1,6 +1,6 @@
 """The attacker's pixel gradient, diagnosed: its norm, its exact zeros, and its cosine with the
 exact (adaptive, fp32) gradient; and check (a) of the masking audit, one rule for one image
-(the audit, the pipeline's panel and the evaluator's table all use `vanishing`).
+(the audit and the evaluator's table both use `vanishing`).
 """
 from __future__ import annotations
 

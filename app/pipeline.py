@@ -34,7 +34,7 @@ from app.purifiers import (
 )
 from app.request import Prepared, Request, prepare, prepare_defence, preparing_message
 from app.results import PipelineEvent, PipelineResult
-from app.scoring import Scored, attack_and_score, encode, outcomes, reference_labels, score, score_steps
+from app.scoring import Scored, attack_and_score, outcomes, reference_labels, score, score_steps
 from app.streaming import HEARTBEAT_S, EngineClock, in_thread
 from app.threat_models import THREAT_MODELS, attacked_model, eot_for, offered
 from app.zeroshot import DEFAULT_TEMPLATE_SET, TEXT_PROGRESS
@@ -91,14 +91,14 @@ def run(request: Request, attack: AttackConfig | None = AttackConfig(), purify: 
             clock.suspended += time.perf_counter() - t
 
 
-def _trajectory(phase: str, prep: Prepared, defence: Defence, x: torch.Tensor, z: torch.Tensor,
-                span: tuple[float, float], steps: list[TrajectoryStep], what: str) -> Iterator[PipelineEvent]:
-    """The defence on x (z: its unit embeddings) step by step; progress runs from span[0] over span[1]."""
+def _trajectory(phase: str, prep: Prepared, defence: Defence, x: torch.Tensor, span: tuple[float, float],
+                steps: list[TrajectoryStep], what: str) -> Iterator[PipelineEvent]:
+    """The defence on x step by step; progress runs from span[0] over span[1] of the request."""
     start, share = span
     total = trajectory_steps(defence.purify)
     doing = (f"Counterattacking the {what} image" if PURIFIERS[defence.purify.method].pixel
              else f"Purifying the {what} embedding")
-    for s in score_steps(defence, x, z):
+    for s in score_steps(defence, x):
         budgets.check()
         steps.append(s)
         yield PipelineEvent(phase, round(start + share * s.step / max(total, 1), 6),
@@ -152,11 +152,10 @@ def _run(clock: EngineClock, request: Request, attack: AttackConfig | None, puri
     timings["prepare"] = clock.now() - t0
     names = prep.classnames
 
-    # The clean image: one encoder pass serves bare CLIP's answer and CLIPure's trajectory.
+    # The clean image: under CLIPure one encoder pass serves bare CLIP's answer and the trajectory.
     t = clock.now()
-    z_clean = encode(prep.classifier, prep.x)                   # (1, D)
     steps: list[TrajectoryStep] = []
-    yield from _trajectory("purify-clean", prep, defence, prep.x, z_clean, (0.0, 0.05), steps, "clean")
+    yield from _trajectory("purify-clean", prep, defence, prep.x, (0.0, 0.05), steps, "clean")
     clean = Scored(Trajectory.from_steps(steps))
     timings["clean"] = clock.now() - t
     _check_target(acfg, clean, names)
@@ -171,9 +170,8 @@ def _run(clock: EngineClock, request: Request, attack: AttackConfig | None, puri
         attack_result = found[0]
         timings["attack"] = clock.now() - t
         t, steps = clock.now(), []
-        z_adv = encode(prep.classifier, attack_result.x_adv)   # the second and last encoder pass
-        yield from _trajectory("purify-adv", prep, defence, attack_result.x_adv, z_adv, (0.75, 0.2), steps,
-                               "adversarial")
+        # under CLIPure the second and last encoder pass
+        yield from _trajectory("purify-adv", prep, defence, attack_result.x_adv, (0.75, 0.2), steps, "adversarial")
         adv = Scored(Trajectory.from_steps(steps))
         timings["purify"] = clock.now() - t
     gradient = None

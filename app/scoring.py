@@ -1,5 +1,6 @@
-"""Scoring: what bare CLIP and CLIPure answer on a batch, from one encoder pass per image,
-and the one definition of every yes/no the app reports.
+"""Scoring: what bare CLIP and the defence answer on a batch (under CLIPure from one encoder pass
+per image; TTC encodes each point of its counterattack), and the one definition of every yes/no
+the app reports.
 
 The pipeline (one request) and the evaluators (many images) both score through here, so an
 "attack succeeded" means the same thing in the panels, the tables, the JSON and the API.
@@ -145,7 +146,7 @@ class Attacked:
 def attack_and_score(cfg: AttackConfig, defence: Defence, x: torch.Tensor, classnames: Sequence[str],
                      labels: torch.Tensor | None = None, clean: Scored | None = None, on_forward=None) -> Attacked:
     """Score x (unless `clean` already holds its score), attack it under cfg.threat_model, and score
-    x_adv: encoder passes = the attack's own + 2. labels: (N,) true classes, or None to attack
+    x_adv: encoder passes under CLIPure = the attack's own + 2. labels: (N,) true classes, or None to attack
     the attacked model's own clean answers."""
     clean = clean if clean is not None else score(defence, x)
     refs = labels if labels is not None else reference_labels(cfg, clean, classnames)

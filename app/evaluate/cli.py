@@ -61,7 +61,7 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--step-size", type=float)
     ap.add_argument("--threat-models", nargs="+")
     ap.add_argument("--eot", type=int, help="gradients averaged per attack step against a randomised defence "
-                                            "(CLIPure-Diff) queried through the defence; 1 elsewhere (default: 10 "
+                                            "(CLIPure-Diff, TTC) queried through the defence; 1 elsewhere (default: 10 "
                                             "under official and adaptive where the attack can average, else 1)")
     ap.add_argument("--diagnostics", action="store_true", default=None,
                     help="record each image's gradient diagnostics (two more forward-backward passes per image)")

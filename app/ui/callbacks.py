@@ -118,10 +118,11 @@ def done_status(r, wall_s: float | None) -> str:
     if report.unknown_words_notice(r) is not None:
         text += " No attack verdict: the model does not know these class names (see below)."
     elif r.outcome is not None:
+        who = report.defended(r)
         text += (f" Attack on bare CLIP: **{'succeeded' if r.outcome.fooled_clip else 'failed'}**; "
-                 f"on CLIPure: **{'succeeded' if r.outcome.fooled_clipure else 'failed'}**")
+                 f"on {who}: **{'succeeded' if r.outcome.fooled_clipure else 'failed'}**")
         changed = report.clean_change(r)
-        text += "." if changed is None else (f", but CLIPure had already changed the clean answer ({changed})" +
+        text += "." if changed is None else (f", but {who} had already changed the clean answer ({changed})" +
                                              (", and the attack left it there." if not r.outcome.fooled_clipure
                                               else "."))
     if r.meaningless:
@@ -133,7 +134,7 @@ def done_status(r, wall_s: float | None) -> str:
 @user_errors
 @endpoint(FORM)
 def compare_demo(form: Form):
-    """The same attack under all four threat models; one table row each. Streams its progress
+    """The same attack under every threat model the defence has; one table row each. Streams its progress
     ("row 2/4: official") in the caption; the last value is (table, caption)."""
 
     def work(say):

@@ -1,6 +1,7 @@
 """Page events: what the page does when a widget changes (no engine request)."""
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import gradio as gr
@@ -18,7 +19,7 @@ from app.presets import (
     examples_for,
     presets_for,
 )
-from app.purifiers import PAPER_DEFAULTS, PURIFIERS
+from app.purifiers import PAPER_DEFAULTS, PURIFIERS, trajectory_steps
 from app.threat_models import THREAT_MODELS
 from app.ui.callbacks import TOP_K
 from app.ui.form import PURIFY_FIELDS, Form
@@ -178,8 +179,12 @@ def paper_defaults():
     return tuple(getattr(defaults, name) for name in PURIFY_FIELDS)
 
 
-def on_purify_steps(steps):
-    """The replay slider spans the purification steps (a bad T is the engine's to refuse)."""
+def on_purify_steps(steps, method=None):
+    """The replay slider spans the defence's trajectory: CLIPure's T steps, or TTC's own points
+    (its T does not apply). A bad T is the engine's to refuse."""
+    spec = PURIFIERS.get(method)
+    if spec is not None and spec.pixel:
+        return gr.update(maximum=trajectory_steps(replace(PAPER_DEFAULTS, method=method)))
     try:
         return gr.update(maximum=max(int(steps), 1))
     except (TypeError, ValueError):

@@ -30,6 +30,7 @@ def request_seconds(form, threat_models: int = 1) -> int:
     to encode, the attack's forward passes (each through T purification steps unless the threat model
     is undefended) and the purification itself; capped at MAX_SECONDS."""
     from app.attacks import ATTACKS
+    from app.purifiers import PAPER_DEFAULTS
     number = lambda key, default: (float(getattr(form, key)) if isinstance(getattr(form, key, None), (int, float))  # noqa: E731
                                    else default)
     classes = max(len(str(form.classnames or "").replace("\n", ",").split(",")), 2)
@@ -39,12 +40,19 @@ def request_seconds(form, threat_models: int = 1) -> int:
     diff = form.method == "clipure-diff"
     per_step = PER_PURIFY_STEP * (PRIOR_FACTOR if diff else 1)
     seconds = 10 + prompts * PER_PROMPT + 2 * (T + 1) * per_step
+    # TTC defends the image: each query of it is K + 2 encoder forwards and K gradients (its own
+    # steps, not T), and each of its two trajectories encodes its 1 + K + K + 3 passes.
+    ttc = form.method == "ttc"
+    K = PAPER_DEFAULTS.ttc.steps
+    if ttc:
+        seconds += 2 * (2 * K + 4) * 2 * PER_FORWARD
     attack = getattr(form, "attack", None)
     spec = ATTACKS.get(attack) if isinstance(attack, str) else None
     if spec is not None:
         steps = max(number("steps", 10), 1)
         forwards = steps * (spec.forwards_per_step or 20) * max(number("eot", 1), 1)   # unknown: ~20 a step
-        through = 1 if form.threat_model == "undefended" else 1 + 2 * T * (PRIOR_FACTOR if diff else 1)
+        through = 1 if form.threat_model == "undefended" else (
+            (K + 2) + 2 * K if ttc else 1 + 2 * T * (PRIOR_FACTOR if diff else 1))
         seconds += threat_models * forwards * PER_FORWARD * through
     return int(min(max(seconds, MIN_SECONDS), MAX_SECONDS))
 

@@ -162,7 +162,8 @@ def _wire(demo: gr.Blocks, c: dict, active, lessons: list) -> None:
                              c["_template_note"], **private)
     c["attack"].change(ev.on_attack, c["attack"], [c["eps"], c["_attack_note"]], **private)
     c["threat_model"].change(ev.on_threat_model, c["threat_model"], c["_threat_note"], **private)
-    c["purify_steps"].change(ev.on_purify_steps, c["purify_steps"], c["replay"], **private)
+    for field in ("purify_steps", "method"):   # the replay spans the trajectory of the chosen defence
+        c[field].change(ev.on_purify_steps, [c["purify_steps"], c["method"]], c["replay"], **private)
     c["_defaults"].click(ev.paper_defaults, None, form(fm.PURIFY_FIELDS), **private)
     # Only the plot in view is drawn: after a run (above), on a tab change, on a replay step.
     for key in PLOTS:

@@ -39,7 +39,7 @@ def cleared_results() -> tuple:
     empty = dict(clean_label=None, adv_label=None, purified_label=None, clean_note="", adv_note="",
                  purified_note="", adv_image=None, pert_image=None, stats="", adv_download=None, prob_plot=None,
                  cos_plot=None, map_plot=None, json_file=None, csv_file=None, status="", result_state=None,
-                 replay=0, replay_label=None, replay_note="")
+                 replay=0, replay_label=None, replay_note="", ttc_image=gr.update(value=None, visible=False))
     return run_outputs(**empty)
 
 
@@ -47,7 +47,7 @@ def on_lesson(k: int):
     """The k-th lesson's click: its settings (in the order of its fields), then the stage; a compare
     lesson also clears the earlier results (RUN_OUTPUTS) and hides the page's compare panel."""
     lesson = LESSONS[k]
-    running = ("⏳ Running the lesson: the same attack under each of the four threat models…"
+    running = ("⏳ Running the lesson: the same attack under each threat model the defence has…"
                if lesson.action == "compare" else "⏳ Running the lesson: one attack, then the purification…")
 
     def apply():
@@ -180,8 +180,8 @@ def paper_example(active: str) -> str:
     return examples_for(active == TOY_BACKBONE)[0][0]
 
 
-# Seconds a Run of the paper's protocol takes on the bundled model, measured through the page on a
-# 2-core CPU (docs/measurements.md, "The paper's protocol on the page").
+# Seconds a Run of the paper's protocol takes on the bundled model, measured through the page's /run
+# callback (python -m app.bench.paper) on a 2-core CPU (docs/measurements.md, "The paper's protocol on the page").
 PAPER_RUN_S = {"cpu": 75}
 
 

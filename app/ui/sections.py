@@ -49,7 +49,7 @@ def lesson_stage(c: dict) -> dict:
                                     elem_id="lesson-plot", elem_classes="figure")
         c["_lesson_step"] = gr.Slider(0, PAPER_DEFAULTS.steps, value=1, step=1, visible=False,
                                       label="Purification step (arrow keys move it)", elem_id="lesson-step")
-        c["_lesson_table"] = gr.Dataframe(label="Same attack, four threat models", interactive=False, wrap=True,
+        c["_lesson_table"] = gr.Dataframe(label="Same attack, each threat model", interactive=False, wrap=True,
                                           visible=False, elem_id="lesson-table")
         c["_lesson_files"] = gr.File(label="This lesson's files", file_count="multiple", visible=False,
                                      elem_id="lesson-files")
@@ -126,7 +126,7 @@ def results(c: dict) -> dict:
                 c[f"{key}_note"] = gr.Markdown(label=f"{key} note", elem_id=f"{key}-note")
     with gr.Column(visible=False, elem_id="compare-panel") as c["_compare_panel"]:
         c["_compare_caption"] = gr.Markdown(label="caption", elem_id="compare-caption")
-        c["_compare_table"] = gr.Dataframe(label="Same attack, four threat models", interactive=False, wrap=True,
+        c["_compare_table"] = gr.Dataframe(label="Same attack, each threat model", interactive=False, wrap=True,
                                            headers=comparison.COMPARE_COLUMNS, elem_id="compare-table")
         c["_compare_csv"] = gr.DownloadButton("Export the table (CSV)", visible=False, size="sm",
                                               elem_id="compare-csv")
