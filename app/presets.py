@@ -91,13 +91,11 @@ LESSONS: list[Lesson] = [
            "where the clean answer is nearly certain; PGD's random start moves off that saturated point.)",
            "compare", "compare", {**_TOY, "precision": "fp16"}),
     Lesson("4 · Another defence, the same question (TTC)",
-           "TTC (test-time counterattacks, CVPR 2025) defends the image, not its embedding: from a small random "
-           "start it takes two steps that push CLIP's embedding away from where it is, and it is evaluated against "
-           "attacks made on bare CLIP, the `undefended` row: that attack leaves TTC's answer on this red circle "
-           "alone. The `adaptive` row differentiates through the counterattack and the `bpda` row takes it as the "
-           "identity: both change TTC's answer. On 300 toy images (PGD-10, L-inf 4/255, fp32) TTC costs a "
-           "quarter of the clean accuracy, and an adaptive attacker that averages 10 draws of its random start "
-           "leaves it 14% against bare CLIP's 35% (measured on this toy model; TTC has no official threat model).",
+           "TTC (test-time counterattacks, CVPR 2025) defends the image: from a small random start it pushes "
+           "CLIP's embedding away from where it is. Its own evaluation attacks bare CLIP, the `undefended` row, "
+           "which leaves TTC's answer on this red circle alone; `adaptive` (through the counterattack) and `bpda` "
+           "(it taken as the identity) change it. On 300 toy images (PGD-10, 4/255, fp32) an adaptive attacker "
+           "averaging 10 random starts leaves TTC 14% against bare CLIP's 35%.",
            "compare", "compare", {**_TOY, "image": str(EXAMPLES_DIR / "toy-red-circle.png"), "method": "ttc"}),
 ]
 
