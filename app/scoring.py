@@ -40,13 +40,15 @@ def score_steps(defence: Defence, x: torch.Tensor | None, z: torch.Tensor | None
 def counterattack_steps(defence: Defence, x: torch.Tensor) -> Iterator[TrajectoryStep]:
     """A pixel-space defence's trajectory (TTC): step 0 is x (bare CLIP), steps 1 .. K+1 the
     counterattack's points x + delta_k, the last step x_ttc, the image the defence classifies. Its
-    random start comes from stream 0 of the purification seed, the draw that scoring uses."""
+    random start comes from stream 0 of the purification seed, the draw that scoring uses. The
+    points the counterattack encoded itself (x, x + delta_0 .. x + delta_{K-1}) are not encoded
+    again: K + 3 encoder passes in all."""
     spec, clf = PURIFIERS[defence.purify.method], defence.classifier
     generator = seeded(defence.purify, defence.class_embeddings.device, stream=0)
     done = spec.counter(x, clf.encode, defence.purify, "none", generator)
     b = defence.blank.float()
     for t, image in enumerate([x, *done.points, done.x_ttc]):
-        z = encode(clf, image)
+        z = F.normalize(done.features[t], dim=-1) if t < len(done.features) else encode(clf, image)
         yield TrajectoryStep(t, z, F.cosine_similarity(z, b.expand_as(z), dim=-1),
                              clf.logits_from_embedding(z).float().softmax(-1), pixels=image.detach(),
                              tau=done.tau, weights=done.weights)

@@ -98,6 +98,15 @@ def test_seeded_runs_repeat_and_other_seeds_differ(tiny_ttc, tiny):
     # the trajectory: x, x + delta_0 .. x + delta_K, x_ttc; step 0 is bare CLIP
     assert a.trajectory.steps == TTCConfig().steps + 2 and torch.equal(a.trajectory.pixels[0], x)
     assert torch.allclose(a.trajectory.probs[0], tiny_ttc.classifier(x).softmax(-1), atol=1e-6)
+    # the counterattack's own features serve the trajectory: K + 3 encoder passes, each point's
+    # embedding that of its image (fp32, up to the attention kernel's rounding)
+    from app.bench.ttc import counted
+    with counted(tiny_ttc.classifier) as calls:
+        traj = score(tiny_ttc, x).trajectory
+    assert calls["forwards"] == TTCConfig().steps + 3
+    with torch.no_grad():
+        fresh = torch.stack([F.normalize(tiny_ttc.classifier.encode(p), dim=-1) for p in traj.pixels])
+    assert torch.allclose(traj.embeddings, fresh, atol=1e-5)
 
 
 def _reference_logits(defence: Defence, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:

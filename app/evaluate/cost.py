@@ -50,10 +50,10 @@ def count(cfg: EvalConfig, n_images: int, n_classes: int) -> dict:
         fwd += (f + (0 if s.attack == NO_ATTACK else 1)) * n_images
         bwd += b * n_images
     fwd += n_images   # the clean encode
-    for s in cfg.settings():   # TTC's scoring: its counterattack (1 + K) and each of its K + 3 points, twice
+    for s in cfg.settings():   # TTC's scoring, clean and adversarial: its counterattack and 2 more points
         if s.purify is not None and PURIFIERS[s.purify.method].pixel:
             k = s.purify.ttc.steps
-            fwd += 2 * (1 + k + k + 3) * n_images
+            fwd += 2 * (k + 3) * n_images
             bwd += 2 * k * n_images
     return {"images": n_images, "attacked_models": len(attacked), "forward_passes": fwd, "backward_passes": bwd}
 

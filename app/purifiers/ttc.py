@@ -20,7 +20,7 @@ counterattack as the identity.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable
 
 import contextlib
@@ -57,6 +57,9 @@ class Counterattack:
     tau: torch.Tensor            # (N,)
     weights: torch.Tensor        # (N, K+1), rows sum to 1
     x_ttc: torch.Tensor          # (N, 3, S, S) x + sum_k w_k delta_k: what CLIP classifies
+    # The encoder features the counterattack computed, detached: f(x), then f at its first points
+    # (x + delta_0, ...) in order; whoever draws the trajectory need not encode those again.
+    features: list[torch.Tensor] = field(default_factory=list)
 
 
 def relative_change(f_x: torch.Tensor, f_noisy: torch.Tensor) -> torch.Tensor:
@@ -96,11 +99,12 @@ def counterattack(x: torch.Tensor, encode: Encoder, cfg: TTCConfig = TTCConfig()
         x_in = x if exact else x.detach()
         deltas = [random_start(x_in, eps, generator)]
         f_x = encode(x_in) if exact else encode(x_in).detach()
-        tau = None
+        features, tau = [f_x.detach()], None
         for _ in range(cfg.steps):
             with torch.enable_grad():
                 d = deltas[-1] if exact and deltas[-1].requires_grad else deltas[-1].detach().requires_grad_(True)
                 f = encode(x_in + d)
+                features.append(f.detach())
                 if tau is None:   # at delta_0: how far the noise alone moved the embedding
                     tau = relative_change(f_x, f).detach()
                 (g,) = torch.autograd.grad(((f - f_x) ** 2).sum(), d, create_graph=exact)
@@ -108,8 +112,9 @@ def counterattack(x: torch.Tensor, encode: Encoder, cfg: TTCConfig = TTCConfig()
             deltas.append(step if exact else step.detach())
         if tau is None:   # no steps: the random noise alone (tau is still measured)
             with torch.no_grad():
-                tau = relative_change(f_x, encode(x_in + deltas[0]))
+                features.append(encode(x_in + deltas[0]))
+                tau = relative_change(f_x, features[-1])
         w = step_weights(tau, cfg.steps, cfg.tau_thres, cfg.beta)            # (N, K+1)
         shift = (w[:, :, None, None, None] * torch.stack(deltas, dim=1)).sum(dim=1)
     x_ttc = x + shift.detach() if backward == "bpda" else x_in + shift
-    return Counterattack([(x_in + d).detach() for d in deltas], tau, w, x_ttc)
+    return Counterattack([(x_in + d).detach() for d in deltas], tau, w, x_ttc, features)

@@ -41,11 +41,11 @@ def request_seconds(form, threat_models: int = 1) -> int:
     per_step = PER_PURIFY_STEP * (PRIOR_FACTOR if diff else 1)
     seconds = 10 + prompts * PER_PROMPT + 2 * (T + 1) * per_step
     # TTC defends the image: each query of it is K + 2 encoder forwards and K gradients (its own
-    # steps, not T), and each of its two trajectories encodes its 1 + K + K + 3 passes.
+    # steps, not T), and each of its two trajectories costs K + 3 encoder passes.
     ttc = form.method == "ttc"
     K = PAPER_DEFAULTS.ttc.steps
     if ttc:
-        seconds += 2 * (2 * K + 4) * 2 * PER_FORWARD
+        seconds += 2 * (K + 3) * 2 * PER_FORWARD
     attack = getattr(form, "attack", None)
     spec = ATTACKS.get(attack) if isinstance(attack, str) else None
     if spec is not None:
