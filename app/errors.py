@@ -4,7 +4,9 @@ Each message is one sentence meant to be shown as is (the UI turns it into a gr.
 """
 from __future__ import annotations
 
+import errno
 import math
+from contextlib import contextmanager
 
 
 class CLIPureError(ValueError):
@@ -44,6 +46,30 @@ class WeightsUnavailableError(CLIPureError):
             f"Could not load the weights of {model!r} ({reason}); connect to the Hugging Face hub "
             f"once so they are cached (or unset HF_HUB_OFFLINE), or pick the bundled 'toy-shapes' model."
         )
+
+
+class StorageError(CLIPureError):
+    """A folder or file that cannot be written: a full disk, a read-only file system, no permission."""
+
+
+# The write failures a user can fix (free space, pick another folder), in words. Any other OSError
+# (EIO, a bad descriptor) is a real fault and keeps its traceback.
+STORAGE_FAULTS = {errno.ENOSPC: "the disk is full", errno.EDQUOT: "the disk quota is used up",
+                  errno.EROFS: "the file system is read-only", errno.EACCES: "permission is denied",
+                  errno.EPERM: "permission is denied"}
+
+
+@contextmanager
+def writing(path, remedy: str):
+    """Turn a storage fault met inside the block into one StorageError sentence: what could not be
+    written (the failing file when the OS names it, else `path`), why, and `remedy`."""
+    try:
+        yield
+    except OSError as e:
+        why = STORAGE_FAULTS.get(e.errno)
+        if why is None:
+            raise
+        raise StorageError(f"Could not write {e.filename or path}: {why}; {remedy}.") from None
 
 
 def _shown(value) -> str:

@@ -25,19 +25,24 @@ def to_pil(x: torch.Tensor) -> Image.Image:
     return Image.fromarray(np.rint(arr * 255).astype(np.uint8))
 
 
+def amplification(x: torch.Tensor, x_adv: torch.Tensor) -> float:
+    """The factor that stretches the perturbation x_adv - x to fill [0,1] around mid grey."""
+    peak = (x_adv - x).detach().float().abs().max().item()
+    return 0.5 / peak if peak > 0 else 1.0
+
+
 def perturbation_image(x: torch.Tensor, x_adv: torch.Tensor) -> tuple[Image.Image, float]:
     """The perturbation, amplified to fill [0,1] around mid grey; returns (image, factor)."""
-    d = (x_adv - x).detach().float().cpu()
-    peak = d.abs().max().item()
-    factor = 0.5 / peak if peak > 0 else 1.0
-    return to_pil((0.5 + factor * d).clamp(0, 1)), factor
+    factor = amplification(x, x_adv)
+    return to_pil((0.5 + factor * (x_adv - x).detach().float().cpu()).clamp(0, 1)), factor
 
 
 def export(result: PipelineResult, folder: Path) -> dict[str, Path | float]:
     """Write adversarial.png (lossless: exactly the evaluated 8-bit image), clean.png (the input at
     model resolution), perturbation.png, trajectory.json and trajectory.csv, and for TTC
     counterattack.png (x_ttc of the trajectory shown); return their paths and the perturbation's
-    amplification."""
+    amplification. Raises OSError where the folder cannot be written: the files are extras, and the
+    caller decides what a request without them shows (app/ui/server.py, `downloads`)."""
     paths = {k: folder / f for k, f in (("adversarial", "adversarial.png"), ("clean", "clean.png"),
                                          ("perturbation", "perturbation.png"), ("json", "trajectory.json"),
                                          ("csv", "trajectory.csv"))}

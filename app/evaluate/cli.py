@@ -9,7 +9,9 @@ Grid flags (--defences, --purify-step-size, --attacks, --eps, --threat-models) t
 comma- or space-separated. Older spellings are kept as aliases: --model (--backbone), --templates
 (--template-set), --eta (--purify-step-size), --update-norm (--norm). Flags given here override
 the --protocol preset, which overrides the defaults.
-A bad flag, a missing folder or an unknown name prints one sentence and exits with status 2.
+A bad flag, a missing folder or an unknown name prints one sentence and exits with status 2. So
+does a damaged line in results.jsonl, a full disk or an --out that cannot be written
+(docs/evaluation.md, "Resume, cuts and faults").
 """
 from __future__ import annotations
 

@@ -8,9 +8,9 @@ its lines are appended to results.jsonl and flushed as soon as they exist.
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable
@@ -19,12 +19,12 @@ import torch
 
 from app.attacks import AttackConfig, run_attack, validate_attack
 from app.defence import Defence
-from app.errors import CLIPureError
+from app.errors import CLIPureError, writing
 from app.gradients import exact_defence, gradient_diagnostics
 from app.evaluate.config import NO_ATTACK, NO_DEFENCE, EvalConfig, Setting
 from app.evaluate.data import Dataset, open_dataset
 from app.evaluate.distributed import World, init_world
-from app.evaluate.store import RESULTS, prepare_out, read_results
+from app.evaluate.store import RESULTS, RESUME, append, prepare_out, read_results
 from app.limits import LIMITS
 from app.models import load_backbone
 from app.purifiers import PurifyConfig
@@ -197,7 +197,8 @@ def run_evaluation(cfg: EvalConfig, out: str | Path, device: str | None = None, 
     state = None
     if world.is_main:
         try:
-            state = ("ok", prepare_out(cfg, out, sizes))
+            with writing(out, RESUME):
+                state = ("ok", prepare_out(cfg, out, sizes))
         except CLIPureError as e:
             state = ("error", str(e))
     state = world.broadcast(state)
@@ -210,33 +211,28 @@ def run_evaluation(cfg: EvalConfig, out: str | Path, device: str | None = None, 
     rounds = math.ceil(len(pending) / world.size)
     bar = tqdm(total=len(pending), unit="batch", desc="evaluate", disable=not (progress and world.is_main),
                dynamic_ncols=True)
-    writer = open(out / RESULTS, "a") if world.is_main else None
     n_lines, t_loop = 0, time.perf_counter()
     try:
-        for r in range(rounds):
-            j = r * world.size + world.rank
-            mine = []
-            if j < len(pending):
-                k, todo = pending[j]
-                for group in evaluator.run_batch(k, parts[k], todo):
-                    if world.distributed:
-                        mine.extend(group)
-                    else:      # one process: each group is on disk as soon as it exists
-                        writer.write("".join(json.dumps(ln) + "\n" for ln in group))
-                        writer.flush()
-                        n_lines += len(group)
-            gathered = world.gather(mine) if world.distributed else None
-            if world.is_main:
-                if gathered:
-                    for part in gathered:
-                        writer.write("".join(json.dumps(ln) + "\n" for ln in part))
+        with _results_file(out, world.is_main) as writer:
+            for r in range(rounds):
+                j = r * world.size + world.rank
+                mine = []
+                if j < len(pending):
+                    k, todo = pending[j]
+                    for group in evaluator.run_batch(k, parts[k], todo):
+                        if world.distributed:
+                            mine.extend(group)
+                        else:      # one process: each group is on disk as soon as it exists
+                            append(writer, group)
+                            n_lines += len(group)
+                gathered = world.gather(mine) if world.distributed else None
+                if world.is_main:
+                    for part in gathered or ():
+                        append(writer, part)
                         n_lines += len(part)
-                    writer.flush()
-                bar.update(min(world.size, len(pending) - r * world.size))
+                    bar.update(min(world.size, len(pending) - r * world.size))
     finally:
         bar.close()
-        if writer:
-            writer.close()
     loop_seconds = time.perf_counter() - t_loop
     if not world.is_main:
         world.close()
@@ -248,10 +244,24 @@ def run_evaluation(cfg: EvalConfig, out: str | Path, device: str | None = None, 
     images_done = n_lines / max(len(settings), 1)
     stats["images_per_second"] = round(images_done / loop_seconds, 3) if loop_seconds > 0 and n_lines else None
     stats["results_per_second"] = round(n_lines / loop_seconds, 3) if loop_seconds > 0 and n_lines else None
-    if reports:
-        write_reports(cfg, out, dataset, stats, evaluator)
+    if reports:   # made from results.jsonl alone: a report cut short is made again by the next run
+        with writing(out, RESUME):
+            write_reports(cfg, out, dataset, stats, evaluator)
     world.close()
     return stats
+
+
+@contextmanager
+def _results_file(out: Path, main: bool):
+    """results.jsonl opened for appending on rank 0 (unbuffered: store.append writes whole lines);
+    None on the other ranks, which only compute."""
+    if not main:
+        yield None
+        return
+    with writing(out / RESULTS, RESUME):
+        f = open(out / RESULTS, "ab", buffering=0)
+    with f:
+        yield f
 
 
 def write_reports(cfg: EvalConfig, out: Path, dataset: Dataset, stats: dict, evaluator: Evaluator) -> None:

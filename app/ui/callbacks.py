@@ -15,7 +15,7 @@ from app.purifiers import trajectory_steps
 from app.streaming import in_thread
 from app.threat_models import THREAT_MODELS
 from app.ui.hosting import gpu
-from app.ui.server import output_dir
+from app.ui.server import downloads
 from app.ui.form import (
     COMMON,
     FORM,
@@ -88,7 +88,7 @@ def _run_stream(form: Form, pcfg, shown: list):
 def final_outputs(r, wall_s: float | None = None) -> tuple:
     for w in r.warnings:
         gr.Warning(w)
-    files = export.export(r, output_dir())
+    files, missing = downloads(lambda folder: export.export(r, folder))
     # Only the plot in view is drawn (the Probabilities tab after a run); the page draws another
     # when its tab is opened (events.on_plot_tab), so a request does not pay for figures unseen.
     f_probs = report.figure(r, "prob_plot", TOP_K)
@@ -97,18 +97,25 @@ def final_outputs(r, wall_s: float | None = None) -> tuple:
         clean_label=r.clean.top(TOP_K, r.classnames),
         adv_label=r.adversarial.top(TOP_K, r.classnames),
         purified_label=r.purified.top(TOP_K, r.classnames),
-        **report.outcome_notes(r),
-        adv_image=str(files["adversarial"]), pert_image=str(files["perturbation"]),
-        stats=report.stats_markdown(r, files["factor"]), adv_download=str(files["adversarial"]),
+        **report.outcome_notes(r), **file_outputs(files),
+        stats=report.stats_markdown(r, export.amplification(r.x, r.x_adv)),
         prob_plot=f_probs, cos_plot=f_cos, map_plot=f_map,
-        json_file=str(files["json"]), csv_file=str(files["csv"]),
-        status=done_status(r, wall_s),
+        status=done_status(r, wall_s) + (f" {missing}" if missing else ""),
         result_state=r, replay=r.trajectory.steps,
         replay_label=r.trajectory.prediction(-1, r.classnames).top(TOP_K, r.classnames),
         replay_note=report.step_markdown(r, r.trajectory.steps),
-        ttc_image=(gr.update(value=str(files["counterattack"]), visible=True) if "counterattack" in files
-                   else gr.update(value=None, visible=False)),
     )
+
+
+def file_outputs(files: dict | None) -> dict:
+    """The /run outputs made from the request's files (export.export); all empty when the temporary
+    folder could not take them (the status says why)."""
+    def path(key):
+        return str(files[key]) if files and key in files else None
+    ttc = path("counterattack")
+    return dict(adv_image=path("adversarial"), pert_image=path("perturbation"), adv_download=path("adversarial"),
+                json_file=path("json"), csv_file=path("csv"),
+                ttc_image=gr.update(value=ttc, visible=True) if ttc else gr.update(value=None, visible=False))
 
 
 def done_status(r, wall_s: float | None) -> str:
@@ -176,9 +183,12 @@ def classify_api(form: Form) -> dict:
 def attack_api(form: Form):
     """Attack only: the adversarial PNG, the clean PNG at model resolution, and the statistics."""
     r = result_of(run(form.request(), form.attack_config(), form.purify_config()))
-    files = export.export(r, output_dir())
+    files, missing = downloads(lambda folder: export.export(r, folder))
     stats = export.to_dict(r, embeddings=False)
     stats.pop("trajectory")
+    if missing:   # the statistics still answer; the sentence says why the images do not
+        stats["warnings"] = [*stats["warnings"], missing]
+        return None, None, stats
     return str(files["adversarial"]), str(files["clean"]), stats
 
 

@@ -8,20 +8,27 @@ nothing here knows the page's widgets.
   bypasses it. `BodyLimit` refuses any other body over LIMITS.max_json_body_mb with 413.
 - Expiry: Gradio's `delete_cache` removes outputs and uploads older than LIMITS.files_expire_s,
   and `sweep` does the same for the app's own output folders (one root, `output_dir`).
+- A temporary folder that cannot be written (full, read-only, not ours): `downloads` gives the
+  request's results without their files, and one sentence saying why; the server goes on serving.
 """
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import shutil
 import tempfile
 import time
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Callable, TypeVar
 
 from starlette.middleware import Middleware
 
+from app.errors import STORAGE_FAULTS
 from app.limits import LIMITS, Limits
+
+log = logging.getLogger(__name__)
 
 # The app's own files (exports before Gradio copies them into its cache), all under one root.
 OUTPUT_ROOT = Path(os.environ.get("CLIPURE_TEMP_DIR") or tempfile.gettempdir()) / "clipure-outputs"
@@ -31,6 +38,29 @@ def output_dir() -> Path:
     """A fresh folder for one request's files, under OUTPUT_ROOT (swept by `sweep`)."""
     OUTPUT_ROOT.mkdir(parents=True, exist_ok=True)
     return Path(tempfile.mkdtemp(prefix="clipure-", dir=OUTPUT_ROOT))
+
+
+T = TypeVar("T")
+
+
+def downloads(write: Callable[[Path], T]) -> tuple[T | None, str | None]:
+    """(write(a fresh output folder), None), or (None, the sentence for the visitor) when the
+    temporary folder cannot be written: a full disk, a read-only mount or no permission. The
+    request's results do not depend on its files, so they still show; the operator's log gets the
+    path (the visitor's sentence does not). Any other OSError is a real fault and propagates."""
+    folder = None
+    try:
+        folder = output_dir()
+        return write(folder), None
+    except OSError as e:
+        why = STORAGE_FAULTS.get(e.errno)
+        if why is None:
+            raise
+        log.warning("could not write the request's files under %s: %s", OUTPUT_ROOT, e)
+        if folder is not None:   # files nobody is offered only take space from the next request
+            shutil.rmtree(folder, ignore_errors=True)
+        return None, (f"This request's files (PNG, JSON, CSV) could not be saved for download: {why} where "
+                      f"the server keeps them, so the results are shown without them.")
 
 
 def sweep(age_s: float, root: Path = OUTPUT_ROOT) -> int:
