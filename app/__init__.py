@@ -7,19 +7,19 @@ from __future__ import annotations
 
 import importlib
 
-from app.version import __version__   # noqa: E402,F401  (no torch: app/version.py holds only the string)
+from app.common.version import __version__   # noqa: E402,F401  (no torch: app/common/version.py holds only the string)
 
 # public name -> the module that defines it
 _SURFACE = {
-    "load_backbone": "app.models", "BACKBONES": "app.models",
-    "TEMPLATE_SETS": "app.zeroshot", "TEXT_CACHE": "app.zeroshot", "build_classifier": "app.zeroshot",
-    "clipure_cos": "app.purifiers", "PURIFIERS": "app.purifiers", "PurifyConfig": "app.purifiers",
-    "PAPER_DEFAULTS": "app.purifiers", "Trajectory": "app.purifiers",
+    "load_backbone": "app.clip.models", "BACKBONES": "app.clip.models",
+    "TEMPLATE_SETS": "app.clip.zeroshot", "TEXT_CACHE": "app.clip.zeroshot", "build_classifier": "app.clip.zeroshot",
+    "clipure_cos": "app.defences", "PURIFIERS": "app.defences", "PurifyConfig": "app.defences",
+    "PAPER_DEFAULTS": "app.defences", "Trajectory": "app.defences",
     "ATTACKS": "app.attacks", "AttackConfig": "app.attacks",
-    "THREAT_MODELS": "app.threat_models",
-    "run": "app.pipeline", "run_pipeline": "app.pipeline", "compare_threat_models": "app.pipeline",
-    "Request": "app.request", "Defence": "app.defence", "TTCConfig": "app.purifiers",
-    "CLIPureError": "app.errors", "WeightsUnavailableError": "app.errors",
+    "THREAT_MODELS": "app.attacks.threat_models",
+    "run": "app.flows.pipeline", "run_pipeline": "app.flows.pipeline", "compare_threat_models": "app.flows.pipeline",
+    "Request": "app.flows.request", "Defence": "app.defences.defence", "TTCConfig": "app.defences",
+    "CLIPureError": "app.common.errors", "WeightsUnavailableError": "app.common.errors",
 }
 __all__ = list(_SURFACE)
 

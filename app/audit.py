@@ -1,4 +1,4 @@
-"""A gradient-masking audit of one image (the gradient diagnostics of check a: app/gradients.py).
+"""A gradient-masking audit of one image (the gradient diagnostics of check a: app/attacks/gradients.py).
 
 The checks follow Carlini et al. 2019 ("On evaluating adversarial robustness") and AutoAttack's
 own checks.py: a defence whose robustness comes from masked gradients shows (a) zero or
@@ -20,16 +20,16 @@ from typing import Callable, Sequence
 import torch
 
 from app.attacks import AttackConfig, validate_attack
-from app.defence import Defence
-from app.errors import CLIPureError, OutOfRangeError, check_int
-from app.gradients import GradientDiagnostics, exact_defence, gradient_diagnostics, random_start, vanishing
-from app.limits import LIMITS, Limits
-from app.models import TOY_BACKBONE
-from app.purifiers import PAPER_DEFAULTS, PURIFIERS, PurifyConfig
-from app.registry import Registry
-from app.request import Request, prepare
-from app.scoring import attack_and_score, reference_labels, score
-from app.threat_models import check_eot_target, check_threat_model, eot_for
+from app.defences.defence import Defence
+from app.common.errors import CLIPureError, OutOfRangeError, check_int
+from app.attacks.gradients import GradientDiagnostics, exact_defence, gradient_diagnostics, random_start, vanishing
+from app.common.limits import LIMITS, Limits
+from app.clip.models import TOY_BACKBONE
+from app.defences import PAPER_DEFAULTS, PURIFIERS, PurifyConfig
+from app.common.registry import Registry
+from app.flows.request import Request, prepare
+from app.flows.scoring import attack_and_score, reference_labels, score
+from app.attacks.threat_models import check_eot_target, check_threat_model, eot_for
 
 SWEEP_EPS = (2.0, 8.0, 16.0, 32.0)   # L-inf, 1/255; capped by the public limit (sweep_eps)
 

@@ -12,7 +12,7 @@ from torchvision.transforms.functional import to_pil_image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from app.toy import shapes  # noqa: E402
-from app.presets import EXAMPLES_DIR, TOY_EXAMPLES  # noqa: E402
+from app.views.presets import EXAMPLES_DIR, TOY_EXAMPLES  # noqa: E402
 
 
 def main() -> None:

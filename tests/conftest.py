@@ -28,7 +28,7 @@ def pytest_configure(config):
 
 @pytest.fixture(scope="session")
 def tiny():
-    from app.models import load_backbone
+    from app.clip.models import load_backbone
     return load_backbone("tiny-random")
 
 
@@ -40,7 +40,7 @@ def noise_image():
 @pytest.fixture(scope="session")
 def tiny_setup(tiny):
     """(classifier, blank) on the tiny random model, single template."""
-    from app.zeroshot import TEXT_CACHE, build_classifier
+    from app.clip.zeroshot import TEXT_CACHE, build_classifier
     return build_classifier(tiny, CLASSES, "single"), TEXT_CACHE.blank_embedding(tiny, "single")
 
 
@@ -55,9 +55,9 @@ def launched(default_backbone: str):
     """The app launched as app.py does, with the given default backbone (CLIPURE_MODEL), for the
     block's life: yields (demo, url). The server makes the backbone it starts on the engine's default
     (for API calls that name none); the test process's default is restored after."""
-    import app.models
+    import app.clip.models
     from app.ui import launch
-    before, app.models.DEFAULT_BACKBONE = app.models.DEFAULT_BACKBONE, default_backbone
+    before, app.clip.models.DEFAULT_BACKBONE = app.clip.models.DEFAULT_BACKBONE, default_backbone
     demo = None
     try:
         port = free_port()
@@ -66,7 +66,7 @@ def launched(default_backbone: str):
     finally:
         if demo is not None:
             demo.close()
-        app.models.DEFAULT_BACKBONE = before
+        app.clip.models.DEFAULT_BACKBONE = before
 
 
 @pytest.fixture(scope="session")

@@ -10,7 +10,7 @@ from PIL import Image
 gradio_client = pytest.importorskip("gradio_client")
 from gradio_client import Client, handle_file  # noqa: E402
 
-from app.presets import EXAMPLES_DIR  # noqa: E402
+from app.views.presets import EXAMPLES_DIR  # noqa: E402
 from app.ui.form import RUN_OUTPUTS  # noqa: E402
 from tests.conftest import launched  # noqa: E402
 
@@ -152,7 +152,7 @@ def test_two_users_at_once_get_their_own_results(server, image):
 
 
 def test_offline_the_default_falls_back_to_the_bundled_model_and_its_examples_are_right():
-    from app.presets import examples_for
+    from app.views.presets import examples_for
     with launched("ViT-B-32-quickgelu/openai") as (_, url):    # no hub here: HF_HUB_OFFLINE=1
         with urllib.request.urlopen(url + "config") as f:
             config = f.read().decode()

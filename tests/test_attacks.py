@@ -5,16 +5,16 @@ import torch
 import torchattacks
 
 from app.attacks import ATTACKS, AttackConfig
-from app.defence import Defence
-from app.errors import (
+from app.defences.defence import Defence
+from app.common.errors import (
     InvalidClassNamesError,
     OutOfRangeError,
     UnknownNameError,
     UnsupportedError,
 )
-from app.purify import PAPER_DEFAULTS, PurifyConfig
-from app.scoring import attack_and_score
-from app.threat_models import THREAT_MODELS, PurifiedClassifier, attacked_model
+from app.defences import PAPER_DEFAULTS, PurifyConfig
+from app.flows.scoring import attack_and_score
+from app.attacks.threat_models import THREAT_MODELS, PurifiedClassifier, attacked_model
 from tests.conftest import CLASSES
 
 
@@ -149,7 +149,7 @@ def test_quantised_adversarial_survives_a_png_round_trip_within_eps(tiny_setup, 
 
     from PIL import Image
 
-    from app.export import to_pil
+    from app.views.export import to_pil
     clf, blank = tiny_setup
     x8 = torch.round(x * 255) / 255                       # the pipeline's 8-bit input
     for name, eps in (("PGD", 4.0), ("PGD-L2", 0.3)):
@@ -177,7 +177,7 @@ def test_a_copied_config_is_validated_again(tiny_setup, x):
 
 
 def test_registries_refuse_unknown_names_in_one_sentence_and_get_never_raises():
-    from app.errors import UnknownNameError
+    from app.common.errors import UnknownNameError
     with pytest.raises(UnknownNameError, match="PGD"):
         ATTACKS["PGX"]
     assert ATTACKS.get("PGX") is None and ATTACKS.get(["unhashable"]) is None and ATTACKS.get("PGD") is ATTACKS["PGD"]

@@ -50,7 +50,7 @@ def in_viewport(page, selector) -> bool:
 
 
 def upload_and_run(page):
-    from app.presets import EXAMPLES_DIR
+    from app.views.presets import EXAMPLES_DIR
     page.locator("#input-image input[type=file]").set_input_files(str(EXAMPLES_DIR / "cat.png"))
     page.locator("#input-image img").first.wait_for(timeout=20_000)
     page.locator("#classnames textarea").fill("cat, dog, car, plane")
@@ -128,7 +128,7 @@ def test_eps_50_is_refused_in_one_sentence_and_nothing_runs(browser, server):
     page = open_page(browser, server)
     before = page.locator("#status").inner_text()
     upload = page.locator("#input-image input[type=file]")
-    from app.presets import EXAMPLES_DIR
+    from app.views.presets import EXAMPLES_DIR
     upload.set_input_files(str(EXAMPLES_DIR / "cat.png"))
     page.locator("#input-image img").first.wait_for(timeout=20_000)
     page.locator("#eps input").fill("50")
@@ -197,7 +197,7 @@ def test_bad_input_shows_an_error_and_the_page_keeps_working(browser, server):
 
 
 def test_the_audit_button_shows_its_checks_table_in_view(browser, server):
-    from app.presets import EXAMPLES_DIR
+    from app.views.presets import EXAMPLES_DIR
     page = open_page(browser, server)
     page.locator("#input-image input[type=file]").set_input_files(str(EXAMPLES_DIR / "cat.png"))
     page.locator("#input-image img").first.wait_for(timeout=20_000)

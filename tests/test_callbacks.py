@@ -2,7 +2,7 @@
 import gradio as gr
 import pytest
 
-from app.presets import EXAMPLES_DIR
+from app.views.presets import EXAMPLES_DIR
 from app.ui import audit_panel as ap
 from app.ui import callbacks as cb
 from app.ui import events as ev
@@ -36,7 +36,7 @@ def test_run_outputs_are_ordered_by_name_and_unknown_names_are_refused():
 
 
 def test_user_errors_turns_engine_errors_into_one_gr_error_also_in_generators():
-    from app.errors import OutOfRangeError
+    from app.common.errors import OutOfRangeError
 
     @fm.user_errors
     def stream():
@@ -100,13 +100,13 @@ def test_every_yes_no_comes_from_the_one_outcome():
     d = json.loads(open(final["json_file"]).read())
     assert d["attack_config"]["step_size"] == 2.0 and d["attack_config"]["step_size_default"]   # eps 8 / 4
     assert d["attack_succeeded"] == {"bare_clip": o.fooled_clip, "clipure": o.fooled_clipure}
-    from app import comparison
+    from app.views import comparison
     row = comparison.threat_model_row(r)
     assert row["fooled CLIPure"].startswith("yes" if o.fooled_clipure else "no")
 
 
 def test_the_status_says_when_clipure_had_already_changed_the_clean_answer():
-    from app.presets import EXAMPLES_DIR
+    from app.views.presets import EXAMPLES_DIR
     final = dict(zip(fm.RUN_OUTPUTS, list(cb.run_demo(*values(
         image=str(EXAMPLES_DIR / "toy-red-circle.png"), classnames="red circle, red square, yellow square, blue square",
         backbone="toy-shapes", method="clipure-diff", threat_model="undefended", eps=4, steps=1, purify_steps=10)))[-1]))
@@ -127,8 +127,8 @@ def test_a_target_equal_to_the_clean_class_is_refused_in_one_sentence():
 
 
 def test_a_refusal_after_progress_leaves_no_stale_progress_bar(monkeypatch):
-    from app.budget import OverBudget
-    from app.results import PipelineEvent
+    from app.common.budget import OverBudget
+    from app.flows.results import PipelineEvent
 
     def run(*a, **k):
         yield PipelineEvent("attack", 0.3, "PGD under adaptive")
@@ -149,7 +149,7 @@ def test_a_text_file_upload_gets_one_sentence(tmp_path):
 
 
 def test_lessons_set_form_fields_and_open_the_stage_with_only_their_proof():
-    from app.presets import LESSONS
+    from app.views.presets import LESSONS
     from app.ui import lessons as ls
     proofs = {"images": "_lesson_images", "rotation": "_lesson_plot", "compare": "_lesson_table"}
     for k, lesson in enumerate(LESSONS):
@@ -237,7 +237,7 @@ def test_purification_seed_and_eot_reach_the_configs_and_sit_last_in_the_form():
 
 
 def test_clipure_diff_run_plots_the_prior_loss_per_step():
-    from app.presets import examples_for
+    from app.views.presets import examples_for
     path, names = examples_for(True)[0]
     final = dict(zip(fm.RUN_OUTPUTS, list(cb.run_demo(*values(
         image=path, classnames=names, backbone="toy-shapes", method="clipure-diff", purify_steps=2, steps=1,
@@ -269,7 +269,7 @@ def test_clipure_diff_run_plots_the_prior_loss_per_step():
 
 
 def test_streamed_status_of_clipure_diff_shows_the_prior_loss():
-    from app.presets import examples_for
+    from app.views.presets import examples_for
     path, names = examples_for(True)[0]
     statuses = [dict(zip(fm.RUN_OUTPUTS, u))["status"] for u in cb.run_demo(*values(
         image=path, classnames=names, backbone="toy-shapes", method="clipure-diff", purify_steps=2, steps=1,
@@ -305,7 +305,7 @@ def test_audit_api_returns_the_audit_as_json_and_refuses_bad_input():
 
 def test_paper_preset_sets_the_protocol_and_says_what_is_scaled_down():
     from app.evaluate.protocols import PROTOCOLS
-    from app.limits import LIMITS
+    from app.common.limits import LIMITS
     from app.ui import lessons as ls
     out = ls.on_paper("toy-shapes")
     v = dict(zip(ap.PAPER_PRESET_FIELDS, out))
@@ -323,7 +323,7 @@ def test_paper_preset_sets_the_protocol_and_says_what_is_scaled_down():
 
 
 def test_the_audit_takes_the_forms_eot_count_and_names_the_defence():
-    from app.presets import examples_for
+    from app.views.presets import examples_for
     path, names = examples_for(True)[0]
     diff = values(image=path, classnames=names, backbone="toy-shapes", method="clipure-diff", threat_model="adaptive",
                   steps=1, purify_steps=2, purify_seed=5, eot=2)

@@ -6,12 +6,12 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file
 
-from app.errors import OutOfRangeError, UnsupportedError, WeightsUnavailableError
-from app.purifiers import PURIFIERS, PurifyConfig, purify, seeded, trace
-from app.purifiers.diff import clipure_diff_iter, prior_gradient
-from app.purifiers.eot import check_eot, eot_gradient
-from app.purifiers.prior import DiffusionPrior, PriorConfig, check_timesteps
-from app.purifiers.priors import ASSET_DIR, PRIORS, load_prior, load_state
+from app.common.errors import OutOfRangeError, UnsupportedError, WeightsUnavailableError
+from app.defences import PURIFIERS, PurifyConfig, purify, seeded, trace
+from app.defences.clipure_diff import clipure_diff_iter, prior_gradient
+from app.defences.eot import check_eot, eot_gradient
+from app.defences.prior import DiffusionPrior, PriorConfig, check_timesteps
+from app.defences.priors import ASSET_DIR, PRIORS, load_prior, load_state
 
 TINY = PriorConfig(dim=64, depth=2, dim_head=32, heads=4, text_positions=5)
 
@@ -258,7 +258,7 @@ def test_bundled_prior_assets():
 
 @pytest.mark.slow
 def test_training_script_few_steps(tmp_path):
-    from app.toy.train_prior import main
+    from app.tools.train_prior import main
     main(["--steps", "3", "--pool", "64", "--batch-size", "16", "--log-every", "1", "--out", str(tmp_path)])
     log = json.loads((tmp_path / "prior_train_log.json").read_text())
     assert len(log["log"]) == 3
@@ -272,7 +272,7 @@ def test_eot_is_wired_into_the_attacks_that_can_average(tiny_setup):
     import torchattacks
 
     from app.attacks import ATTACKS, AttackConfig, validate_attack
-    from app.errors import OutOfRangeError, UnsupportedError
+    from app.common.errors import OutOfRangeError, UnsupportedError
     from tests.conftest import CLASSES
     clf, _ = tiny_setup
     cfg = validate_attack(AttackConfig(attack="PGD", eot=4), CLASSES)
@@ -287,9 +287,9 @@ def test_eot_is_wired_into_the_attacks_that_can_average(tiny_setup):
 
 def test_clipure_diff_through_the_pipeline_and_its_bad_input():
     from app.attacks import AttackConfig
-    from app.errors import OutOfRangeError, UnsupportedError
-    from app.pipeline import run_pipeline
-    from app.presets import EXAMPLES_DIR
+    from app.common.errors import OutOfRangeError, UnsupportedError
+    from app.flows.pipeline import run_pipeline
+    from app.views.presets import EXAMPLES_DIR
     image = EXAMPLES_DIR / "toy-red-circle.png"
     names = "red circle, blue square, green triangle, yellow cross"
     pcfg = PurifyConfig(method="clipure-diff", steps=3, step_size=0.5, seed=3)
@@ -310,16 +310,16 @@ def test_eot_only_where_the_attacked_model_draws():
     """K > 1 against a model that draws nothing is one sentence; compare runs the undefended row
     with K = 1 and the rows through CLIPure-Diff with K."""
     from app.attacks import AttackConfig
-    from app.pipeline import compare_threat_models, run_pipeline
-    from app.presets import EXAMPLES_DIR
+    from app.flows.pipeline import compare_threat_models, run_pipeline
+    from app.views.presets import EXAMPLES_DIR
     image = EXAMPLES_DIR / "toy-red-circle.png"
     names = "red circle, blue square, green triangle, yellow cross"
     diff = PurifyConfig(method="clipure-diff", steps=2, step_size=0.5)
-    import app.request
-    from app.request import Request
+    import app.flows.request
+    from app.flows.request import Request
     for tm, pcfg, who in [("undefended", diff, "bare CLIP"), ("adaptive", PurifyConfig(), "CLIPure-Cos draws none")]:
         with pytest.MonkeyPatch.context() as mp, pytest.raises(UnsupportedError, match=who) as e:
-            mp.setattr(app.request, "build_classifier", None)      # refused before any text is encoded
+            mp.setattr(app.flows.request, "build_classifier", None)      # refused before any text is encoded
             run_pipeline(image, names, AttackConfig(attack="PGD", eps=8, steps=1, threat_model=tm, eot=3), pcfg,
                          model="toy-shapes", template_set="single")
         assert str(e.value).count(". ") == 0 and "must be 1" in str(e.value)
@@ -333,10 +333,10 @@ def test_eot_only_where_the_attacked_model_draws():
 def test_diagnostics_average_the_attackers_draws_against_the_scored_draw(toy_prior):
     """The attacker's gradient is the mean of its own K draws (stream 1); the reference is the
     exact gradient of the draw the defence scores (stream 0), so they differ for K = 1 too."""
-    from app.gradients import _input_gradient, gradient_diagnostics
-    from app.presets import EXAMPLES_DIR
-    from app.request import Request, prepare
-    from app.threat_models import attacked_model
+    from app.attacks.gradients import _input_gradient, gradient_diagnostics
+    from app.views.presets import EXAMPLES_DIR
+    from app.flows.request import Request, prepare
+    from app.attacks.threat_models import attacked_model
     prep, _ = prepare(Request(EXAMPLES_DIR / "toy-red-circle.png",
                               "red circle, blue square, green triangle, yellow cross", "toy-shapes", "single"))
     cfg = PurifyConfig(method="clipure-diff", steps=2, step_size=0.5)
@@ -357,8 +357,8 @@ def test_diagnostics_average_the_attackers_draws_against_the_scored_draw(toy_pri
 
 def test_audit_of_clipure_diff_uses_eot_and_names_its_settings():
     from app.audit import audit_image
-    from app.presets import EXAMPLES_DIR
-    from app.request import Request
+    from app.views.presets import EXAMPLES_DIR
+    from app.flows.request import Request
     request = Request(EXAMPLES_DIR / "toy-red-circle.png", "red circle, blue square, green triangle, yellow cross",
                       "toy-shapes", "single", "fp32")
     res = audit_image(request, "adaptive", PurifyConfig(method="clipure-diff", steps=2, step_size=0.5, seed=4),

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from app.errors import CLIPureError
+from app.common.errors import CLIPureError
 from app.evaluate import PROTOCOLS, EvalConfig, run_evaluation
 from app.evaluate.cli import main
 from app.evaluate.runner import batch_seed

@@ -226,7 +226,7 @@ REQUEST = dict(image=None, classnames="cat, dog, car, plane", backbone="tiny-ran
 ])
 def test_a_request_shows_its_results_without_files_when_the_temp_folder_cannot_be_written(monkeypatch, tmp_path,
                                                                                            code, why, folders):
-    from app.presets import EXAMPLES_DIR
+    from app.views.presets import EXAMPLES_DIR
     from app.ui import callbacks as cb
     from app.ui.form import FORM, RUN_OUTPUTS
     from app.ui import server

@@ -8,16 +8,16 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from app.classnames import parse_classnames
-from app.errors import (
+from app.clip.classnames import parse_classnames
+from app.common.errors import (
     InvalidClassNamesError,
     InvalidImageError,
     OutOfRangeError,
     check_int,
     check_range,
 )
-from app.images import check_pixel_budget, load_image, resize_bytes
-from app.limits import LIMITS, Limits
+from app.clip.images import check_pixel_budget, load_image, resize_bytes
+from app.common.limits import LIMITS, Limits
 
 NO_CAPS = Limits(max_class_text_chars=10**9, max_classname_chars=10**9)
 
@@ -221,7 +221,7 @@ def test_numbers_are_never_clamped():
 
 
 def test_bounds_are_written_as_people_read_them():
-    from app.errors import check_int, check_range
+    from app.common.errors import check_int, check_range
     with pytest.raises(OutOfRangeError, match=r"between 0 and 2147483647, got -1\.$"):
         check_int("The purification seed", -1, 0, 2**31 - 1)
     with pytest.raises(OutOfRangeError, match=r"between 0\.001 and 1000, got 5000\.$"):

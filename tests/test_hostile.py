@@ -18,7 +18,7 @@ from PIL import Image
 gradio_client = pytest.importorskip("gradio_client")
 from gradio_client import Client, handle_file  # noqa: E402
 
-from app.presets import EXAMPLES_DIR  # noqa: E402
+from app.views.presets import EXAMPLES_DIR  # noqa: E402
 from app.ui.server import BodyLimit, bind_address, sweep  # noqa: E402
 
 CLASSES = "cat, dog, car, plane"

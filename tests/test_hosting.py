@@ -180,8 +180,8 @@ def test_to_host_reaches_every_tensor_of_a_pipeline_result():
     missed one shows on a CPU-only machine) and leaves the original as it was."""
     from app.attacks import AttackConfig
     from app.ui.hosting import to_host
-    from app.pipeline import run_pipeline
-    from app.presets import EXAMPLES_DIR
+    from app.flows.pipeline import run_pipeline
+    from app.views.presets import EXAMPLES_DIR
     r = run_pipeline(EXAMPLES_DIR / "cat.png", "cat, dog, car", AttackConfig(attack="PGD", eps=4, steps=1),
                      model="tiny-random", template_set="single")
     before = _tensors(r)
@@ -209,8 +209,8 @@ def test_user_errors_sit_inside_the_gpu_call():
 @pytest.fixture
 def cold_process(monkeypatch):
     """This process's backbone and text caches emptied for the test, and restored after it."""
-    import app.models as models
-    from app.zeroshot import TEXT_CACHE
+    import app.clip.models as models
+    from app.clip.zeroshot import TEXT_CACHE
     saved = (dict(models._CACHE), set(models._PINNED), TEXT_CACHE._store.copy(), set(TEXT_CACHE._pinned))
     models._CACHE.clear()
     TEXT_CACHE._store.clear()
@@ -231,13 +231,13 @@ def test_after_the_warm_start_a_request_loads_nothing(cold_process, monkeypatch)
     still answer. A backbone that is not warm says so in the request's progress."""
     import open_clip
 
-    import app.models
-    import app.purifiers.priors
-    import app.zeroshot
+    import app.clip.models
+    import app.defences.priors
+    import app.clip.zeroshot
     from app.ui import callbacks as cb
     from app.ui import form as fm
     from app.ui.layout import warm_items
-    from app.warm import warm_start
+    from app.flows.warm import warm_start
     from tests.test_callbacks import values
     warmed = warm_start(warm_items("tiny-random"))
     assert {(w.item.backbone, w.item.precision) for w in warmed} >= {("tiny-random", None), ("toy-shapes", "fp32"),
@@ -245,15 +245,15 @@ def test_after_the_warm_start_a_request_loads_nothing(cold_process, monkeypatch)
 
     def refuse(*a, **k):
         raise AssertionError("a request loaded something from disk")
-    monkeypatch.setattr(app.models, "_create", refuse)
+    monkeypatch.setattr(app.clip.models, "_create", refuse)
     monkeypatch.setattr(open_clip, "create_model_and_transforms", refuse)
-    monkeypatch.setattr(app.zeroshot, "_encode_prompts", refuse)
-    monkeypatch.setattr(app.purifiers.priors, "_load_bundled", refuse)
-    monkeypatch.setattr(app.purifiers.priors, "_load_laion", refuse)
+    monkeypatch.setattr(app.clip.zeroshot, "_encode_prompts", refuse)
+    monkeypatch.setattr(app.defences.priors, "_load_bundled", refuse)
+    monkeypatch.setattr(app.defences.priors, "_load_laion", refuse)
 
-    from app.presets import LESSONS, default_classnames
-    from app.purifiers import PurifyConfig
-    from app.threat_models import offered
+    from app.views.presets import LESSONS, default_classnames
+    from app.defences import PurifyConfig
+    from app.attacks.threat_models import offered
     start = values(classnames=default_classnames("tiny-random"), backbone="tiny-random", template_set="single")
     updates = list(cb.run_demo(*start))
     final = dict(zip(fm.RUN_OUTPUTS, updates[-1]))
@@ -269,7 +269,7 @@ def test_after_the_warm_start_a_request_loads_nothing(cold_process, monkeypatch)
         else:
             assert dict(zip(fm.RUN_OUTPUTS, list(cb.run_demo(*form))[-1]))["status"].startswith("**Done in")
     # a backbone that is not warm: loaded in the request (here it cannot be), with a message saying so
-    from app.request import Request, preparing_message
+    from app.flows.request import Request, preparing_message
     assert preparing_message(Request(None, "", "tiny-random")) == "Encoding the class names"
     assert "not loaded at start" in preparing_message(Request(None, "", "toy-shapes", precision="bf16"))
     monkeypatch.undo()

@@ -7,18 +7,18 @@ import pytest
 from PIL import Image
 
 from app.attacks import AttackConfig
-from app.classnames import parse_classnames
-from app.errors import (
+from app.clip.classnames import parse_classnames
+from app.common.errors import (
     CLIPureError,
     InvalidClassNamesError,
     InvalidImageError,
     UnknownNameError,
 )
-from app.images import load_image
-from app.limits import Limits
-from app.pipeline import run_pipeline
-from app.request import Request, prepare
-from app.purifiers import PurifyConfig
+from app.clip.images import load_image
+from app.common.limits import Limits
+from app.flows.pipeline import run_pipeline
+from app.flows.request import Request, prepare
+from app.defences import PurifyConfig
 
 
 def png_bytes(img, fmt="PNG", **kw):

@@ -24,10 +24,10 @@ from open_clip.constants import (HF_CONFIG_NAME, HF_SAFE_WEIGHTS_NAME, HF_WEIGHT
                                  OPENAI_DATASET_STD)
 from safetensors.torch import save_file
 
-from app.errors import WeightsUnavailableError
-from app.models import BACKBONES
-from app.purifiers import priors
-from app.purifiers.prior import LAION_VIT_L_14, DiffusionPrior
+from app.common.errors import WeightsUnavailableError
+from app.clip.models import BACKBONES
+from app.defences import priors
+from app.defences.prior import LAION_VIT_L_14, DiffusionPrior
 
 ROOT = Path(__file__).resolve().parents[1]
 REVISION = "0123456789abcdef0123456789abcdef01234567"    # any 40 hex digits: a commit hash
@@ -83,8 +83,8 @@ def written(path, entry=None):
 LOAD_BACKBONE = """
 import numpy as np
 from PIL import Image
-from app.models import load_backbone
-from app.zeroshot import build_classifier
+from app.clip.models import load_backbone
+from app.clip.zeroshot import build_classifier
 
 name, weights = sys.argv[1:3]
 bb = load_backbone(name)
@@ -161,7 +161,7 @@ def test_hf_hub_backbone_loads_from_its_hub_cache_layout(tmp_path, name, arch):
 
 
 LOAD_REFUSED = """
-from app.models import load_backbone
+from app.clip.models import load_backbone
 try:
     bb = load_backbone(sys.argv[1])
     print(json.dumps({"loaded": bb.name, "pretrained": bb.pretrained}))
@@ -212,7 +212,7 @@ def test_laion_prior_checkpoint_keys_map_onto_the_apps_network():
 
 
 LOAD_PRIOR = """
-from app.purifiers.priors import _our_key, load_prior
+from app.defences.priors import _our_key, load_prior
 
 prior = load_prior("ViT-L-14-quickgelu/openai")
 ours, file = prior.state_dict(), written(sys.argv[1], "ema_model")

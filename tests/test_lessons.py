@@ -1,6 +1,6 @@
 """The teacher's lessons say what happens on the bundled model; check that it does."""
-from app.pipeline import compare_threat_models, result_of, run, run_pipeline
-from app.presets import LESSONS
+from app.flows.pipeline import compare_threat_models, result_of, run, run_pipeline
+from app.views.presets import LESSONS
 from app.ui.form import FORM, Form
 
 
@@ -37,7 +37,7 @@ def test_lesson_three_official_fp16_keeps_the_clean_answer_and_adaptive_is_foole
     assert rows["adaptive"].outcome.fooled_clipure
     # the table shows why: the official attacker's gradient is exactly zero, the adaptive one's is not
     assert rows["official"].gradient.zero_fraction == 1.0 and rows["adaptive"].gradient.zero_fraction < 0.5
-    from app.comparison import compare_table
+    from app.views.comparison import compare_table
     from app.ui.lessons import rows_text
     text = rows_text(compare_table(list(rows.values())))
     assert "Official pipeline:** CLIPure **not fooled**" in text and "exactly zero: **100%**" in text
@@ -52,7 +52,7 @@ def test_lesson_four_ttc_keeps_its_answer_against_bare_clip_attacks_and_not_thro
     assert rows["undefended"].clean_purified.label == rows["undefended"].clean.label == "red circle"
     assert not rows["undefended"].outcome.fooled_clipure               # TTC's own evaluation: it holds here
     assert rows["adaptive"].outcome.fooled_clipure and rows["bpda"].outcome.fooled_clipure
-    from app.comparison import compare_table
+    from app.views.comparison import compare_table
     from app.ui.lessons import rows_text
     text = rows_text(compare_table(list(rows.values())))
     assert "Undefended (transfer):** TTC **not fooled**" in text and "Adaptive (exact):** TTC **fooled**" in text
@@ -66,9 +66,9 @@ def test_how_it_works_clipure_diff_figures_hold_on_the_toy_model():
     import torch
     import torch.nn.functional as F
 
-    from app.presets import EXAMPLES_DIR
-    from app.purifiers import PurifyConfig
-    from app.purifiers.priors import load_prior
+    from app.views.presets import EXAMPLES_DIR
+    from app.defences import PurifyConfig
+    from app.defences.priors import load_prior
     text = (Path(__file__).resolve().parent.parent / "app" / "how_it_works.md").read_text()
     for claim in ("one draw", "0 unless you change it", "0.62 at the input", "1.36 after step 1",
                   "between 0.65 and 1.26", "ended at 1.11", "129° to 144°", "double backpropagation",

@@ -2,8 +2,8 @@
 import pytest
 import torch
 
-from app.errors import UnknownNameError, WeightsUnavailableError
-from app.models import BACKBONES, DEFAULT_BACKBONE, get_spec, load_backbone
+from app.common.errors import UnknownNameError, WeightsUnavailableError
+from app.clip.models import BACKBONES, DEFAULT_BACKBONE, get_spec, load_backbone
 
 
 def test_registry_has_the_required_backbones():
@@ -29,7 +29,7 @@ def test_tiny_random_is_the_same_in_every_build():
     global RNG is left as it was."""
     import torch
 
-    from app.models import _create
+    from app.clip.models import _create
     state = torch.random.get_rng_state()
     a, _ = _create(get_spec("tiny-random"), "tiny-random", torch.device("cpu"), "fp32", pretrained=False)
     torch.rand(3)                                   # move the global RNG between the builds
@@ -56,7 +56,7 @@ def test_offline_download_raises_a_typed_error_naming_model_and_fix():
 def test_fp16_is_the_official_recipe_on_cpu_and_bad_precisions_get_one_sentence(monkeypatch):
     import torch
 
-    from app.errors import UnsupportedError
+    from app.common.errors import UnsupportedError
     bb = load_backbone("tiny-random", precision="fp16")
     dtypes = {n: p.dtype for n, p in bb.model.named_parameters()}
     assert dtypes["visual.conv1.weight"] == torch.float16 and dtypes["visual.ln_pre.weight"] == torch.float32
@@ -80,7 +80,7 @@ def test_real_weights_classify_a_drawn_image():
     """Runs only where the weights can be had (not in CI, which is offline)."""
     from PIL import Image, ImageDraw
 
-    from app.pipeline import run_pipeline
+    from app.flows.pipeline import run_pipeline
     try:
         load_backbone(DEFAULT_BACKBONE)
     except WeightsUnavailableError as e:
@@ -94,11 +94,11 @@ def test_real_weights_classify_a_drawn_image():
 def test_least_recently_used_backbones_are_dropped_beyond_the_limit(monkeypatch):
     from dataclasses import replace
 
-    import app.limits
-    import app.models as models
+    import app.common.limits
+    import app.clip.models as models
     monkeypatch.setattr(models, "_CACHE", {})
     monkeypatch.setattr(models, "_PINNED", set())   # a launched server's warm start pins its own
-    monkeypatch.setattr(app.limits, "LIMITS", replace(app.limits.LIMITS, max_loaded_backbones=2))
+    monkeypatch.setattr(app.common.limits, "LIMITS", replace(app.common.limits.LIMITS, max_loaded_backbones=2))
     a = load_backbone("tiny-random")
     toy = load_backbone("toy-shapes")
     assert load_backbone("tiny-random") is a               # a hit moves it to the recent end
@@ -112,13 +112,13 @@ def test_least_recently_used_backbones_are_dropped_beyond_the_limit(monkeypatch)
 def test_a_diffusion_prior_goes_with_the_last_copy_of_its_backbone(monkeypatch):
     from dataclasses import replace
 
-    import app.limits
-    import app.models as models
-    import app.purifiers.priors as priors
+    import app.common.limits
+    import app.clip.models as models
+    import app.defences.priors as priors
     monkeypatch.setattr(models, "_CACHE", {})
     monkeypatch.setattr(models, "_PINNED", set())   # a launched server's warm start pins its own
     monkeypatch.setattr(priors, "_CACHE", {})
-    monkeypatch.setattr(app.limits, "LIMITS", replace(app.limits.LIMITS, max_loaded_backbones=2))
+    monkeypatch.setattr(app.common.limits, "LIMITS", replace(app.common.limits.LIMITS, max_loaded_backbones=2))
     load_backbone("toy-shapes")
     prior = priors.load_prior("toy-shapes")
     load_backbone("toy-shapes", precision="fp16")
@@ -134,12 +134,12 @@ def test_backbones_and_text_embeddings_pinned_at_the_start_are_never_dropped(mon
     and do not count towards the limits; the others are dropped least recently used first."""
     from dataclasses import replace
 
-    import app.limits
-    import app.models as models
-    from app.zeroshot import TextEmbeddingCache
+    import app.common.limits
+    import app.clip.models as models
+    from app.clip.zeroshot import TextEmbeddingCache
     monkeypatch.setattr(models, "_CACHE", {})
     monkeypatch.setattr(models, "_PINNED", set())
-    monkeypatch.setattr(app.limits, "LIMITS", replace(app.limits.LIMITS, max_loaded_backbones=1))
+    monkeypatch.setattr(app.common.limits, "LIMITS", replace(app.common.limits.LIMITS, max_loaded_backbones=1))
     warm = load_backbone("tiny-random")
     models.pin(warm)
     load_backbone("toy-shapes")

@@ -5,20 +5,20 @@ repository TMLResearchGroup-CAS/CLIPure (commit 5b59554, lines as counted in the
 `model_dtype_half` (lines 84-95), `ClassificationModel.__init__`'s blank (113-121),
 `embed_image` (152-156), `purify_zi` (159-191) and `forward` (194-204), plus the script's
 model set-up (`precision="fp16"` at creation, then `model.float()`). It uses autograd exactly as
-the official code does, so it shares no code with app/purifiers/cos.py.
+the official code does, so it shares no code with app/defences/clipure_cos.py.
 """
 import open_clip
 import pytest
 import torch
 import torch.nn.functional as F
 
-from app.defence import Defence
-from app.models import TOY_CLASSNAMES, TOY_DIR, load_backbone
-from app.precision import GradModeAttention
-from app.purifiers import PAPER_DEFAULTS
-from app.threat_models import PurifiedClassifier
+from app.defences.defence import Defence
+from app.clip.models import TOY_CLASSNAMES, TOY_DIR, load_backbone
+from app.clip.precision import GradModeAttention
+from app.defences import PAPER_DEFAULTS
+from app.attacks.threat_models import PurifiedClassifier
 from app.toy.heldout import heldout
-from app.zeroshot import TEXT_CACHE, TextEmbeddingCache, build_classifier, get_templates
+from app.clip.zeroshot import TEXT_CACHE, TextEmbeddingCache, build_classifier, get_templates
 
 NAMES = list(TOY_CLASSNAMES)
 DEFAULT_THREADS = torch.get_num_threads()   # as conftest.py leaves it
@@ -160,7 +160,7 @@ def test_official_threat_model_agrees_with_the_retyped_official_code(precision, 
 def test_bf16_backbone_is_open_clips_bf16_creation_by_the_same_recipe():
     """bf16 by the fp16 recipe: open_clip's precision="bf16" creation, .float(), the half cast in
     bf16: the same parameters and module types (LayerNormFp32), attention on its gradient path."""
-    from app.precision import half_params
+    from app.clip.precision import half_params
     bb = load_backbone("toy-shapes", precision="bf16")
     open_clip.add_model_config(TOY_DIR / "toy-shapes.json")
     ref = open_clip.create_model("toy-shapes", pretrained=str(TOY_DIR / "toy-shapes.safetensors"), precision="bf16")
@@ -187,7 +187,7 @@ def test_bf16_backbone_is_open_clips_bf16_creation_by_the_same_recipe():
 def test_official_backward_is_the_official_graph_in_float64(seed, steps, eta):
     """From the unit embedding on: purify_zi's graph and the unnormalised head. At the paper's
     T = 10, eta = 30 the gradient is ~1e-14, at float64's rounding floor: compared in size only."""
-    from app.purifiers import purify
+    from app.defences import purify
     g = torch.Generator().manual_seed(seed)
     d, c = 32, 5
     blank = torch.randn(d, generator=g, dtype=torch.float64)
@@ -222,7 +222,7 @@ def toy16():
 
 
 def test_fp16_official_gradient_is_exactly_zero_and_adaptive_is_not(toy16):
-    from app.gradients import gradient_diagnostics
+    from app.attacks.gradients import gradient_diagnostics
     setups, x, y = toy16
     for i in range(len(y)):
         xi, yi = x[i:i + 1], y[i:i + 1]
@@ -234,7 +234,7 @@ def test_fp16_official_gradient_is_exactly_zero_and_adaptive_is_not(toy16):
 
 def test_pgd_under_fp16_official_leaves_clean_accuracy_and_adaptive_lowers_it(toy16):
     from app.attacks import AttackConfig
-    from app.scoring import attack_and_score
+    from app.flows.scoring import attack_and_score
     setups, x, y = toy16
     acc = {}
     for tm in ("official", "adaptive"):
@@ -249,7 +249,7 @@ def test_pgd_under_fp16_official_leaves_clean_accuracy_and_adaptive_lowers_it(to
 @pytest.mark.slow
 def test_audit_flags_fp16_official_and_not_bare_clip():
     from app.audit import audit_image
-    from app.request import Request
+    from app.flows.request import Request
     image = TOY_DIR.parent / "examples" / "toy-red-circle.png"
     names = "red circle, blue square, green triangle, yellow cross, red square, blue circle"
     res = audit_image(Request(image, names, "toy-shapes", "single", "fp16"), "official")
@@ -269,8 +269,8 @@ def test_audit_check_a_reports_the_attackers_and_the_exact_gradient_at_clean_and
     from types import SimpleNamespace
 
     import app.audit as audit_mod
-    from app.gradients import exact_defence, random_start
-    from app.request import Request, prepare
+    from app.attacks.gradients import exact_defence, random_start
+    from app.flows.request import Request, prepare
     image = TOY_DIR.parent / "examples" / "toy-red-circle.png"
     names = "red circle, blue square, green triangle, yellow cross"
 
@@ -328,8 +328,8 @@ def test_the_audit_refuses_settings_its_derived_attacks_cannot_run_before_any_wo
     from dataclasses import replace
 
     import app.audit as audit_mod
-    from app.errors import OutOfRangeError
-    from app.request import Request, prepare
+    from app.common.errors import OutOfRangeError
+    from app.flows.request import Request, prepare
     image = TOY_DIR.parent / "examples" / "toy-red-circle.png"
     prep, _ = prepare(Request(image, "red circle, blue square, green triangle, yellow cross", "toy-shapes", "single"))
     calls = []

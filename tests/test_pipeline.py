@@ -3,9 +3,9 @@ import pytest
 import torch
 
 from app.attacks import AttackConfig
-from app.pipeline import run, run_pipeline
-from app.request import Request
-from app.purify import PurifyConfig
+from app.flows.pipeline import run, run_pipeline
+from app.flows.request import Request
+from app.defences import PurifyConfig
 from tests.conftest import CLASSES
 
 
@@ -47,7 +47,7 @@ def test_no_attack_means_clean_only(noise_image):
 def test_bad_settings_are_refused_before_any_text_encoding(noise_image, tiny, monkeypatch):
     import pytest
 
-    from app.errors import InvalidImageError, OutOfRangeError
+    from app.common.errors import InvalidImageError, OutOfRangeError
     calls = []
     monkeypatch.setattr(tiny.model, "encode_text", lambda *a, **k: calls.append(1))
     names = ["never", "encoded", "names"]          # not in the cache: encoding them would call encode_text
@@ -75,8 +75,8 @@ def test_each_image_is_encoded_once_per_request(noise_image, tiny, monkeypatch, 
 
 
 def test_compare_encodes_the_clean_image_once(noise_image, tiny, monkeypatch):
-    from app.pipeline import compare_threat_models
-    from app.threat_models import THREAT_MODELS
+    from app.flows.pipeline import compare_threat_models
+    from app.attacks.threat_models import THREAT_MODELS
     run_pipeline(noise_image, CLASSES, attack=None, model="tiny-random", template_set="single")
     calls = []
     encode_image = tiny.model.encode_image
@@ -94,7 +94,7 @@ def test_cold_text_encoding_reports_progress_and_a_closed_stream_stops_it(noise_
     import threading
     import time
 
-    from app.budget import Budget
+    from app.common.budget import Budget
     names = ["alpha", "beta", "gamma", "delta", "epsilon"]       # 5 x 80 templates: two chunks of prompts
     events = list(run(Request(noise_image, names, "tiny-random", "ensemble"), None))
     progress = [e.message for e in events if e.message.startswith("Encoding the class names")]
@@ -116,8 +116,8 @@ def test_cold_text_encoding_reports_progress_and_a_closed_stream_stops_it(noise_
 def test_autoattack_progress_names_its_apgd_run_and_step():
     """torchattacks reports nothing inside AutoAttack: the pipeline's progress still says which APGD
     run (restart or target class) and which step it is at, and moves forward."""
-    from app.pipeline import run
-    from app.presets import EXAMPLES_DIR
+    from app.flows.pipeline import run
+    from app.views.presets import EXAMPLES_DIR
     names = "red circle, blue square, green triangle, yellow cross, red square"
     events = [e for e in run(Request(EXAMPLES_DIR / "toy-red-circle.png", names, "toy-shapes", "single", "fp16"),
                              AttackConfig(attack="AutoAttack-custom", eps=4, steps=3, threat_model="official"),
@@ -131,7 +131,7 @@ def test_autoattack_progress_names_its_apgd_run_and_step():
 
 
 def test_compare_reports_each_row_as_it_starts(noise_image, tiny):
-    from app.pipeline import compare_threat_models
+    from app.flows.pipeline import compare_threat_models
     said = []
     compare_threat_models(Request(noise_image, CLASSES, "tiny-random", "single"), AttackConfig(attack="FGSM", eps=8),
                           on_progress=lambda f, m: said.append((f, m)))

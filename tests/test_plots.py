@@ -12,12 +12,12 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from app.attacks import AttackConfig
-from app.geometry import plane_coordinates, rotation_text
-from app.models import TOY_CLASSNAMES
-from app.pipeline import run_pipeline
-from app.plots import cosine_figure, latent_map_figure, probability_figure, rotation_figure, sweep_figure
-from app.purify import clipure_cos
-from app.zeroshot import TEXT_CACHE
+from app.views.geometry import plane_coordinates, rotation_text
+from app.clip.models import TOY_CLASSNAMES
+from app.flows.pipeline import run_pipeline
+from app.views.plots import cosine_figure, latent_map_figure, probability_figure, rotation_figure, sweep_figure
+from app.defences import clipure_cos
+from app.clip.zeroshot import TEXT_CACHE
 from tests.conftest import CLASSES
 from tests.test_purify import D, embeddings_at_angles
 

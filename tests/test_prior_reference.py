@@ -12,8 +12,8 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file
 
-from app.purifiers.prior import DiffusionPrior, PriorConfig, Rotary
-from app.purifiers.priors import load_state
+from app.defences.prior import DiffusionPrior, PriorConfig, Rotary
+from app.defences.priors import load_state
 
 FIXTURE = Path(__file__).parent / "fixtures" / "dalle2_prior_reference.safetensors"
 # The generator's network; 78 masked text positions: 77 text encodings + the text embedding.

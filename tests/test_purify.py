@@ -5,8 +5,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from app.errors import OutOfRangeError, UnknownNameError
-from app.purify import (
+from app.common.errors import OutOfRangeError, UnknownNameError
+from app.defences import (
     PAPER_DEFAULTS,
     PurifyConfig,
     clipure_cos,

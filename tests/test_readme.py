@@ -30,10 +30,10 @@ def test_readme_has_the_two_commands_and_ci_runs_the_test_one():
 
 
 def test_limits_table_matches_the_code():
-    """Every field of app/limits.py is in docs/limits.md's table, with its default."""
+    """Every field of app/common/limits.py is in docs/limits.md's table, with its default."""
     from dataclasses import fields
 
-    from app.limits import Limits
+    from app.common.limits import Limits
     table = LIMITS[LIMITS.index("## The limits"):LIMITS.index("## Queue and cancelling")]
     for f in fields(Limits):
         row = next((line for line in table.splitlines() if f"`{f.name}`" in line), None)

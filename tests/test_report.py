@@ -5,11 +5,11 @@ import json
 
 import pytest
 
-from app import comparison, export, report
+from app.views import comparison, export, report
 from app.attacks import AttackConfig
-from app.pipeline import compare_threat_models, run_pipeline
-from app.purifiers import PurifyConfig
-from app.request import Request
+from app.flows.pipeline import compare_threat_models, run_pipeline
+from app.defences import PurifyConfig
+from app.flows.request import Request
 from tests.conftest import CLASSES
 
 
@@ -65,7 +65,7 @@ def test_compare_table_has_a_row_per_threat_model(noise_image):
                                     AttackConfig(attack="FGSM", eps=8))
     table = comparison.compare_table(results)
     assert table["headers"] == comparison.COMPARE_COLUMNS
-    from app.threat_models import THREAT_MODELS
+    from app.attacks.threat_models import THREAT_MODELS
     assert [row[0] for row in table["data"]] == [tm.label for tm in THREAT_MODELS.values()]
     for row, r in zip(table["data"], results):    # the yes/no columns are the scorer's Outcome
         assert row[3] == ("yes" if r.outcome.fooled_clip else "no")
@@ -75,7 +75,7 @@ def test_compare_table_has_a_row_per_threat_model(noise_image):
 @pytest.fixture(scope="module")
 def changed_clean():
     """CLIPure-Diff with the small toy prior moves the red circle to yellow square before any attack."""
-    from app.presets import EXAMPLES_DIR
+    from app.views.presets import EXAMPLES_DIR
     names = "red circle, red square, yellow square, yellow circle, blue square, green triangle"
     r = run_pipeline(EXAMPLES_DIR / "toy-red-circle.png", names, AttackConfig(attack="PGD", eps=4, steps=1),
                      PurifyConfig(method="clipure-diff", seed=0), model="toy-shapes", template_set="single")
@@ -110,7 +110,7 @@ def test_the_record_says_what_ran(tmp_path):
     from PIL import Image
 
     import app
-    from app.models import TOY_DIR
+    from app.clip.models import TOY_DIR
     image = TOY_DIR.parent / "examples" / "toy-red-circle.png"
     r = run_pipeline(image, "red circle, blue square, green triangle", AttackConfig(attack="PGD", eps=4, steps=1,
                      threat_model="official"), PurifyConfig(grad_scope="sample"), model="toy-shapes",
@@ -134,8 +134,8 @@ def test_the_record_says_what_ran(tmp_path):
 def test_words_the_model_does_not_know_get_a_notice_and_no_verdict():
     """The bundled model gives each of five unknown words 20%: the page says it does not know them,
     lists what it knows, and reports no attack verdict; a known vocabulary gets none of that."""
-    from app.models import TOY_CLASSNAMES, TOY_DIR
-    from app.scoring import near_uniform
+    from app.clip.models import TOY_CLASSNAMES, TOY_DIR
+    from app.flows.scoring import near_uniform
     from app.ui import callbacks as cb
     image = TOY_DIR.parent / "examples" / "toy-green-circle.png"
     r = run_pipeline(image, "cat, dog, car, plane, tree", AttackConfig(attack="PGD", eps=4, steps=2),

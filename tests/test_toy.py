@@ -7,17 +7,17 @@ from pathlib import Path
 import pytest
 import torch
 
-from app.defence import Defence
-from app.eval_toy import ATTACK, TARGET
-from app.fallback import load_default
-from app.models import TOY_DIR, get_spec, load_backbone
-from app.pipeline import run_pipeline
-from app.purifiers import PAPER_DEFAULTS
-from app.purify import PurifyConfig
-from app.scoring import attack_and_score
+from app.defences.defence import Defence
+from app.tools.eval_toy import ATTACK, TARGET
+from app.clip.fallback import load_default
+from app.clip.models import TOY_DIR, get_spec, load_backbone
+from app.flows.pipeline import run_pipeline
+from app.defences import PAPER_DEFAULTS
+from app.defences import PurifyConfig
+from app.flows.scoring import attack_and_score
 from app.toy import shapes
 from app.toy.heldout import HELDOUT_SEED, heldout
-from app.zeroshot import TEXT_CACHE, build_classifier
+from app.clip.zeroshot import TEXT_CACHE, build_classifier
 
 ROOT = Path(__file__).resolve().parent.parent
 EVAL = json.loads((TOY_DIR / "eval.json").read_text())
@@ -34,7 +34,7 @@ def toy():
 def test_training_script_runs_and_its_weights_load(tmp_path):
     import open_clip
 
-    from app.toy.train_clip import ARCH, train
+    from app.tools.train_toy import ARCH, train
     summary = train(steps=3, batch_size=16, lr=1e-3, seed=1, out=tmp_path, log_every=1)
     assert summary["steps"] == 3 and summary["final_loss"] == summary["final_loss"]   # finite, not NaN
     weights = tmp_path / "toy-shapes.safetensors"
@@ -118,7 +118,7 @@ def test_pipeline_agrees_with_the_readme_figures(eta):
     Tolerance: 0.2 absolute (about 3 binomial standard deviations at n = 40, p = 0.5).
     """
     x, y = heldout(40, 32)
-    from app.export import to_pil
+    from app.views.export import to_pil
     row = EVAL["attack"]["clipure"][f"eta={eta:g}"]
     for tm in ("undefended", "adaptive"):
         hits = 0

@@ -11,12 +11,12 @@ import torch
 import torch.nn.functional as F
 
 from app.attacks import AttackConfig
-from app.defence import Defence
-from app.errors import CLIPureError, UnsupportedError
-from app.purifiers import PurifyConfig, TTCConfig, seeded
-from app.purifiers.ttc import counterattack, relative_change, step_weights
-from app.scoring import score
-from app.threat_models import attacked_model, offered
+from app.defences.defence import Defence
+from app.common.errors import CLIPureError, UnsupportedError
+from app.defences import PurifyConfig, TTCConfig, seeded
+from app.defences.ttc import counterattack, relative_change, step_weights
+from app.flows.scoring import score
+from app.attacks.threat_models import attacked_model, offered
 
 TTC = PurifyConfig(method="ttc")
 RED_CIRCLE = "assets/examples/toy-red-circle.png"
@@ -151,8 +151,8 @@ def test_the_adaptive_gradient_is_the_create_graph_gradient(tiny_ttc, tiny):
 
 
 def test_eot_averages_draws_of_the_random_start_where_the_attacker_queries_ttc(tiny_ttc, tiny):
-    from app.gradients import gradient_diagnostics
-    from app.threat_models import eot_for, randomised
+    from app.attacks.gradients import gradient_diagnostics
+    from app.attacks.threat_models import eot_for, randomised
     assert randomised("adaptive", TTC) and randomised("bpda", TTC) and not randomised("undefended", TTC)
     assert eot_for(4, "adaptive", TTC) == 4 and eot_for(4, "undefended", TTC) == 1
     x, y = _images(1, tiny.image_size, seed=3), torch.tensor([1])
@@ -164,7 +164,7 @@ def test_eot_averages_draws_of_the_random_start_where_the_attacker_queries_ttc(t
 def test_ttc_has_no_official_threat_model():
     assert offered(TTC) == ["undefended", "adaptive", "bpda"]
     assert "official" in offered(PurifyConfig())
-    from app.pipeline import run_pipeline
+    from app.flows.pipeline import run_pipeline
     with pytest.raises(UnsupportedError, match="no official threat model") as e:
         run_pipeline(RED_CIRCLE, TOY_NAMES, AttackConfig(attack="PGD", eps=4, steps=1, threat_model="official"), TTC,
                      model="toy-shapes", template_set="single")
@@ -173,8 +173,8 @@ def test_ttc_has_no_official_threat_model():
 
 @pytest.mark.parametrize("threat_model", ["undefended", "adaptive", "bpda"])
 def test_each_threat_model_end_to_end_on_the_bundled_model(threat_model):
-    from app import export, report
-    from app.pipeline import run_pipeline
+    from app.views import export, report
+    from app.flows.pipeline import run_pipeline
     r = run_pipeline(RED_CIRCLE, TOY_NAMES, AttackConfig(attack="PGD", eps=4, steps=10, threat_model=threat_model),
                      TTC, model="toy-shapes", template_set="single")
     assert r.clean.label == "red circle"
@@ -188,12 +188,12 @@ def test_each_threat_model_end_to_end_on_the_bundled_model(threat_model):
 
 
 def test_compare_audit_and_evaluator_take_ttc(tmp_path):
-    from app.pipeline import compare_threat_models
-    from app.request import Request
+    from app.flows.pipeline import compare_threat_models
+    from app.flows.request import Request
     rows = compare_threat_models(Request(RED_CIRCLE, TOY_NAMES, "toy-shapes", "single"),
                                  AttackConfig(attack="PGD", eps=4, steps=5), TTC)
     assert [r.attack_config.threat_model for r in rows] == ["undefended", "adaptive", "bpda"]
-    from app import comparison
+    from app.views import comparison
     assert "TTC (attacked)" in comparison.compare_table(rows)["headers"]
     out = subprocess.run([sys.executable, "-m", "app.audit", RED_CIRCLE, "--classes", TOY_NAMES, "--backbone",
                           "toy-shapes", "--method", "ttc", "--threat-model", "undefended", "--eps", "4", "--steps", "5",
@@ -220,5 +220,5 @@ def test_bad_ttc_settings_get_one_sentence():
     with pytest.raises(CLIPureError, match="TTC's eps"):
         PurifyConfig(method="ttc", ttc=TTCConfig(eps=1000)).validate()
     with pytest.raises(UnsupportedError, match="defends the image"):
-        from app.purifiers import purify
+        from app.defences import purify
         purify(torch.randn(1, 8), torch.randn(8), TTC)

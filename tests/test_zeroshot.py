@@ -2,7 +2,7 @@
 import torch
 import torch.nn.functional as F
 
-from app.zeroshot import TEMPLATE_SETS, TextEmbeddingCache, build_classifier
+from app.clip.zeroshot import TEMPLATE_SETS, TextEmbeddingCache, build_classifier
 from tests.conftest import CLASSES
 
 

@@ -20,10 +20,10 @@ import torch
 import torch.nn.functional as F
 
 from app.bench import median_ms, report
-from app.models import load_backbone
-from app.purifiers.diff import clipure_diff_iter
-from app.purifiers.prior import LAION_VIT_L_14, DiffusionPrior
-from app.zeroshot import TextEmbeddingCache, build_classifier
+from app.clip.models import load_backbone
+from app.defences.clipure_diff import clipure_diff_iter
+from app.defences.prior import LAION_VIT_L_14, DiffusionPrior
+from app.clip.zeroshot import TextEmbeddingCache, build_classifier
 
 STEPS = 10
 

@@ -17,10 +17,10 @@ import torch.nn.functional as F
 
 from app.attacks import AttackConfig, run_attack
 from app.bench import median_ms, report
-from app.models import TOY_BACKBONE, load_backbone
-from app.presets import CLASS_PRESETS
-from app.purify import clipure_cos
-from app.zeroshot import TextEmbeddingCache, build_classifier
+from app.clip.models import TOY_BACKBONE, load_backbone
+from app.views.presets import CLASS_PRESETS
+from app.defences import clipure_cos
+from app.clip.zeroshot import TextEmbeddingCache, build_classifier
 
 
 def official_way(z: torch.Tensor, blank: torch.Tensor, steps: int = 10, eta: float = 30.0) -> torch.Tensor:
@@ -49,8 +49,8 @@ def eval_overhead_ratio(model: str = TOY_BACKBONE, n: int = 32, batch_size: int 
     from app.evaluate import EvalConfig, run_evaluation
     from app.evaluate.data import open_dataset
     from app.evaluate.runner import BARE, Evaluator, batches
-    from app.scoring import encode, score_steps
-    from app.threat_models import attacked_model
+    from app.flows.scoring import encode, score_steps
+    from app.attacks.threat_models import attacked_model
 
     cfg = EvalConfig(data="toy", n=n, backbone=model, template_set="single", batch_size=batch_size,
                      defences=("none", "clipure-cos"), attacks=("PGD",), eps=(4.0,), steps=5,

@@ -16,7 +16,7 @@ zero", in at least 99% of them: what the audit's check (a) flags)
 
 and how confident the threat model's own clean answer is on those images (the largest softmax
 probability of its logits, in fp32). The label is that clean answer, as the audit and the app's
-attacks use it. Each gradient is app.gradients.gradient_diagnostics's, which also gives the exact
+attacks use it. Each gradient is app.attacks.gradients.gradient_diagnostics's, which also gives the exact
 fp32 gradient's norm at the same point.
 
 The mechanism where fp16's exact gradient vanishes: a confident answer makes the cross-entropy's
@@ -33,14 +33,14 @@ from dataclasses import replace
 import torch
 
 from app.bench import report
-from app.defence import Defence
-from app.gradients import exact_defence, gradient_diagnostics
-from app.models import TOY_BACKBONE, TOY_CLASSNAMES, load_backbone
-from app.purifiers import PAPER_DEFAULTS
-from app.scoring import score
-from app.threat_models import attacked_model
+from app.defences.defence import Defence
+from app.attacks.gradients import exact_defence, gradient_diagnostics
+from app.clip.models import TOY_BACKBONE, TOY_CLASSNAMES, load_backbone
+from app.defences import PAPER_DEFAULTS
+from app.flows.scoring import score
+from app.attacks.threat_models import attacked_model
 from app.toy.heldout import heldout
-from app.zeroshot import TEXT_CACHE, build_classifier
+from app.clip.zeroshot import TEXT_CACHE, build_classifier
 
 EPS = 8.0            # L-inf, in 1/255
 TEMPLATES = "single"

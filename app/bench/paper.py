@@ -18,7 +18,7 @@ from app.bench import report
 
 
 def paper_run_seconds() -> dict:
-    from app.presets import default_classnames, examples_for
+    from app.views.presets import default_classnames, examples_for
     from app.ui import callbacks
     from app.ui.audit_panel import PAPER_PRESET_FIELDS, paper_preset
     from app.ui.form import FORM, RUN_OUTPUTS

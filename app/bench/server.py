@@ -8,7 +8,7 @@ CLIPure-Cos with the paper's defaults, the single template (the app's CPU defaul
 trajectory point, the total request time, and the share of the request spent outside the
 engine (plots, encoding, transport) = 1 - engine time / request time. As in a browser, output
 files (the PNGs, JSON and CSV) are not downloaded as part of the request. The first request
-is reported separately: since the server's warm start (app/warm.py) it should cost what the
+is reported separately: since the server's warm start (app/flows/warm.py) it should cost what the
 others cost. `first_page_s` is the time from starting `python app.py` to its first page.
 """
 from __future__ import annotations

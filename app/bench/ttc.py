@@ -15,12 +15,12 @@ import torch
 import torch.nn.functional as F
 
 from app.bench import median_ms, report
-from app.defence import Defence
-from app.models import load_backbone
-from app.presets import CLASS_PRESETS
-from app.purifiers import PURIFIERS, PurifyConfig, seeded
-from app.threat_models import attacked_model
-from app.zeroshot import TEXT_CACHE, build_classifier
+from app.defences.defence import Defence
+from app.clip.models import load_backbone
+from app.views.presets import CLASS_PRESETS
+from app.defences import PURIFIERS, PurifyConfig, seeded
+from app.attacks.threat_models import attacked_model
+from app.clip.zeroshot import TEXT_CACHE, build_classifier
 
 TTC = PurifyConfig(method="ttc")
 

@@ -5,8 +5,8 @@ plots and an evaluation card.
         --attacks PGD --eps 8 --steps 5 --threat-models undefended,adaptive --out DIR
     torchrun --nproc_per_node 2 -m app.evaluate ...      # the same run, sharded by whole batches
 
-Predictions come from app.scoring only; attacks from app.attacks; threat models from
-app.threat_models. This package adds the grid, the data, the bookkeeping and the reports.
+Predictions come from app.flows.scoring only; attacks from app.attacks; threat models from
+app.attacks.threat_models. This package adds the grid, the data, the bookkeeping and the reports.
 """
 from app.evaluate.config import EvalConfig, Setting
 from app.evaluate.protocols import PROTOCOLS

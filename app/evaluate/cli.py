@@ -20,7 +20,7 @@ import json
 import sys
 from dataclasses import fields
 
-from app.errors import CLIPureError
+from app.common.errors import CLIPureError
 from app.evaluate.config import EvalConfig, defence_names
 
 GRID = {"defences": str, "purify_step_sizes": float, "attacks": str, "eps": float, "threat_models": str}
@@ -46,7 +46,7 @@ def parser() -> argparse.ArgumentParser:
                     help="number of images (default: all; toy: 1000); under torchrun write --num-images, "
                          "since torchrun reads --n as an ambiguous option of its own")
     ap.add_argument("--seed", type=int)
-    ap.add_argument("--backbone", "--model", dest="backbone", help="backbone (app.models.BACKBONES)")
+    ap.add_argument("--backbone", "--model", dest="backbone", help="backbone (app.clip.models.BACKBONES)")
     ap.add_argument("--precision", help="fp32, fp16 or bf16")
     ap.add_argument("--template-set", "--templates", dest="template_set", help="template set: single or ensemble")
     ap.add_argument("--batch-size", type=int)

@@ -11,12 +11,12 @@ import json
 from dataclasses import asdict, dataclass, field, fields, replace
 
 from app.attacks import ATTACKS
-from app.errors import CLIPureError, UnknownNameError, check_int, check_range
-from app.models import BACKBONES, TOY_BACKBONE
-from app.precision import PRECISIONS
-from app.purifiers import GRAD_SCOPES, PURIFIERS, PurifyConfig
-from app.threat_models import THREAT_MODELS, no_official, offered, randomised
-from app.zeroshot import TEMPLATE_SETS
+from app.common.errors import CLIPureError, UnknownNameError, check_int, check_range
+from app.clip.models import BACKBONES, TOY_BACKBONE
+from app.clip.precision import PRECISIONS
+from app.defences import GRAD_SCOPES, PURIFIERS, PurifyConfig
+from app.attacks.threat_models import THREAT_MODELS, no_official, offered, randomised
+from app.clip.zeroshot import TEMPLATE_SETS
 
 NO_DEFENCE = "none"        # bare CLIP, no purification
 NO_ATTACK = "none"         # clean images only: robust accuracy = clean accuracy
@@ -36,9 +36,9 @@ class EvalConfig:
     classnames: str | None = None     # ImageFolder classes: a file, "imagenet" or "cifar10"; None = folder names
     n: int | None = None              # images (the first n of a fixed shuffle); None = all
     seed: int = 0                     # attacks and randomised purifiers draw from (seed, image ids)
-    backbone: str = TOY_BACKBONE      # key of app.models.BACKBONES
-    precision: str = "fp32"           # key of app.models.PRECISIONS
-    template_set: str = "ensemble"    # key of app.zeroshot.TEMPLATE_SETS
+    backbone: str = TOY_BACKBONE      # key of app.clip.models.BACKBONES
+    precision: str = "fp32"           # key of app.clip.models.PRECISIONS
+    template_set: str = "ensemble"    # key of app.clip.zeroshot.TEMPLATE_SETS
     batch_size: int = 32              # the official norm couples batch mates: batches never change shape
     defences: tuple[str, ...] = (NO_DEFENCE, "clipure-cos")
     purify_step_sizes: tuple[float, ...] = (30.0,)  # purification step sizes eta (a grid axis)
@@ -53,7 +53,7 @@ class EvalConfig:
     threat_models: tuple[str, ...] = (UNDEFENDED,)
     eot: int | None = None            # gradients averaged per attack step against a randomised defence
                                       # (1 elsewhere); None: 10 under official/adaptive where the attack can
-    diagnostics: bool = False         # per image: the attacker's gradient at x (app.gradients), +2 passes
+    diagnostics: bool = False         # per image: the attacker's gradient at x (app.attacks.gradients), +2 passes
     protocol: str | None = None       # the preset the run started from, if any (recorded only)
 
     def to_dict(self) -> dict:

@@ -13,8 +13,8 @@ import time
 import torch
 
 from app.evaluate.config import NO_ATTACK, EvalConfig, Setting
-from app.purifiers import PURIFIERS
-from app.threat_models import THREAT_MODELS
+from app.defences import PURIFIERS
+from app.attacks.threat_models import THREAT_MODELS
 
 
 def passes(cfg: EvalConfig, s: Setting, n_classes: int) -> tuple[int, int]:

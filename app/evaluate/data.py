@@ -13,7 +13,7 @@ from typing import Callable, Sequence
 import torch
 from PIL import Image
 
-from app.errors import CLIPureError
+from app.common.errors import CLIPureError
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".ppm", ".jpeg"}
 CIFAR10_CLASSNAMES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
@@ -48,7 +48,7 @@ class Dataset:
 
 
 def _pixels(image: Image.Image, backbone) -> torch.Tensor:
-    """The backbone's own resize and centre crop (app.models), pixels in [0,1], (3, S, S)."""
+    """The backbone's own resize and centre crop (app.clip.models), pixels in [0,1], (3, S, S)."""
     with image:
         return backbone.pixel_transform(image.convert("RGB"))
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from app.registry import Registry
+from app.common.registry import Registry
 
 
 @dataclass(frozen=True)

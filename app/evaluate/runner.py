@@ -2,7 +2,7 @@
 
 Batch k is always images [k*B, (k+1)*B) of the dataset, and its seed comes from (seed, its image
 ids), so neither the order of work nor the number of processes changes a result. Each batch
-attacks once per attacked model and scores every defence on the same x_adv through app.scoring;
+attacks once per attacked model and scores every defence on the same x_adv through app.flows.scoring;
 its lines are appended to results.jsonl and flushed as soon as they exist.
 """
 from __future__ import annotations
@@ -18,19 +18,19 @@ from typing import Callable
 import torch
 
 from app.attacks import AttackConfig, run_attack, validate_attack
-from app.defence import Defence
-from app.errors import CLIPureError, writing
-from app.gradients import exact_defence, gradient_diagnostics
+from app.defences.defence import Defence
+from app.common.errors import CLIPureError, writing
+from app.attacks.gradients import exact_defence, gradient_diagnostics
 from app.evaluate.config import NO_ATTACK, NO_DEFENCE, EvalConfig, Setting
 from app.evaluate.data import Dataset, open_dataset
 from app.evaluate.distributed import World, init_world
 from app.evaluate.store import RESULTS, RESUME, append, prepare_out, read_results
-from app.limits import LIMITS
-from app.models import load_backbone
-from app.purifiers import PurifyConfig
-from app.scoring import Scored, encode, outcomes, score
-from app.threat_models import THREAT_MODELS, attacked_model
-from app.zeroshot import TEXT_CACHE, build_classifier
+from app.common.limits import LIMITS
+from app.clip.models import load_backbone
+from app.defences import PurifyConfig
+from app.flows.scoring import Scored, encode, outcomes, score
+from app.attacks.threat_models import THREAT_MODELS, attacked_model
+from app.clip.zeroshot import TEXT_CACHE, build_classifier
 
 BARE = PurifyConfig(steps=0)   # scoring bare CLIP: the trajectory is its input alone
 
@@ -76,7 +76,7 @@ class Evaluator:
     def gradient_diagnostics(self, s: Setting, model, x: torch.Tensor, x_adv: torch.Tensor,
                              y: torch.Tensor) -> list[dict | None]:
         """The default hook (--diagnostics): per image, the attacker's pixel gradient at x under the
-        setting's threat model against the exact fp32 one (app.gradients); None for bare CLIP."""
+        setting's threat model against the exact fp32 one (app.attacks.gradients); None for bare CLIP."""
         if s.purify is None:
             return [None] * len(y)
         defence = self.defence(s.purify)

@@ -15,11 +15,11 @@ import re
 from contextlib import suppress
 from pathlib import Path
 
-from app.errors import CLIPureError, writing
+from app.common.errors import CLIPureError, writing
 from app.evaluate.config import EvalConfig
 
 RESULTS, CONFIG = "results.jsonl", "config.json"
-# What a user can do when the folder cannot be written (the end of app.errors.writing's sentence).
+# What a user can do when the folder cannot be written (the end of app.common.errors.writing's sentence).
 RESUME = ("free space or make the folder writable and run the same command again (the results already "
           "written are kept and resumed), or pick another --out")
 # What resume and the tables read from each line; a line without them is damaged.

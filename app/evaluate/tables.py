@@ -6,7 +6,7 @@ import math
 from pathlib import Path
 
 from app.evaluate.config import EvalConfig
-from app.gradients import vanishing
+from app.attacks.gradients import vanishing
 
 Z95 = 1.959963984540054   # the standard normal's 97.5% quantile
 
@@ -54,7 +54,7 @@ def _share(diags: list[dict]) -> float | None:
 
 def audit_flags(rows: list[dict]) -> list[dict]:
     """The masking audit's batch checks (app/audit.py) on the table: (a) settings where the
-    attacker's gradient vanishes (app.gradients.vanishing, the audit's rule) on at least half the
+    attacker's gradient vanishes (app.attacks.gradients.vanishing, the audit's rule) on at least half the
     images; (b) a threat model that attacks through the purification
     (official) whose robust accuracy lies above the adaptive or BPDA one by more than both 95%
     intervals allow (the intervals do not overlap). A transfer attack (undefended) is expected to

@@ -7,14 +7,14 @@ import time
 import gradio as gr
 import pandas as pd
 
-from app import report
+from app.views import report
 from app.audit import CHECKS, Audit, audit_image
 from app.evaluate.protocols import PROTOCOLS
 from app.ui.hosting import gpu
-from app.limits import LIMITS
-from app.plots import sweep_figure
+from app.common.limits import LIMITS
+from app.views.plots import sweep_figure
 from app.ui.server import output_dir
-from app.streaming import in_thread
+from app.common.streaming import in_thread
 from app.ui.form import (
     AUDIT_ATTACKS,
     AUDIT_COLUMNS,
@@ -60,7 +60,7 @@ def audit_view(result: Audit, wall_s: float) -> tuple:
 
 
 def _audit_in_thread(form: Form):
-    """The audit in a worker under the request's budget (app/streaming.py); yields ("progress",
+    """The audit in a worker under the request's budget (app/common/streaming.py); yields ("progress",
     (fraction, message)), ("tick", None) and then ("done", Audit)."""
     return in_thread(lambda report: _audit(form, lambda f, m: report((f, m))), "clipure-audit")
 

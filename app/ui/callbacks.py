@@ -8,12 +8,12 @@ import time
 
 import gradio as gr
 
-from app import comparison, export, report
-from app.errors import CLIPureError
-from app.pipeline import classify, compare_threat_models, result_of, run
-from app.purifiers import trajectory_steps
-from app.streaming import in_thread
-from app.threat_models import THREAT_MODELS
+from app.views import comparison, export, report
+from app.common.errors import CLIPureError
+from app.flows.pipeline import classify, compare_threat_models, result_of, run
+from app.defences import trajectory_steps
+from app.common.streaming import in_thread
+from app.attacks.threat_models import THREAT_MODELS
 from app.ui.hosting import gpu
 from app.ui.server import downloads
 from app.ui.form import (

@@ -11,7 +11,7 @@ class ImagePath(gr.Image):
     """An image input that hands the callback the uploaded file's path, undecoded.
 
     gr.Image decodes every upload with Pillow before a callback runs, so a broken or hostile
-    file gets Gradio's generic error. With the path, app/images.py checks the file first and
+    file gets Gradio's generic error. With the path, app/clip/images.py checks the file first and
     answers in one sentence. The browser side is the stock Image widget.
     """
 

@@ -6,21 +6,21 @@ from pathlib import Path
 
 import gradio as gr
 
-from app import report
+from app.views import report
 from app.attacks import ATTACKS
-from app.classnames import split_classnames
-from app.errors import CLIPureError, WeightsUnavailableError
-from app.images import load_image
-from app.limits import LIMITS
-from app.models import BACKBONES, load_backbone, pick_device
-from app.presets import (
+from app.clip.classnames import split_classnames
+from app.common.errors import CLIPureError, WeightsUnavailableError
+from app.clip.images import load_image
+from app.common.limits import LIMITS
+from app.clip.models import BACKBONES, load_backbone, pick_device
+from app.views.presets import (
     CLASS_PRESETS,
     default_classnames,
     examples_for,
     presets_for,
 )
-from app.purifiers import PAPER_DEFAULTS, PURIFIERS, trajectory_steps
-from app.threat_models import THREAT_MODELS
+from app.defences import PAPER_DEFAULTS, PURIFIERS, trajectory_steps
+from app.attacks.threat_models import THREAT_MODELS
 from app.ui.callbacks import TOP_K
 from app.ui.form import PURIFY_FIELDS, Form
 

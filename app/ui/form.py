@@ -15,12 +15,12 @@ from functools import wraps
 import gradio as gr
 
 from app.attacks import AttackConfig
-from app.budget import Budget, activate_each, active
-from app.errors import CLIPureError
-from app.limits import LIMITS
-from app.purifiers import PAPER_DEFAULTS, PurifyConfig
-from app.request import Request
-from app.streaming import in_thread
+from app.common.budget import Budget, activate_each, active
+from app.common.errors import CLIPureError
+from app.common.limits import LIMITS
+from app.defences import PAPER_DEFAULTS, PurifyConfig
+from app.flows.request import Request
+from app.common.streaming import in_thread
 
 
 @dataclass
@@ -156,7 +156,7 @@ def endpoint(names):
 def user_errors(fn):
     """The engine's one-sentence errors become gr.Error; anything else stays a real error.
     Works for plain functions and for generators (streamed endpoints). Each call runs under its
-    own budget (app/budget.py): LIMITS.max_request_seconds, and for a stream a stop flag that is
+    own budget (app/common/budget.py): LIMITS.max_request_seconds, and for a stream a stop flag that is
     set when Gradio closes it (cancel, disconnect)."""
     if inspect.isgeneratorfunction(fn):
         @wraps(fn)
@@ -179,7 +179,7 @@ def user_errors(fn):
 
 def cancellable(outputs: int = 1):
     """Make a plain endpoint a stream: its work runs in a worker under the request's budget
-    (app/streaming.py), and the stream yields a no-op update at every heartbeat, so a cancel or a
+    (app/common/streaming.py), and the stream yields a no-op update at every heartbeat, so a cancel or a
     disconnect can close it (Gradio stops a request only between two yields). The last value is
     the endpoint's answer, so API clients see no difference."""
     def wrap(fn):

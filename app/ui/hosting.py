@@ -30,7 +30,7 @@ def request_seconds(form, threat_models: int = 1) -> int:
     to encode, the attack's forward passes (each through T purification steps unless the threat model
     is undefended) and the purification itself; capped at MAX_SECONDS."""
     from app.attacks import ATTACKS
-    from app.purifiers import PAPER_DEFAULTS
+    from app.defences import PAPER_DEFAULTS
     number = lambda key, default: (float(getattr(form, key)) if isinstance(getattr(form, key, None), (int, float))  # noqa: E731
                                    else default)
     classes = max(len(str(form.classnames or "").replace("\n", ",").split(",")), 2)

@@ -11,12 +11,12 @@ from pathlib import Path
 
 import gradio as gr
 
-from app import models
+from app.clip import models
 from app.ui import server
-from app.fallback import load_default
-from app.models import load_backbone
-from app.presets import LESSONS, default_classnames
-from app.report import PLOTS
+from app.clip.fallback import load_default
+from app.clip.models import load_backbone
+from app.views.presets import LESSONS, default_classnames
+from app.views.report import PLOTS
 from app.ui import audit_panel as ap
 from app.ui import callbacks as cb
 from app.ui import events as ev
@@ -33,7 +33,7 @@ from app.ui.page import (
     SCROLL_TO_STATUS,
     save_image_js,
 )
-from app.warm import WarmItem, warm_start
+from app.flows.warm import WarmItem, warm_start
 
 HOW_IT_WORKS = (Path(__file__).resolve().parent.parent / "how_it_works.md").read_text()
 

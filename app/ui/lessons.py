@@ -1,7 +1,7 @@
 """The teacher's lessons on the page: each click shows the lesson's text, then its result and the one
 view that proves it, together on one screen (the lesson stage, app/ui/sections.py).
 
-A lesson is data (app/presets.py, LESSONS): settings, an action ("run" or "compare") and its proof
+A lesson is data (app/views/presets.py, LESSONS): settings, an action ("run" or "compare") and its proof
 ("images", "rotation" or "compare"). Its request is the page's own /run or /compare, with the
 status streamed into the stage.
 """
@@ -13,9 +13,9 @@ import math
 import gradio as gr
 import pandas as pd
 
-from app import export, report
-from app.models import TOY_BACKBONE
-from app.presets import LESSONS, examples_for
+from app.views import export, report
+from app.clip.models import TOY_BACKBONE
+from app.views.presets import LESSONS, examples_for
 from app.ui.form import RUN_OUTPUTS, run_outputs
 from app.ui.server import output_dir
 
@@ -73,7 +73,7 @@ def _turns(result) -> list[float]:
 
 
 def result_text(k: int, result) -> str:
-    """The lesson's result in one or two lines, from the one Outcome (app/scoring.py)."""
+    """The lesson's result in one or two lines, from the one Outcome (app/flows/scoring.py)."""
     proof = LESSONS[k].proof
     notes = report.outcome_notes(result)
     line = (f"**Clean:** {result.clean.label} · **attacked, bare CLIP:** {result.adversarial.label} · "

@@ -5,18 +5,18 @@ from __future__ import annotations
 
 import gradio as gr
 
-from app import comparison, report
+from app.views import comparison, report
 from app.attacks import ATTACKS
-from app.limits import LIMITS
-from app.models import BACKBONES
-from app.precision import PRECISIONS
-from app.presets import LESSONS, default_classnames, presets_for
-from app.purifiers import GRAD_SCOPES, NORMS, PAPER_DEFAULTS
-from app.threat_models import THREAT_MODELS
+from app.common.limits import LIMITS
+from app.clip.models import BACKBONES
+from app.clip.precision import PRECISIONS
+from app.views.presets import LESSONS, default_classnames, presets_for
+from app.defences import GRAD_SCOPES, NORMS, PAPER_DEFAULTS
+from app.attacks.threat_models import THREAT_MODELS
 from app.ui import events as ev
 from app.ui import form as fm
 from app.ui.components import ImagePath
-from app.zeroshot import TEMPLATE_SETS
+from app.clip.zeroshot import TEMPLATE_SETS
 
 # The plot tabs, in report.PLOTS order: (key, tab, label, element id).
 PLOT_TABS = (("prob_plot", "Probabilities", "Class probabilities per step", "prob-plot"),

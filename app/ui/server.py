@@ -25,8 +25,8 @@ from typing import Callable, TypeVar
 
 from starlette.middleware import Middleware
 
-from app.errors import STORAGE_FAULTS
-from app.limits import LIMITS, Limits
+from app.common.errors import STORAGE_FAULTS
+from app.common.limits import LIMITS, Limits
 
 log = logging.getLogger(__name__)
 
