@@ -13,7 +13,7 @@ from app.common.version import __version__   # noqa: E402,F401  (no torch: app/c
 _SURFACE = {
     "load_backbone": "app.clip.models", "BACKBONES": "app.clip.models",
     "TEMPLATE_SETS": "app.clip.zeroshot", "TEXT_CACHE": "app.clip.zeroshot", "build_classifier": "app.clip.zeroshot",
-    "clipure_cos": "app.defences", "PURIFIERS": "app.defences", "PurifyConfig": "app.defences",
+    "clipure_cos": "app.defences", "DEFENCES": "app.defences", "PurifyConfig": "app.defences",
     "PAPER_DEFAULTS": "app.defences", "Trajectory": "app.defences",
     "ATTACKS": "app.attacks", "AttackConfig": "app.attacks",
     "THREAT_MODELS": "app.attacks.threat_models",

@@ -22,10 +22,10 @@ import torch
 from app.attacks import AttackConfig, validate_attack
 from app.defences.defence import Defence
 from app.common.errors import CLIPureError, OutOfRangeError, check_int
-from app.attacks.gradients import GradientDiagnostics, exact_defence, gradient_diagnostics, random_start, vanishing
+from app.attacks.gradients import GradientDiagnostics, exact_defence, gradient_diagnostics, pgd_start, vanishing
 from app.common.limits import LIMITS, Limits
 from app.clip.models import TOY_BACKBONE
-from app.defences import PAPER_DEFAULTS, PURIFIERS, PurifyConfig
+from app.defences import PAPER_DEFAULTS, DEFENCES, PurifyConfig
 from app.common.registry import Registry
 from app.flows.request import Request, prepare
 from app.flows.scoring import attack_and_score, reference_labels, score
@@ -58,12 +58,12 @@ class Audit:
     sweep_eps: tuple[float, ...]      # the eps values of the sweep, L-inf in 1/255
     sweep: dict[str, list[float]]     # threat model -> probability of the reference class per sweep eps
     attack: AttackConfig              # the white-box attack of checks (b), (d), (e) (PGD, with its EOT K)
-    purify: PurifyConfig              # the defence audited (method, T, eta, seed, ...)
+    purify: PurifyConfig              # the defence audited (its name, parameters and seed)
     backbone: str | None = None
-    # Check (a) at PGD's random start (random_start with the attack's eps and seed), taken only when
+    # Check (a) at PGD's random start (pgd_start with the attack's eps and seed), taken only when
     # the attacker's gradient at the clean input is exactly zero everywhere; else None.
     gradient_at_random_start: GradientDiagnostics | None = None
-    clean_confidence: float | None = None   # CLIPure's largest class probability on the clean image
+    clean_confidence: float | None = None   # the defence's largest class probability on the clean image
 
     def to_dict(self) -> dict:
         start = self.gradient_at_random_start
@@ -96,7 +96,7 @@ def audit(defence: Defence, x: torch.Tensor, classnames: Sequence[str], threat_m
     the limits before the first one runs, so a bad setting costs nothing.
     """
     pcfg = defence.purify
-    who = PURIFIERS[pcfg.method].label   # the defence audited
+    who = DEFENCES[pcfg.defence].label   # the defence audited
     check_eot_target(eot, check_threat_model(threat_model, pcfg), pcfg)
     if check_int("Attack steps", steps, 1, LIMITS.max_attack_steps) > LIMITS.max_attack_steps // 2:
         raise OutOfRangeError(f"The audit doubles the attack steps (check e): give at most "
@@ -117,10 +117,10 @@ def audit(defence: Defence, x: torch.Tensor, classnames: Sequence[str], threat_m
     def fooled(cfg: AttackConfig) -> tuple[bool, float]:
         """(CLIPure fooled, CLIPure's probability of the reference class on x_adv)."""
         a = attack_and_score(cfg, defence, x, classnames, labels=labels, clean=clean)
-        return a.outcomes[0].fooled_clipure, float(a.adversarial.trajectory.probs[-1, 0, int(labels[0])])
+        return a.outcomes[0].fooled_defence, float(a.adversarial.trajectory.probs[-1, 0, int(labels[0])])
 
     say(0.0, "gradient diagnostics")
-    x_start = random_start(x, eps, seed)   # also check (f)'s noisy image
+    x_start = pgd_start(x, eps, seed)   # also check (f)'s noisy image
     grad = gradient_diagnostics(threat_model, defence, x, labels, exact, eot)
     confidence = float(clean.trajectory.probs[-1, 0].max())
     detail = f"{grad.detail}; {who}'s clean confidence {confidence:.7g}"
@@ -178,7 +178,7 @@ def audit_image(request: Request, threat_model: str = "official", pcfg: PurifyCo
     pcfg = pcfg.validate(request.limits)
     check_threat_model(threat_model, pcfg)
     prep, _ = prepare(request)
-    PURIFIERS[pcfg.method].check_backbone(prep.backbone.name, prep.backbone.device)
+    DEFENCES[pcfg.defence].check_backbone(prep.backbone.name, prep.backbone.device)
     defence = prep.defence(pcfg)
     exact = exact_defence(defence, prep.classnames, request.template_set, prep.backbone.precision)
     return audit(defence, prep.x, prep.classnames, threat_model, exact, precision=prep.backbone.precision,
@@ -191,11 +191,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--classes", required=True, help="comma-separated class names")
     ap.add_argument("--backbone", "--model", dest="backbone", default=TOY_BACKBONE)
     ap.add_argument("--precision", default="fp32")
-    ap.add_argument("--threat-model", default="official")
+    ap.add_argument("--threat-model", default=None,
+                    help="the threat model audited; default: the defence's own (official for CLIPure, adaptive for "
+                         "the others)")
     ap.add_argument("--template-set", "--templates", dest="template_set", default="single")
     ap.add_argument("--eps", type=float, default=8.0, help="L-inf, in 1/255")
     ap.add_argument("--steps", type=int, default=10)
-    ap.add_argument("--method", default=PAPER_DEFAULTS.method, help="defence (clipure-cos, clipure-diff, ttc)")
+    ap.add_argument("--defence", "--method", dest="defence", default=PAPER_DEFAULTS.defence,
+                    help=f"the defence audited: {', '.join(DEFENCES)} (--method is its older spelling)")
     ap.add_argument("--purify-seed", "--seed", dest="purify_seed", type=int, default=0,
                     help="the defence's seed (CLIPure-Diff's draws, TTC's random start)")
     ap.add_argument("--eot", type=int, default=1, help="gradients averaged per attack step against a randomised "
@@ -203,9 +206,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--json", action="store_true", help="end with one JSON line")
     args = ap.parse_args(argv)
     try:
-        pcfg = replace(PAPER_DEFAULTS, method=args.method, seed=args.purify_seed)
+        pcfg = replace(PAPER_DEFAULTS, defence=DEFENCES.check(args.defence), seed=args.purify_seed)
         request = Request(args.image, args.classes, args.backbone, args.template_set, args.precision)
-        result = audit_image(request, args.threat_model, pcfg, eps=args.eps, steps=args.steps, eot=args.eot,
+        result = audit_image(request, check_threat_model(args.threat_model, pcfg), pcfg, eps=args.eps, steps=args.steps, eot=args.eot,
                              on_progress=lambda f, m: print(f"[{100 * f:3.0f}%] {m}", file=sys.stderr, flush=True))
     except CLIPureError as e:
         print(str(e), file=sys.stderr)

@@ -52,7 +52,7 @@ def free_port() -> int:
 
 @contextlib.contextmanager
 def launched(default_backbone: str):
-    """The app launched as app.py does, with the given default backbone (CLIPURE_MODEL), for the
+    """The app launched as app.py does, with the given default backbone (CLIPURE_BACKBONE), for the
     block's life: yields (demo, url). The server makes the backbone it starts on the engine's default
     (for API calls that name none); the test process's default is restored after."""
     import app.clip.models
@@ -71,6 +71,6 @@ def launched(default_backbone: str):
 
 @pytest.fixture(scope="session")
 def server():
-    """The app on 127.0.0.1 with CLIPURE_MODEL=tiny-random, shared by the end-to-end and browser tests."""
+    """The app on 127.0.0.1 with CLIPURE_BACKBONE=tiny-random, shared by the end-to-end and browser tests."""
     with launched("tiny-random") as (_, url):
         yield url

@@ -51,7 +51,7 @@ def test_audit_returns_the_checks_and_the_paper_preset_its_values(client, image)
     assert set(out["sweep"]) == {"official", "adaptive"} and "norm" in out["gradient"]
     # The engine's audit JSON as it is: the attack (with its EOT K), the purification and the backbone.
     assert out["attack"]["attack"] == "PGD" and out["attack"]["eot"] == 1 and out["backbone"] == "tiny-random"
-    assert out["purify"]["method"] == "clipure-cos" and out["purify"]["seed"] == 0
+    assert out["purify"]["defence"] == "clipure-cos" and out["purify"]["seed"] == 0
     preset = client.predict(api_name="/paper_preset")
     assert preset["values"]["attack"] == "AutoAttack-custom" and preset["values"]["precision"] == "fp16"
     assert preset["unmatched"] and "batches of 2" in preset["note"]
@@ -85,7 +85,7 @@ def test_purify_trajectory_has_steps_plus_one_points(client, image):
 
 
 def test_run_streams_to_the_full_result(client, image):
-    out = run_outputs(client.predict(image, CLASSES, "tiny-random", "single", *ATTACK, *PURIFY, api_name="/run"))
+    out = run_outputs(client.predict(image, CLASSES, "tiny-random", "single", *ATTACK, *PURIFY, api_name="/run_stream"))
     assert out["replay"] == 10                          # the replay slider now spans the 10 steps
     for panel in ("clean_label", "adv_label", "purified_label"):
         assert out[panel]["label"] in ("cat", "dog", "car", "plane") and len(out[panel]["confidences"]) == 3   # top 3 shown
@@ -97,6 +97,28 @@ def test_run_streams_to_the_full_result(client, image):
     assert len(data["embeddings"]["adversarial"]) == 11 and len(data["embeddings"]["clean"]) == 11
     assert open(out["csv_file"]).readline().startswith("trajectory,step,cos_to_blank,top1")
     assert Image.open(out["adv_image"]).size == (32, 32) and Image.open(out["adv_download"]).format == "PNG"
+
+
+def test_run_by_api_is_one_named_result_with_every_figure_as_a_file(client, image):
+    """/run by keyword: predictions in /classify's confidences shape, the verdict, the trajectory, the
+    record, and each figure the page draws as a PNG, none missing."""
+    result, files = client.predict(image=image, classnames=CLASSES, backbone="tiny-random", eps=4, steps=2,
+                                   threat_model="adaptive", purify_steps=4, api_name="/run")
+    classify = client.predict(image=image, classnames=CLASSES, backbone="tiny-random", api_name="/classify")
+    assert result["predictions"]["clean"] == {"label": classify["label"], "confidences": classify["confidences"]}
+    assert set(result["predictions"]) == {"clean", "clean_defended", "attacked", "attacked_defended"}
+    assert set(result["verdict"]["attack_succeeded"]) == {"bare_clip", "defence"}
+    assert result["defence"]["label"] == "CLIPure-Cos" and result["status"].startswith("**Done in")
+    assert len([r for r in result["trajectory"] if r["trajectory"] == "adversarial"]) == 5
+    named = {Path(f).name for f in files}
+    assert set(result["files"].values()) == named
+    for figure in ("prob", "cos", "rot", "map"):   # every figure CLIPure draws, as PNG
+        assert Image.open(next(f for f in files if Path(f).name == f"{figure}.png")).format == "PNG"
+    jpeg, files = client.predict(image=image, classnames=CLASSES, backbone="tiny-random", eps=4, steps=1,
+                                 defence="jpeg", jpeg_quality=50, api_name="/run")
+    assert jpeg["defence"] == {"name": "jpeg", "label": "JPEG", "quality": 50}
+    assert "CLIPure" not in json.dumps(jpeg["verdict"]) + jpeg["status"]
+    assert {"prob", "map"} <= {Path(f).stem for f in files} and "rot.png" not in {Path(f).name for f in files}
 
 
 def test_compare_runs_all_four_threat_models(client, image):

@@ -14,7 +14,7 @@ from app.common.errors import (
 )
 from app.defences import PAPER_DEFAULTS, PurifyConfig
 from app.flows.scoring import attack_and_score
-from app.attacks.threat_models import THREAT_MODELS, PurifiedClassifier, attacked_model
+from app.attacks.threat_models import THREAT_MODELS, DefendedClassifier, attacked_model
 from tests.conftest import CLASSES
 
 
@@ -77,7 +77,7 @@ def test_adaptive_gradient_is_alive_where_official_vanishes(tiny_setup, x):
 def test_purified_classifier_forward_is_the_same_in_every_mode(tiny_setup, x):
     clf, blank = tiny_setup
     cfg = PurifyConfig(steps=3, step_size=0.5)
-    outs = [PurifiedClassifier(Defence(clf, blank, cfg), b)(x) for b in ("none", "official", "adaptive", "bpda")]
+    outs = [DefendedClassifier(Defence(clf, blank, cfg), b)(x) for b in ("none", "official", "adaptive", "bpda")]
     for o in outs[1:]:
         torch.testing.assert_close(o, outs[0])
 

@@ -58,7 +58,8 @@ def upload_and_run(page):
     expect()(page.locator("#status")).to_contain_text("Done in", timeout=90_000)
 
 
-@pytest.mark.parametrize("viewport", [DESKTOP, PHONE], ids=["desktop", "phone"])
+# The phone view is `slow` (about 10 s); the desktop one is the default run's.
+@pytest.mark.parametrize("viewport", [DESKTOP, pytest.param(PHONE, marks=pytest.mark.slow)], ids=["desktop", "phone"])
 def test_after_run_the_predictions_and_status_are_in_view(browser, server, viewport):
     page = open_page(browser, server, viewport)
     assert "CLIPure" in page.title()
@@ -159,11 +160,13 @@ LESSON_VIEWS = [(1, "#lesson-images", "Attack on bare CLIP succeeded", "4/255"),
                 (2, "#lesson-plot", "88.1°", "atan(η) = 88.1°"),
                 (3, "#lesson-table", "exactly zero: 100%", "random start"),
                 (4, "#lesson-table", "TTC fooled", "test-time counterattacks")]
+# 12-18 s each: the default run keeps lesson 1 on the desktop; the other seven views are `slow`.
+LESSON_PARAMS = [pytest.param(viewport, *view, id=f"lesson-{view[0]}-{name}",
+                              marks=() if (view[0], name) == (1, "desktop") else pytest.mark.slow)
+                 for view in LESSON_VIEWS for viewport, name in ((DESKTOP, "desktop"), (PHONE, "phone"))]
 
 
-@pytest.mark.parametrize("viewport", [DESKTOP, PHONE], ids=["desktop", "phone"])
-@pytest.mark.parametrize("lesson, proof, result, text", LESSON_VIEWS,
-                         ids=["lesson-1", "lesson-2", "lesson-3", "lesson-4"])
+@pytest.mark.parametrize("viewport, lesson, proof, result, text", LESSON_PARAMS)
 def test_each_lesson_shows_its_text_result_and_proof_together(browser, server, viewport, lesson, proof, result,
                                                              text):
     """After a lesson's click, its text, its result and the one view that proves it are on screen
@@ -191,8 +194,16 @@ def test_bad_input_shows_an_error_and_the_page_keeps_working(browser, server):
     page = open_page(browser, server)
     page.locator("#classnames textarea").fill("cat")
     page.locator("#run").click()
-    page.get_by_text("No image was given").first.wait_for(timeout=30_000)
+    status = page.locator("#status")
+    expect()(status).to_contain_text("No image was given", timeout=30_000)   # the status line owns the refusal
+    text = status.inner_text().removeprefix("Not run:").split("Anything shown below")[0].strip()
+    assert "upload an image" in text and len(re.findall(r"[.;]\s", text + " ")) <= 2, text   # one sentence, a fix
+    assert "Done" not in status.inner_text()                                  # nothing ran
+    assert page.locator("#clean-panel").inner_text().count("%") == 0
+    assert page.locator("#classnames textarea").input_value() == "cat"      # what was typed stays
     shot(page, "browser-error.png")
+    upload_and_run(page)                                                     # ... and the page still runs
+    expect()(page.locator("#clean-panel")).to_contain_text(re.compile(r"\b(cat|dog|car|plane)\b"), timeout=30_000)
     page.close()
 
 
@@ -229,6 +240,9 @@ def pick(page, selector, option):
     page.locator("[role=option]", has_text=option).first.click()
 
 
+# About 25 s (three runs); its fast ones: eps 50's refusal above, and the EOT refusals in
+# tests/test_callbacks.py.
+@pytest.mark.slow
 def test_the_eot_count_resets_when_it_hides_and_a_bad_one_gets_the_engines_sentence(browser, server):
     page = open_page(browser, server)
     page.get_by_text("More settings:").first.click()
@@ -236,10 +250,10 @@ def test_the_eot_count_resets_when_it_hides_and_a_bad_one_gets_the_engines_sente
     expect()(page.locator("#backbone-note")).to_contain_text("toy-shapes", timeout=60_000)
     page.locator("#examples img").first.click()
     expect()(page.locator("#input-image img").first).to_be_visible(timeout=20_000)
-    pick(page, "#method", "CLIPure-Diff")
+    pick(page, "#defence", "CLIPure-Diff")
     eot = page.locator("#eot input")
     expect()(eot).to_be_visible(timeout=30_000)
-    expect()(page.locator("#method-note")).to_contain_text("AutoAttack-custom")
+    expect()(page.locator("#defence-note")).to_contain_text("AutoAttack-custom")
 
     # A fractional K is refused in the engine's sentence, not rounded to 2; nothing runs, nothing is marked.
     eot.fill("2.5")
@@ -260,11 +274,11 @@ def test_the_eot_count_resets_when_it_hides_and_a_bad_one_gets_the_engines_sente
     # K = 8, then a deterministic method: the field hides and goes back to 1, so Run runs.
     eot.fill("8")
     eot.press("Tab")
-    pick(page, "#method", "CLIPure-Cos")
+    pick(page, "#defence", "CLIPure-Cos")
     expect()(eot).to_be_hidden(timeout=30_000)
     page.locator("#run").click()
     expect()(page.locator("#status")).to_contain_text("Done in", timeout=120_000)
-    pick(page, "#method", "CLIPure-Diff")
+    pick(page, "#defence", "CLIPure-Diff")
     expect()(eot).to_have_value("1", timeout=30_000)
 
     # The same through a backbone without a prior: the method falls back to CLIPure-Cos, K to 1.

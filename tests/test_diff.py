@@ -7,8 +7,8 @@ import torch.nn.functional as F
 from safetensors.torch import load_file
 
 from app.common.errors import OutOfRangeError, UnsupportedError, WeightsUnavailableError
-from app.defences import PURIFIERS, PurifyConfig, purify, seeded, trace
-from app.defences.clipure_diff import clipure_diff_iter, prior_gradient
+from app.defences import DEFENCES, PurifyConfig, purify, seeded, trace
+from app.defences.diff import clipure_diff_iter, prior_gradient
 from app.defences.eot import check_eot, eot_gradient
 from app.defences.prior import DiffusionPrior, PriorConfig, check_timesteps
 from app.defences.priors import ASSET_DIR, PRIORS, load_prior, load_state
@@ -44,7 +44,7 @@ def run(z, prior, seed, **kw):
 
 
 def test_registered_and_randomised():
-    assert PURIFIERS["clipure-diff"].randomised
+    assert DEFENCES["clipure-diff"].randomised
     assert set(PRIORS) == {"ViT-L-14-quickgelu/openai", "toy-shapes"}
 
 
@@ -132,7 +132,7 @@ def test_same_seed_same_trajectory_different_seeds_differ(toy_prior):
 
 def test_trace_records_prior_loss_and_seed(toy_prior):
     z = unit(2, 64)
-    cfg = PurifyConfig(method="clipure-diff", steps=3, seed=5)
+    cfg = PurifyConfig(defence="clipure-diff", steps=3, seed=5)
     steps = list(trace(z, torch.zeros(64), cfg, backbone="toy-shapes"))
     assert len(steps) == 4 and all(s.prior_loss.shape == (2,) for s in steps)
     again = list(trace(z, torch.zeros(64), cfg, backbone="toy-shapes"))
@@ -145,7 +145,7 @@ def test_purify_skips_only_the_shown_last_loss(toy_prior):
     """purify() never looks at the loss at z_T: it skips that forward pass, yet returns the same z_T
     and leaves a shared generator exactly where trace() leaves it (an attacker's later draws agree)."""
     z = unit(3, 64)
-    cfg = PurifyConfig(method="clipure-diff", steps=3, seed=5)
+    cfg = PurifyConfig(defence="clipure-diff", steps=3, seed=5)
     g_seen, g_skip = seeded(cfg), seeded(cfg)
     calls = []
     hook = toy_prior.net.register_forward_hook(lambda *_: calls.append(1))
@@ -232,7 +232,7 @@ def test_eot_gradient_is_mean_of_single_draws(toy_prior):
     torch.manual_seed(0)
     lin = torch.nn.Linear(64, 4)
     blank = torch.zeros(64)
-    cfg = PurifyConfig(method="clipure-diff", steps=2, step_size=0.5)
+    cfg = PurifyConfig(defence="clipure-diff", steps=2, step_size=0.5)
 
     def model_with(gen):
         return lambda x: lin(purify(x, blank, cfg, "adaptive", "toy-shapes", gen))
@@ -292,18 +292,18 @@ def test_clipure_diff_through_the_pipeline_and_its_bad_input():
     from app.views.presets import EXAMPLES_DIR
     image = EXAMPLES_DIR / "toy-red-circle.png"
     names = "red circle, blue square, green triangle, yellow cross"
-    pcfg = PurifyConfig(method="clipure-diff", steps=3, step_size=0.5, seed=3)
+    pcfg = PurifyConfig(defence="clipure-diff", steps=3, step_size=0.5, seed=3)
     r = run_pipeline(image, names, AttackConfig(attack="PGD", eps=8, steps=2, threat_model="adaptive", eot=2),
-                     pcfg, model="toy-shapes", template_set="single")
+                     pcfg, backbone="toy-shapes", template_set="single")
     assert r.adv_trajectory.prior_loss.shape == (4, 1) and r.attack.forwards == 2 * 2
     again = run_pipeline(image, names, AttackConfig(attack="PGD", eps=8, steps=2, threat_model="adaptive", eot=2),
-                         pcfg, model="toy-shapes", template_set="single")
+                         pcfg, backbone="toy-shapes", template_set="single")
     assert torch.equal(r.adv_trajectory.embeddings, again.adv_trajectory.embeddings)   # the seed fixes the draws
     with pytest.raises(UnsupportedError, match="toy-shapes"):
-        run_pipeline(image, names, None, pcfg, model="tiny-random", template_set="single")
+        run_pipeline(image, names, None, pcfg, backbone="tiny-random", template_set="single")
     with pytest.raises(OutOfRangeError, match="diffusion timestep"):
-        run_pipeline(image, names, None, PurifyConfig(method="clipure-diff", diffusion_timesteps=(900, 1200)),
-                     model="toy-shapes", template_set="single")
+        run_pipeline(image, names, None, PurifyConfig(defence="clipure-diff", diffusion_timesteps=(900, 1200)),
+                     backbone="toy-shapes", template_set="single")
 
 
 def test_eot_only_where_the_attacked_model_draws():
@@ -314,14 +314,14 @@ def test_eot_only_where_the_attacked_model_draws():
     from app.views.presets import EXAMPLES_DIR
     image = EXAMPLES_DIR / "toy-red-circle.png"
     names = "red circle, blue square, green triangle, yellow cross"
-    diff = PurifyConfig(method="clipure-diff", steps=2, step_size=0.5)
+    diff = PurifyConfig(defence="clipure-diff", steps=2, step_size=0.5)
     import app.flows.request
     from app.flows.request import Request
     for tm, pcfg, who in [("undefended", diff, "bare CLIP"), ("adaptive", PurifyConfig(), "CLIPure-Cos draws none")]:
         with pytest.MonkeyPatch.context() as mp, pytest.raises(UnsupportedError, match=who) as e:
             mp.setattr(app.flows.request, "build_classifier", None)      # refused before any text is encoded
             run_pipeline(image, names, AttackConfig(attack="PGD", eps=8, steps=1, threat_model=tm, eot=3), pcfg,
-                         model="toy-shapes", template_set="single")
+                         backbone="toy-shapes", template_set="single")
         assert str(e.value).count(". ") == 0 and "must be 1" in str(e.value)
     rows = compare_threat_models(Request(image, names, "toy-shapes", "single"),
                                  AttackConfig(attack="PGD", eps=8, steps=1, eot=3), diff)
@@ -339,7 +339,7 @@ def test_diagnostics_average_the_attackers_draws_against_the_scored_draw(toy_pri
     from app.attacks.threat_models import attacked_model
     prep, _ = prepare(Request(EXAMPLES_DIR / "toy-red-circle.png",
                               "red circle, blue square, green triangle, yellow cross", "toy-shapes", "single"))
-    cfg = PurifyConfig(method="clipure-diff", steps=2, step_size=0.5)
+    cfg = PurifyConfig(defence="clipure-diff", steps=2, step_size=0.5)
     y = torch.tensor([0])
     diff = prep.defence(cfg)
     d1, d4 = (gradient_diagnostics("adaptive", diff, prep.x, y, diff, eot=k) for k in (1, 4))
@@ -361,13 +361,13 @@ def test_audit_of_clipure_diff_uses_eot_and_names_its_settings():
     from app.flows.request import Request
     request = Request(EXAMPLES_DIR / "toy-red-circle.png", "red circle, blue square, green triangle, yellow cross",
                       "toy-shapes", "single", "fp32")
-    res = audit_image(request, "adaptive", PurifyConfig(method="clipure-diff", steps=2, step_size=0.5, seed=4),
+    res = audit_image(request, "adaptive", PurifyConfig(defence="clipure-diff", steps=2, step_size=0.5, seed=4),
                       eps=8, steps=2, eot=2)
     d = json.loads(json.dumps(res.to_dict()))
-    assert d["purify"]["method"] == "clipure-diff" and d["purify"]["seed"] == 4
+    assert d["purify"]["defence"] == "clipure-diff" and d["purify"]["seed"] == 4
     assert (d["attack"]["attack"], d["attack"]["eot"], d["attack"]["steps"]) == ("PGD", 2, 2)
     assert d["gradient"]["draws"] == 2 and d["backbone"] == "toy-shapes"
     assert "EOT K=2" in next(c for c in res.checks if c.name == "b").detail
     with pytest.raises(UnsupportedError, match="must be 1"):
         audit_image(Request(EXAMPLES_DIR / "toy-red-circle.png", "red circle, blue square", "toy-shapes", "single",
-                            "fp32"), "undefended", PurifyConfig(method="clipure-diff"), eot=2)
+                            "fp32"), "undefended", PurifyConfig(defence="clipure-diff"), eot=2)

@@ -111,6 +111,9 @@ def test_partial_groups_are_dropped_on_resume():
     assert done == {(0, "a"), (1, "a")} and len(keep) == 3
 
 
+# About 30 s (two processes). Its fast ones resume in-process: the rerun test above and
+# tests/test_evaluate_store.py's cut at any offset.
+@pytest.mark.slow
 def test_resume_after_sigkill_equals_an_uninterrupted_run(tmp_path):
     out = tmp_path / "killed"
     args = [sys.executable, "-m", "app.evaluate", "--n", "6", "--batch-size", "1", "--out", str(out), *FAST]
@@ -148,6 +151,8 @@ def _torchrun(out: Path, extra: list[str], nproc: int = 2) -> subprocess.Complet
 
 
 def test_two_gloo_processes_equal_one(reference, tmp_path):
+    """Two gloo processes write what one writes (the fast one of the 2-process tests; the
+    batch-coupled one below is `slow`)."""
     out, _ = reference
     done = _torchrun(tmp_path / "two", ["--num-images", "4", "--batch-size", "2", *FAST])
     assert done.returncode == 0, done.stderr[-2000:]
@@ -158,7 +163,7 @@ def test_two_gloo_processes_equal_one(reference, tmp_path):
         assert (tmp_path / "two" / name).exists(), name
 
 
-@pytest.mark.slow
+@pytest.mark.slow   # about 40 s
 def test_two_processes_equal_one_with_the_official_batch_coupling(tmp_path):
     """Batch-coupled gradient norm (batch mates share a norm): sharding must keep batches whole."""
     extra = ["--data", "toy", "--model", "tiny-random", "--templates", "single", "--defences", "clipure-cos",
@@ -178,7 +183,7 @@ def test_two_processes_equal_one_with_the_official_batch_coupling(tmp_path):
     (["--attacks", "Nope"], r"Unknown attack 'Nope'; choose one of: none, FGSM"),
     (["--defences", "clipure-magic"], r"Unknown defence 'clipure-magic'; choose one of: none, clipure-cos"),
     (["--threat-models", "psychic"], r"Unknown threat model"),
-    (["--model", "ViT-Z"], r"Unknown model"),
+    (["--model", "ViT-Z"], r"Unknown backbone"),
     (["--protocol", "folklore"], r"Unknown protocol 'folklore'; choose one of: paper"),
     (["--data", "toy"], r"--out is required"),
 ])
@@ -192,8 +197,10 @@ def test_bad_input_gives_one_sentence_and_exit_2(argv, pattern, capsys, tmp_path
 def test_dry_run_counts_passes_and_estimates_time(capsys):
     assert main(["--dry-run", "--n", "4", "--batch-size", "2", *FAST]) == 0
     text = capsys.readouterr().out
-    # PGD-2 per image: undefended (shared by both defences) and adaptive -> 2 attacks x 2 backward passes.
-    assert "backward_passes: 16" in text and "forward_passes: 28" in text and "estimated time" in text
+    # PGD-2 per image: undefended (shared by both defences) and adaptive -> 2 attacks x 2 backward passes;
+    # forwards, upper bounds from the one cost model: those 2 x 2 queries, each defence's clean scoring
+    # (bare CLIP and CLIPure-Cos: 1 pass each) and the scoring of each setting's x_adv (3 settings): 9 an image.
+    assert "backward_passes: 16" in text and "forward_passes: 36" in text and "estimated time" in text
 
 
 def test_the_paper_protocol_is_defined_once_and_flags_override_it(tmp_path):

@@ -215,7 +215,7 @@ def test_a_read_only_folder_gets_a_sentence_and_exit_2(reference, copy, tmp_path
 
 REQUEST = dict(image=None, classnames="cat, dog, car, plane", backbone="tiny-random", template_set="single",
                attack="PGD", threat_model="adaptive", eps=8, steps=2, step_size=0, seed=1, targeted=False,
-               target=None, method="clipure-cos", purify_steps=4, purify_step_size=30.0, momentum=0.0, norm="l2",
+               target=None, defence="clipure-cos", purify_steps=4, purify_step_size=30.0, momentum=0.0, norm="l2",
                grad_scope="sample", precision="fp32", purify_seed=0, eot=1)
 
 
@@ -228,9 +228,9 @@ def test_a_request_shows_its_results_without_files_when_the_temp_folder_cannot_b
                                                                                            code, why, folders):
     from app.views.presets import EXAMPLES_DIR
     from app.ui import callbacks as cb
-    from app.ui.form import FORM, RUN_OUTPUTS
+    from app.ui.form import FORM, RUN_OUTPUTS, Form
     from app.ui import server
-    values = [{**REQUEST, "image": str(EXAMPLES_DIR / "cat.png")}[n] for n in FORM]
+    values = [{**Form().values, **REQUEST, "image": str(EXAMPLES_DIR / "cat.png")}[n] for n in FORM]
     sentence = (f"This request's files (PNG, JSON, CSV) could not be saved for download: {why} where the server "
                 f"keeps them, so the results are shown without them.")
     root = tmp_path / "outputs"   # this test's own, so requests of other processes do not count

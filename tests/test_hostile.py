@@ -26,7 +26,7 @@ GENERIC = "upstream Gradio app has raised an exception"
 # A light request, by FORM name; the positional API follows app/ui/form.FORM.
 DEFAULTS = dict(image=None, classnames=CLASSES, backbone="tiny-random", template_set="single", attack="PGD",
                 threat_model="undefended", eps=8, steps=3, step_size=0, seed=0, targeted=False, target=None,
-                method="clipure-cos", purify_steps=4, purify_step_size=30.0, momentum=0.0, norm="l2", grad_scope="sample",
+                defence="clipure-cos", purify_steps=4, purify_step_size=30.0, momentum=0.0, norm="l2", grad_scope="sample",
                 precision="fp32", purify_seed=0, eot=1)
 
 
@@ -41,9 +41,20 @@ def good():
 
 
 def form(image, **over) -> list:
-    from app.ui.form import FORM
-    values = dict(DEFAULTS, image=image, **over)
+    from app.ui.form import FORM, Form
+    values = {**Form().values, **DEFAULTS, "image": image, **over}   # each defence's own parameters: defaults
     return [values[f] for f in FORM]
+
+
+# Wall-clock bounds here tell a quick answer from a stuck or queued one; they are not benchmarks
+# (docs/measurements.md has the figures). Measured on the 2-core VM at load 6: the long-text refusal
+# 0.4 s; a cancelled worker stopped in 0.3-0.4 s and the next request was answered 1.0-1.7 s after
+# the cancel; the over-budget refusal 1.2 s. The heavy request below, uncancelled, holds the worker
+# about 25 s idle and 46 s at load 6. So: 10 s to refuse or to stop, 15 s for the next answer, about
+# 10x the loaded figures and still well under the heavy request's run, which a cancel must cut short.
+# (The long text's "characters" sentence comes from the length check, which runs before any
+# tokenizing; its bound only catches a hang.)
+REFUSE_S, STOP_S, ANSWER_S = 10, 10, 15
 
 
 def one_sentence(text: str) -> None:
@@ -135,17 +146,17 @@ def test_nan_over_raw_http_gets_one_sentence(server, field, name):
     assert name in text and "NaN" in text, text
 
 
-@pytest.mark.parametrize("field", ["backbone", "template_set", "attack", "threat_model", "method", "norm",
+@pytest.mark.parametrize("field", ["backbone", "template_set", "attack", "threat_model", "defence", "norm",
                                    "grad_scope"])
 def test_unknown_names_get_one_sentence(client, good, field):
     assert "nope" in refused(client, form(good, **{field: "nope"}), "/attack")
 
 
-def test_long_class_text_is_answered_within_two_seconds(client, good):
+def test_long_class_text_is_refused_at_once(client, good):
     text = ", ".join(["word " * 600] * 5)            # 3,000 words, 15,000 characters
     t = time.perf_counter()
     assert "characters" in refused(client, [good, text, "tiny-random", "single"], "/classify")
-    assert time.perf_counter() - t < 2
+    assert time.perf_counter() - t < REFUSE_S
 
 
 # --- bodies -----------------------------------------------------------------------------------
@@ -198,16 +209,16 @@ def test_a_body_without_content_length_is_cut_at_the_limit():
 
 def test_cancel_frees_the_worker_for_the_next_request(server, good):
     heavy = form(good, threat_model="adaptive", steps=200, purify_steps=200)   # about 25 s uncancelled
-    job = Client(server, verbose=False).submit(*heavy, api_name="/run")
+    job = Client(server, verbose=False).submit(*heavy, api_name="/run_stream")
     time.sleep(2)                                   # the attack is under way
     t = time.perf_counter()
     job.cancel()
-    while any(x.name == "clipure-attack" for x in threading.enumerate()) and time.perf_counter() - t < 5:
+    while any(x.name == "clipure-attack" for x in threading.enumerate()) and time.perf_counter() - t < STOP_S:
         time.sleep(0.05)
     stopped = time.perf_counter() - t
     out = Client(server, verbose=False).predict(good, CLASSES, "tiny-random", "single", api_name="/classify")
     assert out["label"] in out["classnames"]
-    assert stopped < 2 and time.perf_counter() - t < 3, stopped   # the worker stopped; the next one is served
+    assert stopped < STOP_S and time.perf_counter() - t < ANSWER_S, stopped   # stopped; the next one is served
 
 
 @pytest.mark.parametrize("api, thread", [("/compare", "clipure-compare_demo"), ("/attack", "clipure-attack_api")])
@@ -221,11 +232,11 @@ def test_cancel_also_frees_the_worker_on_the_other_endpoints(server, good, api, 
     time.sleep(1.0)                                 # ... and has streamed its first heartbeats
     t = time.perf_counter()
     job.cancel()
-    while any(x.name == thread for x in threading.enumerate()) and time.perf_counter() - t < 5:
+    while any(x.name == thread for x in threading.enumerate()) and time.perf_counter() - t < STOP_S:
         time.sleep(0.05)
-    assert time.perf_counter() - t < 2
+    assert time.perf_counter() - t < STOP_S
     out = Client(server, verbose=False).predict(good, CLASSES, "tiny-random", "single", api_name="/classify")
-    assert out["label"] in out["classnames"] and time.perf_counter() - t < 3
+    assert out["label"] in out["classnames"] and time.perf_counter() - t < ANSWER_S
 
 
 def test_eight_clients_at_once_get_their_own_answers(server, good):
@@ -249,7 +260,7 @@ def test_a_request_over_its_time_budget_says_what_to_lower(server, good, monkeyp
     t = time.perf_counter()
     text = refused(Client(server, verbose=False), form(good, threat_model="adaptive", steps=200, purify_steps=200), "/run")
     assert "time limit" in text and "lower the attack steps" in text
-    assert time.perf_counter() - t < 5
+    assert time.perf_counter() - t < ANSWER_S     # cut at the 0.5 s limit, not run to the end
 
 
 # --- bind and expiry --------------------------------------------------------------------------

@@ -33,17 +33,19 @@ def test_gpu_decorator_uses_spaces_when_present(monkeypatch):
     calls = []
     fake = types.ModuleType("spaces")
     fake.GPU = lambda duration: (calls.append(duration), lambda fn: ("wrapped", fn))[1]
+    import app.ui.hosting   # first (app.ui's modules decorate their endpoints on import), then the fake
     monkeypatch.setitem(sys.modules, "spaces", fake)
-    import app.ui.hosting
-    hosting = importlib.reload(app.ui.hosting)
     try:
+        hosting = importlib.reload(app.ui.hosting)
         tag, fn = hosting.gpu(duration=42)(len)
         assert tag == "wrapped" and fn.__wrapped__ is len and calls == [42]   # spaces gets fn, outputs to the host
-    finally:
-        monkeypatch.delitem(sys.modules, "spaces")
+        monkeypatch.setitem(sys.modules, "spaces", None)   # not installed: `import spaces` raises ImportError
         hosting = importlib.reload(app.ui.hosting)
-    assert hosting.spaces is None and hosting.gpu(duration=42)(len).__wrapped__ is len
-    assert hosting.gpu(duration=42)(len)([1, 2]) == 2
+        assert hosting.spaces is None and hosting.gpu(duration=42)(len).__wrapped__ is len
+        assert hosting.gpu(duration=42)(len)([1, 2]) == 2
+    finally:
+        monkeypatch.undo()                                  # back to this environment's `spaces`, or none
+        importlib.reload(app.ui.hosting)
 
 
 def _listening_on_all_interfaces(port: int) -> bool:
@@ -52,12 +54,14 @@ def _listening_on_all_interfaces(port: int) -> bool:
     return any(r.split()[1] == f"00000000:{port:04X}" and r.split()[3] == "0A" for r in rows)
 
 
+# About 50 s (app.py started in a fresh process, a ViT-B-32 written and loaded). Its fast ones: the
+# import order and the decorator above, the warm start below, and tests/test_app_e2e.py's launched app.
+@pytest.mark.slow
 def test_the_space_rehearsal_serves_the_default_backbone(tmp_path):
     """As on a Space: SPACE_ID set, the registry's `spaces` imported first, HF_HUB_OFFLINE=1 and a
     Hugging Face cache holding the default backbone's real layout (random weights at the real
     shapes). `python app.py` serves that backbone with no fallback notice, on 0.0.0.0, warm, and
-    answers /run through gradio_client. `spaces` goes to a temporary folder, never into the project's
-    environment."""
+    answers /run through gradio_client. `spaces` is the release requirements-dev.txt installs."""
     import os
     import subprocess
     import time
@@ -67,18 +71,16 @@ def test_the_space_rehearsal_serves_the_default_backbone(tmp_path):
 
     from tests.conftest import free_port
     from tests.test_layouts import hub_file, random_clip, save_weights
-    DEFAULT_BACKBONE = "ViT-B-32-quickgelu/openai"   # the registry's default (CLIPURE_MODEL unset below)
-    target = tmp_path / "site"
-    pip = subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--target", str(target),
-                          "spaces"], capture_output=True, text=True, timeout=120)
-    if pip.returncode != 0:
-        pytest.skip(f"could not install `spaces` from the registry (offline?): {pip.stderr.strip()[-200:]}")
+    spaces = pytest.importorskip("spaces", reason="`spaces` is not installed: requirements-dev.txt installs it "
+                                                  "(pip install -r requirements-dev.txt)")
+    DEFAULT_BACKBONE = "ViT-B-32-quickgelu/openai"   # the registry's default (CLIPURE_BACKBONE unset below)
     home = tmp_path / "hf"
     save_weights(hub_file(home, "timm/vit_base_patch32_clip_224.openai", "open_clip_model.safetensors"),
                  random_clip("ViT-B-32-quickgelu"))
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if k not in ("CLIPURE_MODEL", "GRADIO_SERVER_NAME", "HF_HUB_CACHE")}
-    env.update(PYTHONPATH=os.pathsep.join([str(target), str(ROOT)]), SPACE_ID="clipure/explorer", HF_HOME=str(home),
+    env = {k: v for k, v in os.environ.items() if k not in ("CLIPURE_BACKBONE", "GRADIO_SERVER_NAME", "HF_HUB_CACHE")}
+    env.update(PYTHONPATH=os.pathsep.join([str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]),
+               SPACE_ID="clipure/explorer", HF_HOME=str(home),
                HF_HUB_OFFLINE="1", GRADIO_SERVER_PORT=str(port), CLIPURE_DEVICE="cpu")
     code = ("import runpy, sys; import spaces; print('spaces', spaces.__file__, flush=True); "
             "runpy.run_path('app.py', run_name='__main__')")
@@ -100,18 +102,17 @@ def test_the_space_rehearsal_serves_the_default_backbone(tmp_path):
         client = Client(f"http://127.0.0.1:{port}/", verbose=False, download_files=False)
         values = dict(image=handle_file(str(ROOT / "assets" / "examples" / "cat.png")), classnames="cat, dog, car",
                       backbone=DEFAULT_BACKBONE, template_set="single", attack="PGD", threat_model="adaptive", eps=4,
-                      steps=1, step_size=0, seed=0, targeted=False, target=None, method="clipure-cos", purify_steps=2,
+                      steps=1, step_size=0, seed=0, targeted=False, target=None, defence="clipure-cos", purify_steps=2,
                       purify_step_size=30.0, momentum=0.0, norm="l2", grad_scope="sample", precision="fp32", purify_seed=0, eot=1)
-        from app.ui.form import FORM, RUN_OUTPUTS
-        out = client.predict(*[values[n] for n in FORM], api_name="/run")
-        status = out[[n for n in RUN_OUTPUTS if n != "result_state"].index("status")]
-        assert status.startswith("**Done in"), status
+        from app.ui.form import FORM, Form
+        result, _ = client.predict(*[{**Form().values, **values}[n] for n in FORM], api_name="/run")
+        assert result["status"].startswith("**Done in"), result["status"]
     finally:
         if proc.poll() is None:
             proc.terminate()
             proc.wait(timeout=30)
     text = log.read_text()
-    assert f"spaces {target}" in text                       # the registry's package, not a stub
+    assert f"spaces {spaces.__file__}" in text              # the registry's package, not a stub
     assert f"[clipure] warm: {DEFAULT_BACKBONE}" in text and "could not be loaded" not in text
 
 
@@ -183,7 +184,7 @@ def test_to_host_reaches_every_tensor_of_a_pipeline_result():
     from app.flows.pipeline import run_pipeline
     from app.views.presets import EXAMPLES_DIR
     r = run_pipeline(EXAMPLES_DIR / "cat.png", "cat, dog, car", AttackConfig(attack="PGD", eps=4, steps=1),
-                     model="tiny-random", template_set="single")
+                     backbone="tiny-random", template_set="single")
     before = _tensors(r)
     moved = to_host(r, device="meta")
     assert len(_tensors(moved)) == len(before) >= 8
@@ -265,7 +266,7 @@ def test_after_the_warm_start_a_request_loads_nothing(cold_process, monkeypatch)
         if lesson.action == "compare":
             table, _ = list(cb.compare_demo(*form))[-1]
             # one row for each threat model the lesson's defence has (TTC has no official one)
-            assert len(table["data"]) == len(offered(PurifyConfig(method=lesson.settings["method"])))
+            assert len(table["data"]) == len(offered(PurifyConfig(defence=lesson.settings["defence"])))
         else:
             assert dict(zip(fm.RUN_OUTPUTS, list(cb.run_demo(*form))[-1]))["status"].startswith("**Done in")
     # a backbone that is not warm: loaded in the request (here it cannot be), with a message saying so

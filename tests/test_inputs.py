@@ -135,7 +135,7 @@ def test_unknown_names_list_the_valid_ones(noise_image):
     dict(image=b"not an image"),
     dict(image=None),
     dict(classnames="cat"),
-    dict(model="ViT-Q-1"),
+    dict(backbone="ViT-Q-1"),
     dict(template_set="many"),
     dict(attack=AttackConfig(attack="PGX")),
     dict(attack=AttackConfig(eps=99)),
@@ -148,7 +148,7 @@ def test_unknown_names_list_the_valid_ones(noise_image):
 def test_every_error_is_one_sentence(noise_image, bad):
     """Bad input through the engine's front door gives one typed sentence, nothing more."""
     kw = dict(image=noise_image, classnames=["cat", "dog", "car"], attack=AttackConfig(steps=1),
-              purify=PurifyConfig(), model="tiny-random", template_set="single", **{})
+              purify=PurifyConfig(), backbone="tiny-random", template_set="single", **{})
     kw.update(bad)
     with pytest.raises(CLIPureError) as e:
         run_pipeline(kw.pop("image"), kw.pop("classnames"), **kw)

@@ -113,9 +113,13 @@ def check_loaded(out: dict, name: str) -> None:
 # OpenAI entries: open_clip's pretrained table sends `openai` to a timm repository (hf_hub
 # "ORG/NAME/", no file name), where it asks for open_clip_model.safetensors first and
 # open_clip_pytorch_model.bin only when that is missing. Weights are open_clip's own state dict.
+# Each entry takes 15-50 s (a fresh process, the weights written and read back): the default run
+# keeps one B-32 entry of each layout (here the registry's default, below FARE4-B-32); the others
+# are `slow`.
 OPENAI = [
     pytest.param("ViT-B-32-quickgelu/openai", "timm/vit_base_patch32_clip_224.openai", id="B-32"),
-    pytest.param("ViT-B-16-quickgelu/openai", "timm/vit_base_patch16_clip_224.openai", id="B-16"),
+    pytest.param("ViT-B-16-quickgelu/openai", "timm/vit_base_patch16_clip_224.openai", id="B-16",
+                 marks=pytest.mark.slow),
     pytest.param("ViT-L-14-quickgelu/openai", "timm/vit_large_patch14_clip_224.openai", id="L-14",
                  marks=pytest.mark.slow),
 ]
@@ -225,7 +229,7 @@ print(json.dumps({"same": same, "kept": len(kept), "loss": loss.tolist()}))
 """
 
 
-@pytest.mark.slow
+@pytest.mark.slow   # 20-25 s (a 1 GB checkpoint); its fast one is the key mapping test above, on meta tensors
 def test_laion_prior_loads_from_its_hub_cache_layout(tmp_path):
     gen = torch.Generator().manual_seed(1)
     state = {k: torch.randn(shape, generator=gen) for k, shape in recorded_prior_keys().items()}   # 249M values

@@ -19,7 +19,7 @@ def test_lesson_one_fools_bare_clip():
 def test_lesson_two_clipure_is_fooled_too_and_the_cosine_zig_zags():
     f = form(LESSONS[1])
     r = result_of(run(f.request(), f.attack_config(), f.purify_config()))
-    assert r.outcome.fooled_clip and r.outcome.fooled_clipure
+    assert r.outcome.fooled_clip and r.outcome.fooled_defence
     cos = r.adv_trajectory.cos_to_blank[:, 0]
     assert all((cos[t + 1] - cos[t]) * (cos[t + 2] - cos[t + 1]) < 0 for t in range(len(cos) - 2))   # zig-zag
     assert abs(float(cos[-1] - cos[0])) < 1e-4                                                         # back home
@@ -33,29 +33,44 @@ def test_lesson_three_official_fp16_keeps_the_clean_answer_and_adaptive_is_foole
     assert f.values["precision"] == "fp16" and LESSONS[2].action == "compare"
     rows = {r.attack_config.threat_model: r for r in compare_threat_models(
         f.request(), f.attack_config(), f.purify_config())}
-    assert not rows["official"].outcome.fooled_clipure
-    assert rows["adaptive"].outcome.fooled_clipure
+    assert not rows["official"].outcome.fooled_defence
+    assert rows["adaptive"].outcome.fooled_defence
     # the table shows why: the official attacker's gradient is exactly zero, the adaptive one's is not
     assert rows["official"].gradient.zero_fraction == 1.0 and rows["adaptive"].gradient.zero_fraction < 0.5
     from app.views.comparison import compare_table
     from app.ui.lessons import rows_text
     text = rows_text(compare_table(list(rows.values())))
-    assert "Official pipeline:** CLIPure **not fooled**" in text and "exactly zero: **100%**" in text
+    assert "Official pipeline:** CLIPure-Cos **not fooled**" in text and "exactly zero: **100%**" in text
 
 
 def test_lesson_four_ttc_keeps_its_answer_against_bare_clip_attacks_and_not_through_the_defence():
     f = form(LESSONS[3])
-    assert f.values["method"] == "ttc" and LESSONS[3].action == "compare"
+    assert f.values["defence"] == "ttc" and LESSONS[3].action == "compare"
     rows = {r.attack_config.threat_model: r for r in compare_threat_models(
         f.request(), f.attack_config(), f.purify_config())}
     assert list(rows) == ["undefended", "adaptive", "bpda"]          # TTC has no official threat model
     assert rows["undefended"].clean_purified.label == rows["undefended"].clean.label == "red circle"
-    assert not rows["undefended"].outcome.fooled_clipure               # TTC's own evaluation: it holds here
-    assert rows["adaptive"].outcome.fooled_clipure and rows["bpda"].outcome.fooled_clipure
+    assert not rows["undefended"].outcome.fooled_defence               # TTC's own evaluation: it holds here
+    assert rows["adaptive"].outcome.fooled_defence and rows["bpda"].outcome.fooled_defence
     from app.views.comparison import compare_table
     from app.ui.lessons import rows_text
     text = rows_text(compare_table(list(rows.values())))
     assert "Undefended (transfer):** TTC **not fooled**" in text and "Adaptive (exact):** TTC **fooled**" in text
+
+
+def test_lesson_five_jpeg_holds_until_bpda_and_its_exact_gradient_is_zero():
+    f = form(LESSONS[4])
+    assert f.values["defence"] == "jpeg" and LESSONS[4].action == "compare"
+    rows = {r.attack_config.threat_model: r for r in compare_threat_models(
+        f.request(), f.attack_config(), f.purify_config())}
+    assert list(rows) == ["undefended", "adaptive", "bpda"]          # JPEG has no official threat model
+    assert rows["undefended"].outcome.fooled_clip and not rows["undefended"].outcome.fooled_defence
+    assert not rows["adaptive"].outcome.fooled_defence and rows["adaptive"].gradient.zero_fraction == 1.0
+    assert rows["bpda"].outcome.fooled_defence and rows["bpda"].gradient.zero_fraction < 0.5
+    from app.views.comparison import compare_table
+    from app.ui.lessons import rows_text
+    text = rows_text(compare_table(list(rows.values())))
+    assert "BPDA:** JPEG **fooled**" in text and "exactly zero: **100%**" in text
 
 
 def test_how_it_works_clipure_diff_figures_hold_on_the_toy_model():
@@ -77,8 +92,8 @@ def test_how_it_works_clipure_diff_figures_hold_on_the_toy_model():
     names = ("red circle, red square, red triangle, red cross, green circle, green square, green triangle, "
              "green cross, blue circle, blue square, blue triangle, blue cross, yellow circle, yellow square, "
              "yellow triangle, yellow cross")
-    r = run_pipeline(EXAMPLES_DIR / "toy-red-circle.png", names, None, PurifyConfig(method="clipure-diff", seed=0),
-                     model="toy-shapes", template_set="single")
+    r = run_pipeline(EXAMPLES_DIR / "toy-red-circle.png", names, None, PurifyConfig(defence="clipure-diff", seed=0),
+                     backbone="toy-shapes", template_set="single")
     z = r.clean_trajectory.embeddings[:, 0].float()                       # (T+1, D)
     prior, n = load_prior("toy-shapes"), 500
     g = torch.Generator().manual_seed(1)

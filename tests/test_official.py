@@ -5,7 +5,7 @@ repository TMLResearchGroup-CAS/CLIPure (commit 5b59554, lines as counted in the
 `model_dtype_half` (lines 84-95), `ClassificationModel.__init__`'s blank (113-121),
 `embed_image` (152-156), `purify_zi` (159-191) and `forward` (194-204), plus the script's
 model set-up (`precision="fp16"` at creation, then `model.float()`). It uses autograd exactly as
-the official code does, so it shares no code with app/defences/clipure_cos.py.
+the official code does, so it shares no code with app/defences/cos.py.
 """
 import open_clip
 import pytest
@@ -16,7 +16,7 @@ from app.defences.defence import Defence
 from app.clip.models import TOY_CLASSNAMES, TOY_DIR, load_backbone
 from app.clip.precision import GradModeAttention
 from app.defences import PAPER_DEFAULTS
-from app.attacks.threat_models import PurifiedClassifier
+from app.attacks.threat_models import DefendedClassifier
 from app.toy.heldout import heldout
 from app.clip.zeroshot import TEXT_CACHE, TextEmbeddingCache, build_classifier, get_templates
 
@@ -130,7 +130,7 @@ def test_official_threat_model_agrees_with_the_retyped_official_code(precision, 
     ref_logits = official_forward(ref_model, xa, mean, std, ref_blank, class_emb, precision == "fp16")
     ref_grad = torch.autograd.grad(F.cross_entropy(ref_logits, y), xa)[0]
     xb = x.clone().requires_grad_(True)
-    logits = PurifiedClassifier(Defence(clf, blank, PAPER_DEFAULTS), "official")(xb)
+    logits = DefendedClassifier(Defence(clf, blank, PAPER_DEFAULTS), "official")(xb)
     grad = torch.autograd.grad(F.cross_entropy(logits, y), xb)[0]
     assert torch.equal(logits.argmax(1), ref_logits.argmax(1))
     if precision == "fp16":
@@ -232,6 +232,7 @@ def test_fp16_official_gradient_is_exactly_zero_and_adaptive_is_not(toy16):
         assert adaptive.norm > 0 and adaptive.zero_fraction < 0.5, (i, adaptive)
 
 
+@pytest.mark.slow   # about 40 s; its fast one: the exact-zero gradient test above, on the same 16 images
 def test_pgd_under_fp16_official_leaves_clean_accuracy_and_adaptive_lowers_it(toy16):
     from app.attacks import AttackConfig
     from app.flows.scoring import attack_and_score
@@ -246,6 +247,8 @@ def test_pgd_under_fp16_official_leaves_clean_accuracy_and_adaptive_lowers_it(to
     assert acc["adaptive"] <= acc["clean"] - 4, acc
 
 
+# About 25 s (two whole audits); its fast ones: check (a) below, with the attacks stubbed, and the
+# /audit endpoint in tests/test_app_e2e.py on tiny-random.
 @pytest.mark.slow
 def test_audit_flags_fp16_official_and_not_bare_clip():
     from app.audit import audit_image
@@ -269,13 +272,13 @@ def test_audit_check_a_reports_the_attackers_and_the_exact_gradient_at_clean_and
     from types import SimpleNamespace
 
     import app.audit as audit_mod
-    from app.attacks.gradients import exact_defence, random_start
+    from app.attacks.gradients import exact_defence, pgd_start
     from app.flows.request import Request, prepare
     image = TOY_DIR.parent / "examples" / "toy-red-circle.png"
     names = "red circle, blue square, green triangle, yellow cross"
 
     def unattacked(cfg, defence, x, classnames, labels=None, clean=None):
-        return SimpleNamespace(outcomes=[SimpleNamespace(fooled_clipure=False)],
+        return SimpleNamespace(outcomes=[SimpleNamespace(fooled_defence=False)],
                                adversarial=SimpleNamespace(trajectory=clean.trajectory))
     monkeypatch.setattr(audit_mod, "attack_and_score", unattacked)
     out = {}
@@ -297,10 +300,12 @@ def test_audit_check_a_reports_the_attackers_and_the_exact_gradient_at_clean_and
     assert not fp32["checks"][0]["flagged"] and fp32["gradient_at_random_start"] is None
     assert fp32["gradient"]["norm"] == pytest.approx(fp16["gradient"]["exact_norm"], rel=1e-6)
     x = prepare(Request(image, names, "toy-shapes", "single"))[0].x
-    xs = random_start(x, 8.0, 0)
+    xs = pgd_start(x, 8.0, 0)
     assert 0 < (xs - x).abs().max() <= 8 / 255 + 1e-7 and xs.min() >= 0 and xs.max() <= 1
 
 
+# About 40 s (a whole audit in a fresh process); its fast one is the refusal below, through the CLI's main.
+@pytest.mark.slow
 def test_audit_cli_prints_one_json_line_last(tmp_path):
     import json
     import subprocess
@@ -317,9 +322,13 @@ def test_audit_cli_prints_one_json_line_last(tmp_path):
     assert [c["name"] for c in data["checks"]] == list("abcdef")
     assert data["gradient"]["zero_fraction"] == 1.0 and data["checks"][0]["flagged"]
     assert "exact_zero_fraction" in data["gradient"] and data["gradient_at_random_start"]["zero_fraction"] == 1.0
-    bad = subprocess.run([sys.executable, "-m", "app.audit", str(image), "--classes", "a, b", "--threat-model", "x"],
-                         capture_output=True, text=True, timeout=120)
-    assert bad.returncode == 2 and "undefended, official, adaptive, bpda" in bad.stderr
+
+
+def test_audit_cli_refuses_a_bad_threat_model_with_exit_2(capsys):
+    from app.audit import main
+    image = TOY_DIR.parent / "examples" / "toy-blue-square.png"
+    assert main([str(image), "--classes", "a, b", "--threat-model", "x"]) == 2
+    assert "undefended, official, adaptive, bpda" in capsys.readouterr().err
 
 
 def test_the_audit_refuses_settings_its_derived_attacks_cannot_run_before_any_work(monkeypatch):

@@ -32,7 +32,7 @@ def test_events_stream_then_result(noise_image):
 
 def test_same_seed_same_result(noise_image):
     kw = dict(attack=AttackConfig(attack="APGD-CE", eps=8, steps=5, seed=3, threat_model="adaptive"),
-              purify=PurifyConfig(steps=4, step_size=0.5), model="tiny-random", template_set="single")
+              purify=PurifyConfig(steps=4, step_size=0.5), backbone="tiny-random", template_set="single")
     a, b = run_pipeline(noise_image, CLASSES, **kw), run_pipeline(noise_image, CLASSES, **kw)
     assert torch.equal(a.x_adv, b.x_adv)
     assert torch.equal(a.adv_trajectory.embeddings, b.adv_trajectory.embeddings)
@@ -40,7 +40,7 @@ def test_same_seed_same_result(noise_image):
 
 
 def test_no_attack_means_clean_only(noise_image):
-    res = run_pipeline(noise_image, CLASSES, attack=None, model="tiny-random", template_set="single")
+    res = run_pipeline(noise_image, CLASSES, attack=None, backbone="tiny-random", template_set="single")
     assert res.attack is None and res.adv_trajectory is None and res.clean_trajectory.steps == 10
 
 
@@ -52,32 +52,32 @@ def test_bad_settings_are_refused_before_any_text_encoding(noise_image, tiny, mo
     monkeypatch.setattr(tiny.model, "encode_text", lambda *a, **k: calls.append(1))
     names = ["never", "encoded", "names"]          # not in the cache: encoding them would call encode_text
     with pytest.raises(OutOfRangeError, match="L-inf eps"):
-        run_pipeline(noise_image, names, AttackConfig(eps=99), model="tiny-random", template_set="ensemble")
+        run_pipeline(noise_image, names, AttackConfig(eps=99), backbone="tiny-random", template_set="ensemble")
     with pytest.raises(InvalidImageError):
-        run_pipeline(b"not an image", names, AttackConfig(), model="tiny-random", template_set="ensemble")
+        run_pipeline(b"not an image", names, AttackConfig(), backbone="tiny-random", template_set="ensemble")
     assert calls == []
 
 
 @pytest.mark.parametrize("attack, own", [("FGSM", 1), ("PGD", 3)])
 def test_each_image_is_encoded_once_per_request(noise_image, tiny, monkeypatch, attack, own):
     """Encoder calls per request = the attack's own forward passes + 2 (clean and adversarial)."""
-    run_pipeline(noise_image, CLASSES, attack=None, model="tiny-random", template_set="single")  # warm caches
+    run_pipeline(noise_image, CLASSES, attack=None, backbone="tiny-random", template_set="single")  # warm caches
     calls = []
     encode_image = tiny.model.encode_image
     monkeypatch.setattr(tiny.model, "encode_image", lambda *a, **k: calls.append(1) or encode_image(*a, **k))
     cfg = AttackConfig(attack=attack, eps=8, steps=own, threat_model="adaptive")
-    res = run_pipeline(noise_image, CLASSES, cfg, model="tiny-random", template_set="single", diagnose=False)
+    res = run_pipeline(noise_image, CLASSES, cfg, backbone="tiny-random", template_set="single", diagnose=False)
     assert res.attack.forwards == own
     assert len(calls) == own + 2
     calls.clear()   # gradient diagnostics: two more passes, the attacker's gradient and the exact one
-    res = run_pipeline(noise_image, CLASSES, cfg, model="tiny-random", template_set="single")
+    res = run_pipeline(noise_image, CLASSES, cfg, backbone="tiny-random", template_set="single")
     assert len(calls) == own + 2 + 2 and res.gradient.norm > 0
 
 
 def test_compare_encodes_the_clean_image_once(noise_image, tiny, monkeypatch):
     from app.flows.pipeline import compare_threat_models
     from app.attacks.threat_models import THREAT_MODELS
-    run_pipeline(noise_image, CLASSES, attack=None, model="tiny-random", template_set="single")
+    run_pipeline(noise_image, CLASSES, attack=None, backbone="tiny-random", template_set="single")
     calls = []
     encode_image = tiny.model.encode_image
     monkeypatch.setattr(tiny.model, "encode_image", lambda *a, **k: calls.append(1) or encode_image(*a, **k))

@@ -124,7 +124,7 @@ def test_probability_plot_marks_clean_and_target_with_shared_colours():
 
 
 def test_latent_map_has_landmarks_and_one_arrow_per_step(noise_image, tiny):
-    r = run_pipeline(noise_image, CLASSES, AttackConfig(steps=2), model="tiny-random", template_set="single")
+    r = run_pipeline(noise_image, CLASSES, AttackConfig(steps=2), backbone="tiny-random", template_set="single")
     classes = TEXT_CACHE.class_embeddings(tiny, CLASSES, "single")
     blank = TEXT_CACHE.blank_embedding(tiny, "single")
     fig = latent_map_figure({"adversarial input": r.adv_trajectory.embeddings[:, 0]}, classes, blank, CLASSES, "cap",

@@ -98,7 +98,7 @@ def test_eta30_rotates_88_degrees():
 def test_official_defaults_two_cycle_returns_the_input(blank):
     # Angles below atan(30) = 88.1 degrees: step 1 overshoots past b, step 2 comes back.
     z = embeddings_at_angles(blank, [60.0, 72.0, 80.0, 87.0])
-    traj = clipure_cos(z, blank, **{k: v for k, v in vars(PAPER_DEFAULTS).items() if k not in ("method", "seed", "diffusion_timesteps", "ttc")})
+    traj = clipure_cos(z, blank, **{k: v for k, v in vars(PAPER_DEFAULTS).items() if k not in ("defence", "seed", "diffusion_timesteps", "params")})
     assert traj.embeddings.shape[0] == 11
     torch.testing.assert_close(traj.embeddings[-1], z, atol=1e-9, rtol=0)
     # the odd steps sit on the far side of b, close to it: the cosine oscillates
@@ -193,6 +193,6 @@ def test_config_validation():
     with pytest.raises(OutOfRangeError, match="step size"):
         PurifyConfig(step_size=-1).validate()
     with pytest.raises(UnknownNameError, match="clipure-cos"):
-        PurifyConfig(method="clipure-x").validate()
+        PurifyConfig(defence="clipure-x").validate()
     with pytest.raises(UnknownNameError, match="l2, linf"):
         PurifyConfig(norm="l1").validate()

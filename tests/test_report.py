@@ -16,7 +16,7 @@ from tests.conftest import CLASSES
 @pytest.fixture(scope="module")
 def result(noise_image):
     return run_pipeline(noise_image, CLASSES, AttackConfig(attack="PGD", eps=8, steps=3, threat_model="bpda"),
-                        PurifyConfig(steps=4, step_size=0.5), model="tiny-random", template_set="single")
+                        PurifyConfig(steps=4, step_size=0.5), backbone="tiny-random", template_set="single")
 
 
 def test_caption_names_everything_a_robustness_figure_needs(result):
@@ -30,10 +30,10 @@ def test_caption_names_everything_a_robustness_figure_needs(result):
 def test_json_carries_the_outcome_the_trajectories_and_the_configs(result):
     data = json.loads(export.to_json(result))
     assert data["attack_succeeded"] == {"bare_clip": result.outcome.fooled_clip,
-                                        "clipure": result.outcome.fooled_clipure}
-    assert data["clipure_changed_clean"] == result.outcome.clipure_changed_clean
+                                        "defence": result.outcome.fooled_defence}
+    assert data["defence_changed_clean"] == result.outcome.defence_changed_clean
     assert data["attack_config"]["threat_model"] == "bpda" and data["attack_config"]["eps"] == 8
-    assert data["purify_config"]["steps"] == 4
+    assert data["defence"]["steps"] == 4
     assert [r["step"] for r in data["trajectory"]] == [0, 1, 2, 3, 4] * 2
     assert len(data["embeddings"]["clean"]) == 5 and len(data["embeddings"]["clean"][0]) == 64
     assert data["purified"]["label"] == result.purified.label
@@ -64,12 +64,12 @@ def test_compare_table_has_a_row_per_threat_model(noise_image):
     results = compare_threat_models(Request(noise_image, CLASSES, "tiny-random", "single"),
                                     AttackConfig(attack="FGSM", eps=8))
     table = comparison.compare_table(results)
-    assert table["headers"] == comparison.COMPARE_COLUMNS
+    assert table["headers"] == [c.replace("the defence", "CLIPure-Cos") for c in comparison.COMPARE_COLUMNS]
     from app.attacks.threat_models import THREAT_MODELS
     assert [row[0] for row in table["data"]] == [tm.label for tm in THREAT_MODELS.values()]
     for row, r in zip(table["data"], results):    # the yes/no columns are the scorer's Outcome
         assert row[3] == ("yes" if r.outcome.fooled_clip else "no")
-        assert row[4] == ("yes" if r.outcome.fooled_clipure else "no")
+        assert row[4] == ("yes" if r.outcome.fooled_defence else "no")
 
 
 @pytest.fixture(scope="module")
@@ -78,8 +78,8 @@ def changed_clean():
     from app.views.presets import EXAMPLES_DIR
     names = "red circle, red square, yellow square, yellow circle, blue square, green triangle"
     r = run_pipeline(EXAMPLES_DIR / "toy-red-circle.png", names, AttackConfig(attack="PGD", eps=4, steps=1),
-                     PurifyConfig(method="clipure-diff", seed=0), model="toy-shapes", template_set="single")
-    assert r.outcome.clipure_changed_clean and not r.outcome.fooled_clipure, (r.clean.label, r.clean_purified.label)
+                     PurifyConfig(defence="clipure-diff", seed=0), backbone="toy-shapes", template_set="single")
+    assert r.outcome.defence_changed_clean and not r.outcome.fooled_defence, (r.clean.label, r.clean_purified.label)
     return r
 
 
@@ -94,7 +94,7 @@ def test_a_failed_attack_on_clipure_says_clipure_had_already_changed_the_clean_a
 
 
 def test_the_clean_change_is_said_exactly_when_the_outcome_has_it(result):
-    changed = result.outcome.clipure_changed_clean
+    changed = result.outcome.defence_changed_clean
     assert (report.clean_change(result) is not None) == changed
     assert ("already changed" in report.outcome_notes(result)["purified_note"]) == changed
 
@@ -113,7 +113,7 @@ def test_the_record_says_what_ran(tmp_path):
     from app.clip.models import TOY_DIR
     image = TOY_DIR.parent / "examples" / "toy-red-circle.png"
     r = run_pipeline(image, "red circle, blue square, green triangle", AttackConfig(attack="PGD", eps=4, steps=1,
-                     threat_model="official"), PurifyConfig(grad_scope="sample"), model="toy-shapes",
+                     threat_model="official"), PurifyConfig(grad_scope="sample"), backbone="toy-shapes",
                      template_set="single")
     data = json.loads(export.to_json(r))
     run = data["run"]
@@ -124,11 +124,11 @@ def test_the_record_says_what_ran(tmp_path):
     files = export.export(r, tmp_path)
     pixels = np.asarray(Image.open(files["clean"]).convert("RGB")).tobytes()
     assert run["pixels_sha256"] == hashlib.sha256(pixels).hexdigest()
-    assert data["purify_config"]["grad_scope"] == "sample" and data["purify_config"]["grad_scope_attacked"] == "batch"
+    assert data["defence"]["grad_scope"] == "sample" and data["defence"]["grad_scope_attacked"] == "batch"
     assert "the attacked graph: batch" in data["caption"]
     bpda = run_pipeline(image, "red circle, blue square, green triangle", AttackConfig(attack="PGD", eps=4, steps=1,
-                        threat_model="bpda"), model="toy-shapes", template_set="single")
-    assert "attacked graph" not in report.caption(bpda) and export.to_dict(bpda)["purify_config"]["grad_scope_attacked"] == "sample"
+                        threat_model="bpda"), backbone="toy-shapes", template_set="single")
+    assert "attacked graph" not in report.caption(bpda) and export.to_dict(bpda)["defence"]["grad_scope_attacked"] == "sample"
 
 
 def test_words_the_model_does_not_know_get_a_notice_and_no_verdict():
@@ -139,7 +139,7 @@ def test_words_the_model_does_not_know_get_a_notice_and_no_verdict():
     from app.ui import callbacks as cb
     image = TOY_DIR.parent / "examples" / "toy-green-circle.png"
     r = run_pipeline(image, "cat, dog, car, plane, tree", AttackConfig(attack="PGD", eps=4, steps=2),
-                     model="toy-shapes", template_set="single")
+                     backbone="toy-shapes", template_set="single")
     assert near_uniform(r.clean.probs)
     notes = report.outcome_notes(r)
     assert "does not know these class names" in notes["clean_note"] and TOY_CLASSNAMES[0] in notes["clean_note"]
@@ -149,9 +149,9 @@ def test_words_the_model_does_not_know_get_a_notice_and_no_verdict():
     assert export.to_dict(r)["verdict_meaningful"] is False
     assert any("knows only its 16 shape names" in w and "'cat'" in w for w in r.warnings)
     row = comparison.threat_model_row(r)
-    assert row["fooled bare CLIP"] == row["fooled CLIPure"] == "no verdict"
+    assert row["fooled bare CLIP"] == row["fooled the defence"] == "no verdict"
     known = run_pipeline(image, "red circle, green circle, blue square", AttackConfig(attack="PGD", eps=4, steps=2),
-                         model="toy-shapes", template_set="single")
+                         backbone="toy-shapes", template_set="single")
     assert not near_uniform(known.clean.probs) and export.to_dict(known)["verdict_meaningful"] is True
     assert not known.warnings and "does not know" not in report.outcome_notes(known)["clean_note"]
     assert near_uniform([0.5, 0.5]) and near_uniform([0.22, 0.2, 0.2, 0.19, 0.19]) and not near_uniform([0.7, 0.3])

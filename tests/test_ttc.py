@@ -18,7 +18,7 @@ from app.defences.ttc import counterattack, relative_change, step_weights
 from app.flows.scoring import score
 from app.attacks.threat_models import attacked_model, offered
 
-TTC = PurifyConfig(method="ttc")
+TTC = PurifyConfig(defence="ttc")
 RED_CIRCLE = "assets/examples/toy-red-circle.png"
 TOY_NAMES = "red circle, blue square, green triangle, yellow cross"
 
@@ -92,7 +92,7 @@ def test_tau_and_the_weight_switch_at_their_closed_forms():
 def test_seeded_runs_repeat_and_other_seeds_differ(tiny_ttc, tiny):
     x = _images(2, tiny.image_size, seed=1)
     a, b = score(tiny_ttc, x), score(tiny_ttc, x)
-    other = score(tiny_ttc.with_purify(PurifyConfig(method="ttc", seed=1)), x)
+    other = score(tiny_ttc.with_purify(PurifyConfig(defence="ttc", seed=1)), x)
     assert torch.equal(a.trajectory.pixels, b.trajectory.pixels) and torch.equal(a.trajectory.probs, b.trajectory.probs)
     assert not torch.equal(a.trajectory.pixels[1], other.trajectory.pixels[1])
     # the trajectory: x, x + delta_0 .. x + delta_K, x_ttc; step 0 is bare CLIP
@@ -111,7 +111,7 @@ def test_seeded_runs_repeat_and_other_seeds_differ(tiny_ttc, tiny):
 
 def _reference_logits(defence: Defence, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     """The whole defence with create_graph through both steps and nothing detached (tau, f(x))."""
-    cfg, enc = defence.purify.ttc, defence.classifier.encode
+    cfg, enc = defence.purify.own(), defence.classifier.encode
     eps, alpha = cfg.eps / 255, cfg.step_size / 255
     noise = (torch.rand(x.shape, generator=generator) * 2 - 1) * eps
     delta = torch.max(torch.min(noise, 1 - x), -x)
@@ -167,7 +167,7 @@ def test_ttc_has_no_official_threat_model():
     from app.flows.pipeline import run_pipeline
     with pytest.raises(UnsupportedError, match="no official threat model") as e:
         run_pipeline(RED_CIRCLE, TOY_NAMES, AttackConfig(attack="PGD", eps=4, steps=1, threat_model="official"), TTC,
-                     model="toy-shapes", template_set="single")
+                     backbone="toy-shapes", template_set="single")
     assert str(e.value).count(". ") == 0
 
 
@@ -176,10 +176,10 @@ def test_each_threat_model_end_to_end_on_the_bundled_model(threat_model):
     from app.views import export, report
     from app.flows.pipeline import run_pipeline
     r = run_pipeline(RED_CIRCLE, TOY_NAMES, AttackConfig(attack="PGD", eps=4, steps=10, threat_model=threat_model),
-                     TTC, model="toy-shapes", template_set="single")
+                     TTC, backbone="toy-shapes", template_set="single")
     assert r.clean.label == "red circle"
     # through the defence the attack breaks TTC on this image; attacking bare CLIP (TTC's own evaluation) does not
-    assert r.outcome.fooled_clipure == (threat_model != "undefended")
+    assert r.outcome.fooled_defence == (threat_model != "undefended")
     d = export.to_dict(r, embeddings=False)
     assert set(d["counterattack"]) == {"clean", "adversarial"} and len(d["counterattack"]["clean"]["weights"]) == 3
     assert "TTC on the adversarial image" in report.stats_markdown(r, 1.0) and "against TTC" in report.stats_markdown(r, 1.0)
@@ -200,7 +200,7 @@ def test_compare_audit_and_evaluator_take_ttc(tmp_path):
                           "--json"], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     audit = json.loads(out.stdout.strip().splitlines()[-1])
-    assert audit["purify"]["method"] == "ttc" and audit["checks"][1]["flagged"]   # (b): adaptive/BPDA break it
+    assert audit["purify"]["defence"] == "ttc" and audit["checks"][1]["flagged"]   # (b): adaptive/BPDA break it
     from app.evaluate import EvalConfig, run_evaluation
     cfg = EvalConfig(data="toy", n=4, backbone="toy-shapes", template_set="single", batch_size=4,
                      defences=("none", "clipure-cos", "ttc"), eps=(4.0,), steps=2,
@@ -216,9 +216,9 @@ def test_compare_audit_and_evaluator_take_ttc(tmp_path):
 
 def test_bad_ttc_settings_get_one_sentence():
     with pytest.raises(CLIPureError, match="TTC's counterattack steps"):
-        PurifyConfig(method="ttc", ttc=TTCConfig(steps=-1)).validate()
+        PurifyConfig(defence="ttc", params=TTCConfig(steps=-1)).validate()
     with pytest.raises(CLIPureError, match="TTC's eps"):
-        PurifyConfig(method="ttc", ttc=TTCConfig(eps=1000)).validate()
+        PurifyConfig(defence="ttc", params=TTCConfig(eps=1000)).validate()
     with pytest.raises(UnsupportedError, match="defends the image"):
         from app.defences import purify
         purify(torch.randn(1, 8), torch.randn(8), TTC)

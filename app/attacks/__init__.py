@@ -15,6 +15,7 @@ import torch
 import torch.nn as nn
 import torchattacks
 
+from app.attacks import passes
 from app.attacks.progress import ForwardCounter, Phase, report_phases
 from app.common.errors import (
     InvalidClassNamesError,
@@ -30,6 +31,8 @@ from app.common.registry import Registry
 from app.attacks.threat_models import THREAT_MODELS
 
 # --- attacks --------------------------------------------------------------------------------
+
+NO_ATTACK = "none"         # the evaluator's clean-only setting: robust accuracy = clean accuracy
 
 @dataclass(frozen=True)
 class AttackConfig:
@@ -60,6 +63,12 @@ class AttackSpec:
     uses_eps: bool = True
     note: str = ""
     eot: bool = False         # averages `eot` gradients per step (torchattacks' EOTPGD, or eot_iter)
+    # (steps, classes) -> (forwards, backwards) of the attacked model per image; required
+    passes: Callable[[int, int], tuple[int, int]] | None = None
+    one_step: bool = False    # takes a single step whatever `steps` says (FGSM)
+
+    def __post_init__(self):
+        assert callable(self.passes), f"the attack {self.label!r} declares no cost (passes)"
 
 
 def _eps(cfg: AttackConfig, norm: str | None) -> float:
@@ -126,46 +135,61 @@ def _autoattack_custom(cfg, model, n_classes):
     return torchattacks.MultiAttack([ce, t])
 
 
+
+
 ATTACKS: Registry[AttackSpec] = Registry("attack", {
     "FGSM": AttackSpec("FGSM (L-inf, one step)", "linf",
-                       lambda c, m, n: torchattacks.FGSM(m, eps=_eps(c, "linf")), targeted=True),
-    "PGD": AttackSpec("PGD (L-inf)", "linf", _pgd, targeted=True, eot=True),
+                       lambda c, m, n: torchattacks.FGSM(m, eps=_eps(c, "linf")), targeted=True,
+                 passes=passes.one_step, one_step=True),
+    "PGD": AttackSpec("PGD (L-inf)", "linf", _pgd, targeted=True, eot=True,
+                 passes=passes.iterative),
     "PGD-L2": AttackSpec("PGD (L2)", "l2",
                          lambda c, m, n: torchattacks.PGDL2(m, eps=_eps(c, "l2"), alpha=_alpha(c, "l2"),
                                                             steps=c.steps, random_start=c.random_start),
-                         targeted=True),
+                         targeted=True,
+                 passes=passes.iterative),
     "MI-FGSM": AttackSpec("MI-FGSM (L-inf, momentum)", "linf",
                           lambda c, m, n: torchattacks.MIFGSM(m, eps=_eps(c, "linf"), alpha=_alpha(c, "linf"),
                                                               steps=c.steps),
-                          targeted=True),
+                          targeted=True,
+                 passes=passes.iterative),
     "APGD-CE": AttackSpec("APGD-CE (L-inf)", "linf",
                           lambda c, m, n: torchattacks.APGD(m, norm="Linf", eps=_eps(c, "linf"), steps=c.steps,
                                                             n_restarts=1, seed=c.seed, loss="ce", eot_iter=c.eot),
-                          eot=True),
+                          eot=True,
+                 passes=passes.apgd),
     "APGD-DLR": AttackSpec("APGD-DLR (L-inf)", "linf",
                            lambda c, m, n: torchattacks.APGD(m, norm="Linf", eps=_eps(c, "linf"), steps=c.steps,
                                                              n_restarts=1, seed=c.seed, loss="dlr", eot_iter=c.eot),
-                           min_classes=3, eot=True, note="its DLR loss compares the top three logits"),
+                           min_classes=3, eot=True, note="its DLR loss compares the top three logits",
+                 passes=passes.apgd),
     "APGD-T": AttackSpec("APGD-T (L-inf, targeted DLR over the top classes)", "linf", _apgdt, min_classes=4, eot=True,
-                         forwards_per_step=None, note="its targeted DLR loss compares the top four logits"),
+                         forwards_per_step=None, note="its targeted DLR loss compares the top four logits",
+                 passes=passes.apgd_t),
     "CW-L2": AttackSpec("Carlini-Wagner (L2, minimum norm)", None,
                         lambda c, m, n: torchattacks.CW(m, c=1.0, kappa=0.0, steps=c.steps, lr=0.01),
-                        targeted=True, uses_eps=False, note="a minimum-norm attack: eps is not used"),
+                        targeted=True, uses_eps=False, note="a minimum-norm attack: eps is not used",
+                 passes=passes.iterative),
     "Square": AttackSpec("Square (L-inf, query-based, no gradients)", "linf",
                          lambda c, m, n: torchattacks.Square(m, norm="Linf", eps=_eps(c, "linf"), n_queries=c.steps,
                                                              n_restarts=1, seed=c.seed),
-                         targeted=True, note="steps are queries"),
+                         targeted=True, note="steps are queries",
+                 passes=passes.queries),
     "AutoAttack": AttackSpec("AutoAttack standard (L-inf)", "linf", _autoattack("linf"), min_classes=4,
-                             forwards_per_step=None, note="APGD-CE, APGD-T, FAB-T, Square, each with `steps`"),
+                             forwards_per_step=None, note="APGD-CE, APGD-T, FAB-T, Square, each with `steps`",
+                 passes=passes.autoattack),
     "AutoAttack-L2": AttackSpec("AutoAttack standard (L2)", "l2", _autoattack("l2"), min_classes=4,
-                                forwards_per_step=None, note="APGD-CE, APGD-T, FAB-T, Square, each with `steps`"),
+                                forwards_per_step=None, note="APGD-CE, APGD-T, FAB-T, Square, each with `steps`",
+                 passes=passes.autoattack),
     "AutoAttack-custom": AttackSpec("AutoAttack custom as the paper (APGD-CE 5 restarts, then APGD-T 9 targets; L-inf)",
                                     "linf", _autoattack_custom, min_classes=4, forwards_per_step=None, eot=True,
                                     note="the official evaluation's attack; APGD-T's targeted DLR loss compares the "
-                                         "top four logits"),
+                                         "top four logits",
+                 passes=passes.autoattack_custom),
     "DeepFool": AttackSpec("DeepFool (L2, minimum norm)", None,
                            lambda c, m, n: torchattacks.DeepFool(m, steps=c.steps, overshoot=0.02),
-                           forwards_per_step=None, uses_eps=False, note="a minimum-norm attack: eps is not used"),
+                           forwards_per_step=None, uses_eps=False, note="a minimum-norm attack: eps is not used",
+                 passes=passes.deepfool),
 })
 
 

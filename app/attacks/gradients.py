@@ -82,7 +82,7 @@ def gradient_diagnostics(threat_model: str, defence: Defence, x: torch.Tensor, l
                                exact_zero_fraction=(e == 0).float().mean().item())
 
 
-def random_start(x: torch.Tensor, eps: float, seed: int) -> torch.Tensor:
+def pgd_start(x: torch.Tensor, eps: float, seed: int) -> torch.Tensor:
     """A random start like PGD's, where it takes its first gradient: x + U(-eps, eps) per pixel (eps
     in 1/255), clipped to [0, 1], from its own generator seeded by `seed` (the global RNG is left
     alone; torchattacks draws its own start from the global one)."""

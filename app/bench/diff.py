@@ -21,7 +21,7 @@ import torch.nn.functional as F
 
 from app.bench import median_ms, report
 from app.clip.models import load_backbone
-from app.defences.clipure_diff import clipure_diff_iter
+from app.defences.diff import clipure_diff_iter
 from app.defences.prior import LAION_VIT_L_14, DiffusionPrior
 from app.clip.zeroshot import TextEmbeddingCache, build_classifier
 

@@ -64,7 +64,7 @@ def measure(n: int = 300, seed: int = 0, classnames: list[str] | None = None) ->
     names = list(classnames or TOY_CLASSNAMES)
     figures: dict = {"threat_models": list(THREAT_MODELS), "attack": "PGD (first gradient: clean input and random "
                      "start)", "eps": f"{EPS:g}/255 L-inf", "backbone": TOY_BACKBONE, "precisions": list(PRECISIONS),
-                     "n": n, "purify": f"{pcfg.method} T={pcfg.steps} eta={pcfg.step_size:g}",
+                     "n": n, "purify": f"{pcfg.defence} T={pcfg.steps} eta={pcfg.step_size:g}",
                      "templates": TEMPLATES, "classes": names if classnames else len(names), "seed": seed}
     for precision in PRECISIONS:
         bb = load_backbone(TOY_BACKBONE, precision=precision)

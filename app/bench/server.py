@@ -25,7 +25,7 @@ from pathlib import Path
 
 from gradio_client import Client, handle_file
 
-from app.ui.form import FORM, RUN_OUTPUTS
+from app.ui.form import FORM, RUN_OUTPUTS, Form
 
 ROOT = Path(__file__).resolve().parents[2]
 IMAGE = ROOT / "assets" / "examples" / "cat.png"
@@ -41,7 +41,7 @@ def start_server(model: str) -> tuple[subprocess.Popen, str, float]:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    env = {**os.environ, "CLIPURE_MODEL": model, "GRADIO_SERVER_NAME": "127.0.0.1",
+    env = {**os.environ, "CLIPURE_BACKBONE": model, "GRADIO_SERVER_NAME": "127.0.0.1",
            "GRADIO_SERVER_PORT": str(port), "HF_HUB_OFFLINE": "1"}
     t0 = time.perf_counter()
     proc = subprocess.Popen([sys.executable, "app.py"], cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
@@ -60,11 +60,11 @@ def start_server(model: str) -> tuple[subprocess.Popen, str, float]:
 def one_request(client: Client, model: str) -> dict:
     form = dict(image=handle_file(str(IMAGE)), classnames=CLASSES, backbone=model, template_set="single",
                 attack="PGD", threat_model="undefended", eps=4, steps=10, step_size=0, seed=0, targeted=False,
-                target=None, method="clipure-cos", purify_steps=10, purify_step_size=30.0, momentum=0.0, norm="l2",
+                target=None, defence="clipure-cos", purify_steps=10, purify_step_size=30.0, momentum=0.0, norm="l2",
                 grad_scope="sample", precision="fp32", purify_seed=0, eot=1)
-    args = [form[name] for name in FORM]
+    args = [{**Form().values, **form}[name] for name in FORM]   # the rest (a defence's own parameters): defaults
     t0 = time.perf_counter()
-    job = client.submit(*args, api_name="/run")
+    job = client.submit(*args, api_name="/run_stream")
     first = None
     while not job.done():
         if first is None and any("step 0/" in str(o[STATUS]) for o in job.outputs()):

@@ -18,11 +18,12 @@ from app.bench import median_ms, report
 from app.defences.defence import Defence
 from app.clip.models import load_backbone
 from app.views.presets import CLASS_PRESETS
-from app.defences import PURIFIERS, PurifyConfig, seeded
+from app.defences import PurifyConfig, TTCConfig, seeded
+from app.defences.ttc import counterattack
 from app.attacks.threat_models import attacked_model
 from app.clip.zeroshot import TEXT_CACHE, build_classifier
 
-TTC = PurifyConfig(method="ttc")
+TTC = PurifyConfig(defence="ttc")
 
 
 @contextmanager
@@ -49,10 +50,9 @@ def ttc_figures(backbone_name: str = "ViT-B-32-random", batch: int = 8, repeat: 
     defence = Defence(clf, TEXT_CACHE.blank_embedding(bb, "single"), TTC, backbone_name)
     x = torch.rand(batch, 3, bb.image_size, bb.image_size, generator=torch.Generator().manual_seed(0)).to(bb.device)
     y = torch.zeros(batch, dtype=torch.long, device=bb.device)
-    spec_counter = PURIFIERS["ttc"].counter
 
     def defended():   # TTC's answer: the counterattack, then CLIP on x_ttc
-        done = spec_counter(x, clf.encode, TTC, "none", seeded(TTC, bb.device))
+        done = counterattack(x, clf.encode, TTCConfig(), seeded(TTC, bb.device), "none")
         with torch.no_grad():
             return clf(done.x_ttc)
 

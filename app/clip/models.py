@@ -47,7 +47,7 @@ class BackboneSpec:
         return self.source in ("openai", "hf-hub")
 
 
-BACKBONES: Registry[BackboneSpec] = Registry("model", {
+BACKBONES: Registry[BackboneSpec] = Registry("backbone", {
     "ViT-B-32-quickgelu/openai": BackboneSpec(
         "ViT-B-32-quickgelu", "openai", "OpenAI CLIP ViT-B/32, the CPU default", "openai"),
     "ViT-B-16-quickgelu/openai": BackboneSpec(
@@ -72,7 +72,8 @@ BACKBONES: Registry[BackboneSpec] = Registry("model", {
         "tiny-random", None, "tiny randomly initialised CLIP for tests; its predictions are MEANINGLESS",
         "random", config=Path(__file__).resolve().parent / "model_configs" / "tiny-random.json"),
 })
-DEFAULT_BACKBONE = os.environ.get("CLIPURE_MODEL", "ViT-B-32-quickgelu/openai")
+# CLIPURE_BACKBONE picks the page's default; CLIPURE_MODEL is its older name, still read.
+DEFAULT_BACKBONE = os.environ.get("CLIPURE_BACKBONE") or os.environ.get("CLIPURE_MODEL") or "ViT-B-32-quickgelu/openai"
 TOY_BACKBONE = "toy-shapes"        # the bundled model's key
 FALLBACK_BACKBONE = TOY_BACKBONE
 
@@ -142,7 +143,10 @@ class Backbone:
         return self.pixel_transform(image).unsqueeze(0).to(self.device, torch.float32)
 
 
-# Loaded backbones, least recently used first. At most LIMITS.max_loaded_backbones stay
+# Loaded backbones, least recently used first. Requests run in several threads at once (the
+# queue's heavy and light lanes, app/ui/layout.py): _CACHE changes only under _CACHE_LOCK (a read
+# outside it is one atomic lookup or a snapshot), and a loaded model is only read (eval mode,
+# frozen parameters), except the text tower's fp16 lift, under the backbone's own text_lock. At most LIMITS.max_loaded_backbones stay
 # (CLIPURE_MAX_LOADED_BACKBONES): each costs its weights in memory, about 0.6 GB for ViT-B/32
 # and 1.7 GB for ViT-L/14 in fp32. Dropping one from here never breaks a request using it: the
 # request holds its own reference, and the memory is freed when the last one ends.
@@ -191,7 +195,7 @@ def pin(backbone: Backbone) -> None:
 
 
 def loaded_names() -> set[str]:
-    return {key[0] for key in _CACHE}
+    return {key[0] for key in tuple(_CACHE)}   # a snapshot: another thread may load or drop one meanwhile
 
 
 def _unloaded(names: list[str]) -> None:
@@ -259,8 +263,9 @@ def load_backbone(name: str | None = None, device: str | None = None, precision:
         key_lock = _LOAD_LOCKS.setdefault(key, threading.Lock())
     # One lock per backbone: a long download blocks only requests for that backbone.
     with key_lock:
-        if key in _CACHE:
-            return _CACHE[key]
+        with _CACHE_LOCK:   # loaded by another request meanwhile (and not dropped since)
+            if key in _CACHE:
+                return _CACHE[key]
         model, preprocess = _create(spec, name, dev, prec, pretrained)
         model.eval()
         for p in model.parameters():

@@ -82,6 +82,8 @@ class TextEmbeddingCache:
     """LRU cache of class embeddings keyed by (model, device, template set, class names).
 
     A repeated request costs no text-encoder pass; `hits` and `misses` make that testable.
+    Safe under several threads (the queue's heavy and light lanes run at once): a key is computed
+    by one of them while the others asking for it wait, then hit.
     """
 
     def __init__(self, max_entries: int = 64):
@@ -90,26 +92,46 @@ class TextEmbeddingCache:
         self._pinned: set[tuple] = set()   # filled at the server's start (app/flows/warm.py); never evicted
         self._pinning = False               # inside `pinned()`: every entry computed or hit is pinned
         self._lock = threading.Lock()
+        self._computing: dict[tuple, threading.Lock] = {}   # one lock per key being computed
         self.hits = 0
         self.misses = 0
 
+    def _hit(self, key):
+        """The stored value (a hit), or None; call with _lock held."""
+        if key not in self._store:
+            return None
+        self._store.move_to_end(key)
+        self.hits += 1
+        if self._pinning:
+            self._pinned.add(key)
+        return self._store[key]
+
     def _get(self, key, compute):
         with self._lock:
-            if key in self._store:
-                self._store.move_to_end(key)
-                self.hits += 1
+            value = self._hit(key)
+            if value is not None:
+                return value
+            computing = self._computing.setdefault(key, threading.Lock())
+        with computing:
+            with self._lock:   # another thread computed it while this one waited
+                value = self._hit(key)
+            if value is not None:
+                return value
+            try:
+                value = compute()
+            except BaseException:   # a cancelled request: a thread still waiting computes it itself
+                with self._lock:
+                    self._computing.pop(key, None)
+                raise
+            with self._lock:
+                self._computing.pop(key, None)
+                self.misses += 1
+                self._store[key] = value
                 if self._pinning:
                     self._pinned.add(key)
-                return self._store[key]
-        value = compute()
-        with self._lock:
-            self.misses += 1
-            self._store[key] = value
-            if self._pinning:
-                self._pinned.add(key)
-            unpinned = [k for k in self._store if k not in self._pinned]
-            while len(unpinned) > self.max_entries:
-                del self._store[unpinned.pop(0)]
+                unpinned = [k for k in self._store if k not in self._pinned]
+                while len(unpinned) > self.max_entries:
+                    del self._store[unpinned.pop(0)]
         return value
 
     @contextlib.contextmanager

@@ -1,10 +1,8 @@
-"""Purifiers: the registry, their config, and the one way to run them.
+"""Defences: the registry, their shared config, and the one way to run them.
 
-A purifier maps unit image embeddings z_0 (N, D) to z_1 ... z_T on the same sphere. Each
-registered purifier is a generator of (z_t, extras) pairs, extras holding per-sample values
-it measures along the way (CLIPure-Diff: the prior's loss). `trace` adds what people look at
-(cosine to the blank, class probabilities) and yields TrajectorySteps; `purify` returns z_T
-with the gradient behaviour a threat model asks for.
+Each defence is one module that declares a DefenceSpec (app/defences/spec.py): CLIPure-Cos and
+CLIPure-Diff purify the embedding (app/defences/latent.py), TTC and JPEG change the image. Code
+outside this package reads the declaration and never asks which defence is running.
 """
 from __future__ import annotations
 
@@ -12,32 +10,34 @@ from dataclasses import asdict, dataclass, replace
 from typing import Callable, Iterator
 
 import torch
-import torch.nn.functional as F
 
 from app.common.errors import OutOfRangeError, UnsupportedError, check_int, check_range
 from app.common.limits import LIMITS, Limits
-from app.defences.clipure_cos import (
-    BACKWARDS,
-    GRAD_SCOPES,
-    NORMS,
-    clipure_cos,
-    clipure_cos_iter,
-    rotation_per_step,
-)
-from app.defences.clipure_diff import diff_iterate
-from app.defences.priors import has_prior, load_prior
-from app.defences.trajectory import Prediction, Trajectory, TrajectoryStep
-from app.defences.ttc import Counterattack, TTCConfig, counterattack
 from app.common.registry import Registry
+from app.defences import cos, diff, latent, ttc
+from app.defences.cos import GRAD_SCOPES, NORMS, clipure_cos, clipure_cos_iter, rotation_per_step
+from app.defences.spec import BACKWARDS, DefenceSpec, Passes, seeded
+from app.defences.trajectory import Prediction, Trajectory, TrajectoryStep
+from app.defences.ttc import Counterattack, TTCConfig
 
-__all__ = ["PURIFIERS", "PurifyConfig", "PAPER_DEFAULTS", "purify", "purify_iter", "trace", "Trajectory",
-           "TrajectoryStep", "Prediction", "clipure_cos", "clipure_cos_iter", "rotation_per_step", "NORMS",
-           "GRAD_SCOPES", "BACKWARDS", "TTCConfig", "Counterattack", "trajectory_steps"]
+__all__ = ["DEFENCES", "DefenceSpec", "Passes", "PurifyConfig", "PAPER_DEFAULTS", "purify", "purify_iter", "trace",
+           "Trajectory", "TrajectoryStep", "Prediction", "clipure_cos", "clipure_cos_iter", "rotation_per_step",
+           "NORMS", "GRAD_SCOPES", "BACKWARDS", "TTCConfig", "Counterattack", "trajectory_steps",
+           "seeded"]
+
+# Each entry is declared in its own module; this table only names them.
+DEFENCES: Registry[DefenceSpec] = Registry("defence", {
+    "clipure-cos": cos.SPEC,
+    "clipure-diff": diff.SPEC,
+    "ttc": ttc.SPEC,
+})
 
 
 @dataclass(frozen=True)
 class PurifyConfig:
-    method: str = "clipure-cos"   # key of PURIFIERS
+    """The chosen defence and its settings. CLIPure's fields are top-level (the page and the evaluator
+    sweep them); another defence's own parameters are `params`, an instance of its spec's `config`."""
+    defence: str = "clipure-cos"  # key of DEFENCES
     steps: int = 10               # T, official default
     step_size: float = 30.0       # eta, official default
     momentum: float = 0.0         # gamma, official default
@@ -45,21 +45,34 @@ class PurifyConfig:
     grad_scope: str = "sample"    # "batch" reproduces the official batch coupling
     seed: int = 0                 # randomised defences (CLIPure-Diff: timesteps and noise; TTC: its start)
     diffusion_timesteps: tuple[int, int] = (900, 999)   # CLIPure-Diff's random timestep range, both ends in
-    ttc: TTCConfig = TTCConfig()  # TTC's own parameters (method "ttc"; steps and step_size above are CLIPure's)
+    params: object = None         # the defence's own config (TTCConfig, JPEGConfig); None: its defaults
 
     def validate(self, limits: Limits = LIMITS) -> "PurifyConfig":
-        PURIFIERS.check(self.method)
+        spec = DEFENCES[self.defence]
         NORMS.check(self.norm)
         GRAD_SCOPES.check(self.grad_scope)
+        params = self.params
+        if params is not None:
+            if spec.config is None or not isinstance(params, spec.config):
+                want = "no parameters of its own" if spec.config is None else f"a {spec.config.__name__}"
+                raise OutOfRangeError(f"{spec.label} takes {want}, not {type(params).__name__}.")
+            params = params.validate()
         return replace(
             self, steps=check_int("Purification steps", self.steps, 0, limits.max_purify_steps),
             step_size=check_range("Purification step size", self.step_size, 0, limits.max_step_size),
             momentum=check_range("Momentum", self.momentum, 0, 0.999),
             seed=check_int("Purification seed", self.seed, 0, 2**31 - 1),
-            diffusion_timesteps=_check_timesteps(self.diffusion_timesteps), ttc=self.ttc.validate())
+            diffusion_timesteps=_check_timesteps(self.diffusion_timesteps), params=params)
+
+    def own(self):
+        """The defence's own parameters (an instance of its spec's `config`), defaults filled in; None for CLIPure."""
+        config = DEFENCES[self.defence].config
+        return self.params if self.params is not None else (None if config is None else config())
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        d = asdict(self)
+        d["params"] = None if self.params is None else asdict(self.params)
+        return d
 
 
 def _check_timesteps(value) -> tuple[int, int]:
@@ -74,104 +87,38 @@ def _check_timesteps(value) -> tuple[int, int]:
 
 PAPER_DEFAULTS = PurifyConfig()
 
-# (z (N, D), blank (D,), cfg, backward, backbone name, generator, measure_last) -> yields (z_t (N, D),
-# extras) for t = 0 .. T. A randomised purifier draws from `generator` only, so a caller decides
-# whether repeated calls see fresh randomness (an attacked model) or the same draw (a replay).
-# measure_last=False: nobody looks at the extras of z_T, so a purifier may skip measuring them
-# (CLIPure-Diff's last prior loss costs a forward pass of the prior).
-Iterate = Callable[..., Iterator[tuple[torch.Tensor, dict]]]
 
-
-# (x (N, 3, S, S), encode, cfg, backward, generator) -> Counterattack: a defence in pixel space (TTC).
-Counter = Callable[..., Counterattack]
-
-
-@dataclass(frozen=True)
-class PurifierSpec:
-    label: str
-    iterate: Iterate | None       # a purifier of the embedding (CLIPure); None for a pixel-space defence
-    randomised: bool = False      # draws randomness each step (the attacker should average: EOT)
-    counter: Counter | None = None   # a pixel-space defence: what it does to the image (TTC)
-    # The official code attacks through the defence (CLIPure's official backward); TTC's evaluation
-    # attacks bare CLIP only, so it has no `official` threat model.
-    official: bool = True
-    supports: Callable[[str | None], bool] = lambda backbone: True   # backbones it can purify for
-    # (backbone, device): load what it needs for that backbone, or raise one sentence if it can't
-    check_backbone: Callable[[str | None, torch.device | str], object] = lambda backbone, device: None
-
-    @property
-    def pixel(self) -> bool:
-        """It defends the image, not the embedding: scoring needs the pixels."""
-        return self.counter is not None
-
-
-def _cos_iterate(z, blank, cfg: PurifyConfig, backward: str = "none", backbone: str | None = None,
-                 generator: torch.Generator | None = None, measure_last: bool = True):
-    for z_t in clipure_cos_iter(z, blank, cfg.steps, cfg.step_size, cfg.momentum, cfg.norm, cfg.grad_scope,
-                                backward):
-        yield z_t, {}
-
-
-PURIFIERS: Registry[PurifierSpec] = Registry("purification method", {
-    "clipure-cos": PurifierSpec("CLIPure-Cos", _cos_iterate),
-    "clipure-diff": PurifierSpec("CLIPure-Diff", diff_iterate, randomised=True, supports=has_prior,
-                                 check_backbone=load_prior),
-    "ttc": PurifierSpec("TTC", None, randomised=True,
-                        counter=lambda x, encode, cfg, backward, generator: counterattack(x, encode, cfg.ttc,
-                                                                                         generator, backward),
-                        official=False),
-})
+def _iterate(cfg: PurifyConfig) -> Callable:
+    spec = DEFENCES[cfg.defence]
+    if spec.iterate is None:
+        raise UnsupportedError(f"{spec.label} defends the image, not its embedding: score it from the pixels "
+                               f"(app.flows.scoring.score).")
+    return spec.iterate
 
 
 def trajectory_steps(cfg: PurifyConfig) -> int:
-    """T, the steps of the defence's trajectory after its input: the purification's steps, or a
-    pixel-space defence's (TTC: its random start, its K counterattack steps and the weighted image)."""
-    return cfg.ttc.steps + 2 if PURIFIERS[cfg.method].pixel else cfg.steps
-
-
-def seeded(cfg: PurifyConfig, device: torch.device | str = "cpu", stream: int = 0) -> torch.Generator:
-    """A generator seeded from (cfg.seed, stream): the same seed gives the same randomised trajectory.
-    Stream 0 scores (the defence's own draw); stream 1 is the attacker's queries, so the draw that
-    is evaluated is never one the attacker has already seen."""
-    return torch.Generator(device=device).manual_seed((cfg.seed * 1_000_003 + stream) % 2**63)
+    """T, the points of the defence's trajectory after its input (its spec's `length`)."""
+    return DEFENCES[cfg.defence].length(cfg)
 
 
 def purify_iter(z: torch.Tensor, blank: torch.Tensor, cfg: PurifyConfig = PAPER_DEFAULTS,
                 backward: str = "none", backbone: str | None = None,
                 generator: torch.Generator | None = None,
                 measure_last: bool = True) -> Iterator[tuple[torch.Tensor, dict]]:
-    """Registry-driven purification: yield (z_t, extras) for t = 0 .. T. Without a generator,
+    """A latent defence's purification: yield (z_t, extras) for t = 0 .. T. Without a generator,
     randomised purifiers draw from a fresh one seeded by cfg.seed."""
-    spec = PURIFIERS[cfg.method]
-    if spec.pixel:
-        raise UnsupportedError(f"{spec.label} defends the image, not its embedding: score it from the pixels "
-                               f"(app.flows.scoring.score).")
-    generator = generator if generator is not None else seeded(cfg, z.device)
-    return spec.iterate(z, blank, cfg, backward, backbone, generator, measure_last)
+    return latent.run(_iterate(cfg), z, blank, cfg, backward, backbone, generator, measure_last)
 
 
 def purify(z: torch.Tensor, blank: torch.Tensor, cfg: PurifyConfig = PAPER_DEFAULTS, backward: str = "none",
            backbone: str | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
     """The final purified embedding (N, D), with gradients as `backward` (BACKWARDS) says."""
-    BACKWARDS.check(backward)
-    if backward == "bpda":
-        with torch.no_grad():
-            z_t = purify(z.detach(), blank, cfg, "none", backbone, generator)
-        return z + (z_t - z).detach()          # value z_T, gradient of the identity
-    out = z
-    for out, _ in purify_iter(z, blank, cfg, backward, backbone, generator, measure_last=False):
-        pass
-    return out
+    return latent.final(_iterate(cfg), z, blank, cfg, backward, backbone, generator)
 
 
-@torch.no_grad()
 def trace(z: torch.Tensor, blank: torch.Tensor, cfg: PurifyConfig = PAPER_DEFAULTS,
           head: Callable[[torch.Tensor], torch.Tensor] | None = None,
           backbone: str | None = None, generator: torch.Generator | None = None) -> Iterator[TrajectoryStep]:
     """Purify unit embeddings z (N, D); yield each step with its cosine to the blank and, given
     the zero-shot head (z -> logits (N, C)), its class probabilities."""
-    b = blank.to(z.device, z.dtype)
-    for t, (z_t, extras) in enumerate(purify_iter(z, blank, cfg, "none", backbone, generator)):
-        yield TrajectoryStep(
-            t, z_t, F.cosine_similarity(z_t, b.expand_as(z_t), dim=-1),
-            None if head is None else head(z_t).float().softmax(-1), extras.get("prior_loss"))
+    return latent.trace(_iterate(cfg), z, blank, cfg, head, backbone, generator)

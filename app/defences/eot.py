@@ -25,7 +25,7 @@ def eot_gradient(model: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor,
                  loss_fn: Callable = F.cross_entropy) -> torch.Tensor:
     """Mean over k forward/backward passes of grad_x loss_fn(model(x), labels); same shape as x.
 
-    `model` should draw fresh randomness on each call (e.g. a PurifiedClassifier holding one
+    `model` should draw fresh randomness on each call (e.g. a DefendedClassifier holding one
     generator), so the k gradients are k independent draws.
     """
     k = check_eot(k)

@@ -20,15 +20,17 @@ counterattack as the identity.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Callable
-
 import contextlib
+from dataclasses import asdict, dataclass, field
+from typing import Callable, Iterator
 
 import torch
+import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from app.common.errors import check_int, check_range
+from app.defences.spec import DefenceSpec, Passes, seeded
+from app.defences.trajectory import TrajectoryStep
 
 Encoder = Callable[[torch.Tensor], torch.Tensor]   # (N, 3, S, S) pixels in [0, 1] -> (N, D) features
 
@@ -36,11 +38,11 @@ Encoder = Callable[[torch.Tensor], torch.Tensor]   # (N, 3, S, S) pixels in [0, 
 @dataclass(frozen=True)
 class TTCConfig:
     """TTC's parameters, the official code's defaults (test_time_counterattack.py's arguments)."""
-    eps: float = 4.0          # eps_ttc, L-inf, in 1/255
-    steps: int = 2            # counterattack steps
-    step_size: float = 1.0    # alpha, in 1/255
-    tau_thres: float = 0.2
-    beta: float = 2.0
+    eps: float = 4.0          # eps_ttc, L-inf, in 1/255: how far the counterattack may move the image
+    steps: int = 2            # K, counterattack steps: each one a forward and a backward of the encoder
+    step_size: float = 1.0    # alpha, in 1/255: one signed step away from f(x)
+    tau_thres: float = 0.2    # below it, the noise barely moved f(x): "falsely stable", so counterattack
+    beta: float = 2.0         # how strongly the weights favour later steps when falsely stable
 
     def validate(self) -> "TTCConfig":
         return TTCConfig(eps=check_range("TTC's eps", self.eps, 0, 32),
@@ -78,7 +80,7 @@ def step_weights(tau: torch.Tensor, steps: int, tau_thres: float, beta: float) -
     return torch.where(sign[:, None] > 0, soft, hard)
 
 
-def random_start(x: torch.Tensor, eps: float, generator: torch.Generator | None) -> torch.Tensor:
+def counter_start(x: torch.Tensor, eps: float, generator: torch.Generator | None) -> torch.Tensor:
     """delta_0 (N, 3, S, S): uniform in [-eps, eps] (eps in [0, 1] units), clipped so x + delta_0 stays an image."""
     device = generator.device if generator is not None else x.device
     noise = (torch.rand(x.shape, generator=generator, device=device).to(x.device, x.dtype) * 2 - 1) * eps
@@ -97,7 +99,7 @@ def counterattack(x: torch.Tensor, encode: Encoder, cfg: TTCConfig = TTCConfig()
     kernel = sdpa_kernel([SDPBackend.MATH]) if exact else contextlib.nullcontext()
     with torch.set_grad_enabled(exact), kernel:
         x_in = x if exact else x.detach()
-        deltas = [random_start(x_in, eps, generator)]
+        deltas = [counter_start(x_in, eps, generator)]
         f_x = encode(x_in) if exact else encode(x_in).detach()
         features, tau = [f_x.detach()], None
         for _ in range(cfg.steps):
@@ -118,3 +120,74 @@ def counterattack(x: torch.Tensor, encode: Encoder, cfg: TTCConfig = TTCConfig()
         shift = (w[:, :, None, None, None] * torch.stack(deltas, dim=1)).sum(dim=1)
     x_ttc = x + shift.detach() if backward == "bpda" else x_in + shift
     return Counterattack([(x_in + d).detach() for d in deltas], tau, w, x_ttc, features)
+
+
+def params(cfg) -> TTCConfig:
+    """TTC's own parameters from a PurifyConfig (its defaults when none are given)."""
+    return cfg.params if cfg.params is not None else TTCConfig()
+
+
+@torch.no_grad()
+def _steps(defence, x: torch.Tensor, z: torch.Tensor | None = None) -> Iterator[TrajectoryStep]:
+    """TTC's trajectory: step 0 is x (bare CLIP), steps 1 .. K+1 the counterattack's points
+    x + delta_k, the last step x_ttc, the image the defence classifies. Its random start comes from
+    stream 0 of the purification seed, the draw that scoring uses. The points the counterattack
+    encoded itself (x, x + delta_0 .. x + delta_{K-1}) are not encoded again: K + 3 encoder passes."""
+    clf = defence.classifier
+    generator = seeded(defence.purify, defence.class_embeddings.device, stream=0)
+    done = counterattack(x, clf.encode, params(defence.purify), generator, "none")
+    b = defence.blank.float()
+    for t, image in enumerate([x, *done.points, done.x_ttc]):
+        f = done.features[t] if t < len(done.features) else clf.encode(image)
+        e = F.normalize(f, dim=-1)
+        yield TrajectoryStep(t, e, F.cosine_similarity(e, b.expand_as(e), dim=-1),
+                             clf.logits_from_embedding(e).float().softmax(-1), pixels=image.detach(),
+                             tau=done.tau, weights=done.weights)
+
+
+def _attacked(defence, x: torch.Tensor, backward: str, generator: torch.Generator) -> torch.Tensor:
+    """The counterattack on x, then zero-shot CLIP on x_ttc."""
+    done = counterattack(x, defence.classifier.encode, params(defence.purify), generator, backward)
+    return defence.classifier(done.x_ttc)
+
+
+def _point(cfg, t: int) -> str:
+    last = params(cfg).steps + 2
+    return ("the input" if t == 0 else "the random start x + δ_0" if t == 1 else
+            "x_ttc, the weighted image TTC classifies" if t == last else f"counterattack step {t - 1}")
+
+
+def _describe(cfg) -> str:
+    p = params(cfg)
+    return f"eps {p.eps:g}/255, {p.steps} steps of {p.step_size:g}/255, tau_thres {p.tau_thres:g}, beta {p.beta:g}"
+
+
+def _decision(cfg, trajectory) -> str | None:
+    """TTC's decision on one image (image 0 of a trajectory): tau against tau_thres, and the weights."""
+    if trajectory.tau is None:
+        return None
+    tau, w, thres = float(trajectory.tau[0]), trajectory.weights[0].tolist(), params(cfg).tau_thres
+    weights = " · ".join(f"{v:.3f}" for v in w)
+    if tau < thres:
+        return (f"τ = **{tau:.3f}** < τ_thres {thres:g}: falsely stable, so the counterattack counts "
+                f"(weights of δ_0 … δ_{len(w) - 1}: {weights})")
+    return f"τ = **{tau:.3f}** ≥ τ_thres {thres:g}: only the random start δ_0 is used (weights {weights})"
+
+
+def _query_cost(cfg, attacked: bool) -> Passes:
+    """One query: f(x), K steps (a forward and a backward each) and the classification of x_ttc; an
+    attacker's gradient adds a backward through each of the K + 2 forwards."""
+    k = params(cfg).steps
+    return Passes(k + 2, k + (k + 2 if attacked else 0))
+
+
+SPEC = DefenceSpec(
+    "TTC", "Test-time counterattacks (Xing et al., CVPR 2025): a few signed steps that move the image's "
+    "embedding away from itself, weighted by how stable it was; randomised (its start).",
+    "pixel", _steps, _attacked, threat_models=("undefended", "adaptive", "bpda"), default_threat_model="adaptive",
+    lacks={"official": "TTC has no official threat model: its own evaluation attacks bare CLIP (undefended) and "
+                       "then defends; to attack through it, pick adaptive or bpda."},
+    randomised=True, config=TTCConfig, reads=("seed",), length=lambda cfg: params(cfg).steps + 2, point=_point,
+    axis="TTC point (0: the input; last: x_ttc)", blank=False, doing="Counterattacking the {} image",
+    query_cost=_query_cost, score_cost=lambda cfg: Passes(params(cfg).steps + 3, params(cfg).steps),
+    describe=_describe, record=lambda cfg: asdict(params(cfg)), decision=_decision)

@@ -10,22 +10,21 @@ import hashlib
 import json
 from dataclasses import asdict, dataclass, field, fields, replace
 
-from app.attacks import ATTACKS
+from app.attacks import ATTACKS, NO_ATTACK
 from app.common.errors import CLIPureError, UnknownNameError, check_int, check_range
 from app.clip.models import BACKBONES, TOY_BACKBONE
 from app.clip.precision import PRECISIONS
-from app.defences import GRAD_SCOPES, PURIFIERS, PurifyConfig
-from app.attacks.threat_models import THREAT_MODELS, no_official, offered, randomised
+from app.defences import GRAD_SCOPES, DEFENCES, PurifyConfig
+from app.attacks.threat_models import THREAT_MODELS, lacks, offered, randomised
 from app.clip.zeroshot import TEMPLATE_SETS
 
 NO_DEFENCE = "none"        # bare CLIP, no purification
-NO_ATTACK = "none"         # clean images only: robust accuracy = clean accuracy
 UNDEFENDED = "undefended"  # the threat model of bare CLIP: the attacker differentiates CLIP itself
 
 
 def defence_names() -> list[str]:
     """Every value --defences accepts: bare CLIP plus each registered purifier."""
-    return [NO_DEFENCE, *PURIFIERS]
+    return [NO_DEFENCE, *DEFENCES]
 
 
 @dataclass(frozen=True)
@@ -88,9 +87,9 @@ class EvalConfig:
         for t in self.threat_models:
             THREAT_MODELS.check(t)
         for d in self.defences:
-            if d != NO_DEFENCE and not any(t in offered(PurifyConfig(method=d)) for t in self.threat_models):
+            if d != NO_DEFENCE and not any(t in offered(PurifyConfig(defence=d)) for t in self.threat_models):
                 raise CLIPureError(f"--threat-models {','.join(self.threat_models)}: "
-                                   f"{no_official(PurifyConfig(method=d))}")
+                                   f"{lacks(self.threat_models[0], PurifyConfig(defence=d))}")
         for name, values in (("--defences", self.defences), ("--attacks", self.attacks),
                              ("--eps", self.eps), ("--threat-models", self.threat_models),
                              ("--purify-step-size", self.purify_step_sizes)):
@@ -118,9 +117,9 @@ class EvalConfig:
         return self.eot if draws else 1
 
     def step_sizes_of(self, defence: str) -> tuple[float, ...]:
-        """The purification step sizes a defence is evaluated at: the grid's, except for a pixel-space
-        defence (TTC), which has its own step (TTCConfig) and is evaluated once."""
-        return self.purify_step_sizes[:1] if PURIFIERS[defence].pixel else self.purify_step_sizes
+        """The purification step sizes a defence is evaluated at: the grid's where it reads eta, else one
+        (TTC and JPEG have parameters of their own and are evaluated once)."""
+        return self.purify_step_sizes if "step_size" in DEFENCES[defence].reads else self.purify_step_sizes[:1]
 
     def settings(self) -> list["Setting"]:
         """The grid, in a fixed order. Bare CLIP has nothing to purify, so it is attacked once
@@ -130,10 +129,10 @@ class EvalConfig:
             if d == NO_DEFENCE:
                 purify_cfgs, tms = [None], [UNDEFENDED]
             else:
-                purify_cfgs = [PurifyConfig(method=d, steps=self.purify_steps, step_size=eta, momentum=self.momentum,
+                purify_cfgs = [PurifyConfig(defence=d, steps=self.purify_steps, step_size=eta, momentum=self.momentum,
                                             norm=self.norm, grad_scope=self.grad_scope)
                                for eta in self.step_sizes_of(d)]
-                tms = [t for t in self.threat_models if t in offered(purify_cfgs[0])]   # TTC: no official
+                tms = [t for t in self.threat_models if t in offered(purify_cfgs[0])]   # those the defence has
             for p in purify_cfgs:
                 for a in self.attacks:
                     for e in ([0.0] if a == NO_ATTACK else self.eps):
@@ -160,8 +159,10 @@ class Setting:
 
     @property
     def purify_step_size(self) -> float | None:
-        """CLIPure's eta; None for bare CLIP and for TTC (whose step is its own, TTCConfig)."""
-        return None if self.purify is None or PURIFIERS[self.purify.method].pixel else self.purify.step_size
+        """The purification step size eta where the defence reads it; None for bare CLIP and for a defence
+        whose parameters are its own (TTC, JPEG)."""
+        reads = self.purify is not None and "step_size" in DEFENCES[self.purify.defence].reads
+        return self.purify.step_size if reads else None
 
     def with_seed(self, seed: int) -> PurifyConfig | None:
         return None if self.purify is None else replace(self.purify, seed=seed)

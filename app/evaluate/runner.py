@@ -131,7 +131,7 @@ class Evaluator:
                 if result is not None:
                     outs = outcomes(result, c, adv, labels=y)
                     over = [o.exceeds_eps for o in outs]
-                    ok = [clean_ok[i] if over[i] else not (o.fooled_clip if bare else o.fooled_clipure)
+                    ok = [clean_ok[i] if over[i] else not (o.fooled_clip if bare else o.fooled_defence)
                           for i, o in enumerate(outs)]
                 else:
                     over = [False] * len(ids)

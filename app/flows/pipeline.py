@@ -25,7 +25,7 @@ from app.attacks.gradients import exact_defence, gradient_diagnostics
 from app.common.limits import LIMITS, Limits
 from app.defences import (
     PAPER_DEFAULTS,
-    PURIFIERS,
+    DEFENCES,
     Prediction,
     PurifyConfig,
     Trajectory,
@@ -96,8 +96,8 @@ def _trajectory(phase: str, prep: Prepared, defence: Defence, x: torch.Tensor, s
     """The defence on x step by step; progress runs from span[0] over span[1] of the request."""
     start, share = span
     total = trajectory_steps(defence.purify)
-    doing = (f"Counterattacking the {what} image" if PURIFIERS[defence.purify.method].pixel
-             else f"Purifying the {what} embedding")
+    spec = DEFENCES[defence.purify.defence]
+    doing = f"{spec.doing.format(what)} ({spec.label})"
     for s in score_steps(defence, x):
         budgets.check()
         steps.append(s)
@@ -216,12 +216,13 @@ def _result(prep: Prepared, pcfg: PurifyConfig, clean: Scored, attacked: tuple[A
 
 
 def run_pipeline(image, classnames, attack: AttackConfig | None = AttackConfig(),
-                 purify: PurifyConfig = PAPER_DEFAULTS, model: str | None = None, *,
+                 purify: PurifyConfig = PAPER_DEFAULTS, backbone: str | None = None, *,
                  template_set: str = DEFAULT_TEMPLATE_SET, limits: Limits = LIMITS,
-                 precision: str | None = None, diagnose: bool = True) -> PipelineResult:
-    """The engine's front door: `run` on Request(image, classnames, model, ...) without the stream;
-    the final PipelineResult."""
-    return result_of(run(Request(image, classnames, model, template_set, precision, limits), attack, purify,
+                 precision: str | None = None, diagnose: bool = True, model: str | None = None) -> PipelineResult:
+    """The engine's front door: `run` on Request(image, classnames, backbone, ...) without the stream;
+    the final PipelineResult. model: the older spelling of backbone, still accepted."""
+    backbone = backbone if backbone is not None else model
+    return result_of(run(Request(image, classnames, backbone, template_set, precision, limits), attack, purify,
                          diagnose=diagnose))
 
 

@@ -20,7 +20,7 @@ from app.common.errors import CLIPureError
 from app.clip.images import load_image, source_sha256
 from app.common.limits import LIMITS, Limits
 from app.clip.models import Backbone, load_backbone
-from app.defences import PURIFIERS, PurifyConfig
+from app.defences import DEFENCES, PurifyConfig
 from app.defences.eot import check_eot
 from app.attacks.threat_models import check_eot_target, check_threat_model
 from app.clip.zeroshot import DEFAULT_TEMPLATE_SET, TEXT_CACHE, ZeroShotClassifier, build_classifier, get_templates
@@ -79,7 +79,7 @@ def prepare_defence(request: Request, attack: AttackConfig | None, purify: Purif
         check_eot_target(check_eot(attack.eot, request.limits),
                          threat_model or check_threat_model(attack.threat_model, purify), purify)
     prep, acfg = prepare(request, attack)
-    PURIFIERS[purify.method].check_backbone(prep.backbone.name, prep.backbone.device)
+    DEFENCES[purify.defence].check_backbone(prep.backbone.name, prep.backbone.device)
     return prep, acfg
 
 

@@ -1,6 +1,5 @@
-"""Scoring: what bare CLIP and the defence answer on a batch (under CLIPure from one encoder pass
-per image; TTC encodes each point of its counterattack), and the one definition of every yes/no
-the app reports.
+"""Scoring: what bare CLIP and the defence answer on a batch (the defence's trajectory, as its
+declaration computes it), and the one definition of every yes/no the app reports.
 
 The pipeline (one request) and the evaluators (many images) both score through here, so an
 "attack succeeded" means the same thing in the panels, the tables, the JSON and the API.
@@ -15,7 +14,7 @@ import torch.nn.functional as F
 
 from app.attacks import ATTACKS, AttackConfig, AttackResult, run_attack
 from app.defences.defence import Defence
-from app.defences import PURIFIERS, Trajectory, TrajectoryStep, seeded, trace
+from app.defences import DEFENCES, Trajectory, TrajectoryStep
 from app.attacks.threat_models import THREAT_MODELS, attacked_model
 from app.clip.zeroshot import ZeroShotClassifier
 
@@ -28,36 +27,15 @@ def encode(classifier: ZeroShotClassifier, x: torch.Tensor) -> torch.Tensor:
 
 def score_steps(defence: Defence, x: torch.Tensor | None, z: torch.Tensor | None = None) -> Iterator[TrajectoryStep]:
     """The defence on pixels x (N, 3, S, S) step by step, with the class probabilities at each step.
-    Step 0 is bare CLIP's answer; the last step is the defence's. A purifier of the embedding starts
-    from z (N, D), x's unit embeddings, when the caller has them (else one encoder pass makes them)."""
-    if PURIFIERS[defence.purify.method].pixel:
-        return counterattack_steps(defence, x)
-    z = z if z is not None else encode(defence.classifier, x)
-    return trace(z, defence.blank, defence.purify, defence.classifier.logits_from_embedding, defence.backbone)
-
-
-@torch.no_grad()
-def counterattack_steps(defence: Defence, x: torch.Tensor) -> Iterator[TrajectoryStep]:
-    """A pixel-space defence's trajectory (TTC): step 0 is x (bare CLIP), steps 1 .. K+1 the
-    counterattack's points x + delta_k, the last step x_ttc, the image the defence classifies. Its
-    random start comes from stream 0 of the purification seed, the draw that scoring uses. The
-    points the counterattack encoded itself (x, x + delta_0 .. x + delta_{K-1}) are not encoded
-    again: K + 3 encoder passes in all."""
-    spec, clf = PURIFIERS[defence.purify.method], defence.classifier
-    generator = seeded(defence.purify, defence.class_embeddings.device, stream=0)
-    done = spec.counter(x, clf.encode, defence.purify, "none", generator)
-    b = defence.blank.float()
-    for t, image in enumerate([x, *done.points, done.x_ttc]):
-        z = F.normalize(done.features[t], dim=-1) if t < len(done.features) else encode(clf, image)
-        yield TrajectoryStep(t, z, F.cosine_similarity(z, b.expand_as(z), dim=-1),
-                             clf.logits_from_embedding(z).float().softmax(-1), pixels=image.detach(),
-                             tau=done.tau, weights=done.weights)
+    Step 0 is bare CLIP's answer; the last step is the defence's. z: x's unit embeddings when the caller
+    has them (a defence of the embedding then needs no encoder pass)."""
+    return DEFENCES[defence.purify.defence].steps(defence, x, z)
 
 
 @dataclass
 class Scored:
-    """Bare CLIP's and CLIPure's answers on N images."""
-    trajectory: Trajectory           # probs (T+1, N, C); [0] bare CLIP, [-1] CLIPure
+    """Bare CLIP's and the defence's answers on N images."""
+    trajectory: Trajectory           # probs (T+1, N, C); [0] bare CLIP, [-1] the defence
 
     @property
     def bare(self) -> torch.Tensor:
@@ -66,7 +44,7 @@ class Scored:
 
     @property
     def purified(self) -> torch.Tensor:
-        """(N,) CLIPure's top-1."""
+        """(N,) the defence's top-1."""
         return self.trajectory.top1[-1]
 
 
@@ -78,7 +56,7 @@ def score(defence: Defence, x: torch.Tensor, z: torch.Tensor | None = None) -> S
 
 def reference_labels(cfg: AttackConfig, clean: Scored, classnames: Sequence[str]) -> torch.Tensor:
     """(N,) the classes an untargeted attack moves away from: the named true class, else the
-    attacked model's own clean answer (bare CLIP when undefended, CLIPure otherwise)."""
+    attacked model's own clean answer (bare CLIP when undefended, the defence otherwise)."""
     if cfg.label is not None:
         return torch.full_like(clean.bare, list(classnames).index(cfg.label))
     return clean.bare if THREAT_MODELS[cfg.threat_model].backward == "none" else clean.purified
@@ -105,14 +83,14 @@ class Outcome:
     on x_adv is the target.
     """
     fooled_clip: bool            # the attack succeeded against bare CLIP
-    fooled_clipure: bool         # the attack succeeded against CLIPure
-    clipure_changed_clean: bool  # CLIPure's answer on the clean image differs from bare CLIP's
+    fooled_defence: bool         # the attack succeeded against the defence
+    defence_changed_clean: bool  # the defence's answer on the clean image differs from bare CLIP's
     exceeds_eps: bool            # a minimum-norm attack went past the eps the user set
 
     @property
     def failed(self) -> bool:
         """Neither classifier was fooled."""
-        return not (self.fooled_clip or self.fooled_clipure)
+        return not (self.fooled_clip or self.fooled_defence)
 
 
 def outcomes(attack: AttackResult, clean: Scored, adversarial: Scored,
@@ -122,17 +100,17 @@ def outcomes(attack: AttackResult, clean: Scored, adversarial: Scored,
     spec = ATTACKS[cfg.attack]
     if cfg.targeted:
         fooled_clip = adversarial.bare == attack.target
-        fooled_clipure = adversarial.purified == attack.target
+        fooled_defence = adversarial.purified == attack.target
     else:
         ref_clip = clean.bare if labels is None else labels
-        ref_clipure = clean.purified if labels is None else labels
+        ref_defence = clean.purified if labels is None else labels
         fooled_clip = adversarial.bare != ref_clip
-        fooled_clipure = adversarial.purified != ref_clipure
+        fooled_defence = adversarial.purified != ref_defence
     changed = clean.purified != clean.bare
     # Minimum-norm attacks ignore eps; the L-inf eps the user set (1/255) is still the budget a
     # reader compares with, so going past it is flagged rather than counted as a success in budget.
     over = [not spec.uses_eps and linf > cfg.eps + 1e-6 for linf in attack.linf_255_each]
-    return [Outcome(bool(a), bool(b), bool(c), e) for a, b, c, e in zip(fooled_clip, fooled_clipure, changed, over)]
+    return [Outcome(bool(a), bool(b), bool(c), e) for a, b, c, e in zip(fooled_clip, fooled_defence, changed, over)]
 
 
 @dataclass
@@ -148,7 +126,7 @@ class Attacked:
 def attack_and_score(cfg: AttackConfig, defence: Defence, x: torch.Tensor, classnames: Sequence[str],
                      labels: torch.Tensor | None = None, clean: Scored | None = None, on_forward=None) -> Attacked:
     """Score x (unless `clean` already holds its score), attack it under cfg.threat_model, and score
-    x_adv: encoder passes under CLIPure = the attack's own + 2. labels: (N,) true classes, or None to attack
+    x_adv (the cost: app.flows.cost). labels: (N,) true classes, or None to attack
     the attacked model's own clean answers."""
     clean = clean if clean is not None else score(defence, x)
     refs = labels if labels is not None else reference_labels(cfg, clean, classnames)

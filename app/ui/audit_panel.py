@@ -53,7 +53,8 @@ def audit_view(result: Audit, wall_s: float) -> tuple:
     status = (f"**Audit done in {wall_s:.1f} s:** {verdict} for {defence} under `{result.threat_model}` "
               f"(reference class: {result.image_label}).")
     fig = sweep_figure(result.sweep_eps, result.sweep, result.image_label,
-                       f"PGD (L-inf) | threat model: {result.threat_model} | {defence} | {result.precision}")
+                       f"PGD (L-inf), {result.attack.steps} steps | threat model: {result.threat_model} | "
+                       f"{result.backbone} {result.precision} | {defence}")
     path = output_dir() / "audit.json"
     path.write_text(json.dumps(result.to_dict(), indent=1))
     return status, pd.DataFrame(rows, columns=AUDIT_COLUMNS), gradient, fig, gr.update(value=str(path), visible=True)

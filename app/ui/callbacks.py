@@ -5,6 +5,7 @@ own events in app/ui/events.py.
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import gradio as gr
 
@@ -46,9 +47,10 @@ def run_demo(form: Form):
     shown = []   # set once this request has put progress in the status line
     try:
         yield from _run_stream(form, pcfg, shown)
-    except CLIPureError:
-        if shown:   # refused after progress was shown (a target, the time limit): no stale progress bar
-            yield run_outputs(status="")
+    except CLIPureError as e:
+        # The refusal's sentence in the status line (the toast adds to it), where it replaces any progress
+        # bar, and the results below marked as an earlier request's, so nothing stale looks current.
+        yield run_outputs(status=refused_status(str(e)))
         raise
 
 
@@ -112,10 +114,14 @@ def file_outputs(files: dict | None) -> dict:
     folder could not take them (the status says why)."""
     def path(key):
         return str(files[key]) if files and key in files else None
-    ttc = path("counterattack")
+    defended = path("defended")
     return dict(adv_image=path("adversarial"), pert_image=path("perturbation"), adv_download=path("adversarial"),
                 json_file=path("json"), csv_file=path("csv"),
-                ttc_image=gr.update(value=ttc, visible=True) if ttc else gr.update(value=None, visible=False))
+                defence_image=gr.update(value=defended, visible=True) if defended else gr.update(value=None, visible=False))
+
+
+def refused_status(sentence: str) -> str:
+    return f"**Not run:** {sentence} Anything shown below is from an earlier request."
 
 
 def done_status(r, wall_s: float | None) -> str:
@@ -127,10 +133,10 @@ def done_status(r, wall_s: float | None) -> str:
     elif r.outcome is not None:
         who = report.defended(r)
         text += (f" Attack on bare CLIP: **{'succeeded' if r.outcome.fooled_clip else 'failed'}**; "
-                 f"on {who}: **{'succeeded' if r.outcome.fooled_clipure else 'failed'}**")
+                 f"on {who}: **{'succeeded' if r.outcome.fooled_defence else 'failed'}**")
         changed = report.clean_change(r)
         text += "." if changed is None else (f", but {who} had already changed the clean answer ({changed})" +
-                                             (", and the attack left it there." if not r.outcome.fooled_clipure
+                                             (", and the attack left it there." if not r.outcome.fooled_defence
                                               else "."))
     if r.meaningless:
         text += " Random weights: the predictions are MEANINGLESS."
@@ -190,6 +196,47 @@ def attack_api(form: Form):
         stats["warnings"] = [*stats["warnings"], missing]
         return None, None, stats
     return str(files["adversarial"]), str(files["clean"]), stats
+
+
+@gpu(duration=gpu_seconds(FORM))
+@user_errors
+@cancellable(outputs=2)
+@endpoint(FORM)
+def run_api(form: Form):
+    """/run for API clients: one named result (what the page shows, as data) and its files (the
+    figures as PNG, the images, the JSON record and the CSV trajectory)."""
+    r = result_of(run(form.request(), form.attack_config(), form.purify_config()))
+    files, missing = downloads(lambda folder: {**export.export(r, folder), **figure_files(r, folder)})
+    return run_result(r, files, missing), [str(v) for k, v in (files or {}).items() if k != "factor"]
+
+
+def figure_files(r, folder) -> dict:
+    """Every figure the page draws for this defence, as PNG: {figure name: path}."""
+    out = {}
+    for name in report.drawn(r):
+        fig = report.figure(r, name, TOP_K)
+        out[name] = folder / f"{name.removesuffix('_plot')}.png"
+        fig.savefig(out[name], format="png")
+    return out
+
+
+def run_result(r, files: dict | None, missing: str | None) -> dict:
+    """What /run answers by API: the predictions (confidences {class: p}, as /classify), the verdict,
+    the trajectory, the record, and each file by name (None when the temp folder refused them)."""
+    record = export.to_dict(r, embeddings=False)
+    names = r.classnames
+
+    def prediction(p):
+        return {"label": p.label, "confidences": p.top(TOP_K, names)}
+    predictions = {"clean": prediction(r.clean), "clean_defended": prediction(r.clean_purified)}
+    if r.attack is not None:
+        predictions.update(attacked=prediction(r.adversarial), attacked_defended=prediction(r.purified))
+    return {"predictions": predictions, "defence": record["defence"],
+            "verdict": {k: record.get(k) for k in ("attack_succeeded", "defence_changed_clean", "verdict_meaningful",
+                                                    "exceeds_eps", "attack_failed", "caveats")},
+            "status": done_status(r, None), "trajectory": record.pop("trajectory"), "record": record,
+            "files": None if files is None else {k: Path(v).name for k, v in files.items() if k != "factor"},
+            "warnings": [*r.warnings, *([missing] if missing else [])]}
 
 
 @gpu(duration=gpu_seconds(PURIFY_API))

@@ -19,7 +19,7 @@ from app.views.presets import (
     examples_for,
     presets_for,
 )
-from app.defences import PAPER_DEFAULTS, PURIFIERS, trajectory_steps
+from app.defences import PAPER_DEFAULTS, DEFENCES, trajectory_steps
 from app.attacks.threat_models import THREAT_MODELS
 from app.ui.callbacks import TOP_K
 from app.ui.form import PURIFY_FIELDS, Form
@@ -53,15 +53,15 @@ def on_plot_tab(result, step, which: str, narrow=False):
     return report.figure(result, which, TOP_K, int(min(max(step, 0), result.trajectory.steps)), bool(narrow))
 
 
-def methods_for(backbone: str) -> list[tuple[str, str]]:
-    """The purification menu for a backbone: (label, key) of the purifiers that support it."""
-    return [(spec.label, k) for k, spec in PURIFIERS.items() if spec.supports(backbone)]
+def defences_for(backbone: str) -> list[tuple[str, str]]:
+    """The defence menu for a backbone: (label, key) of the defences that support it."""
+    return [(spec.label, k) for k, spec in DEFENCES.items() if spec.supports(backbone)]
 
 
-def on_method_menu(backbone, method):
-    """Refresh the method menu for a backbone; a method it cannot run falls back to the paper's default."""
-    choices = methods_for(backbone)
-    keep = method if method in [k for _, k in choices] else PAPER_DEFAULTS.method
+def on_defence_menu(backbone, defence):
+    """Refresh the defence menu for a backbone; one it cannot run falls back to the paper's default."""
+    choices = defences_for(backbone)
+    keep = defence if defence in [k for _, k in choices] else PAPER_DEFAULTS.defence
     return gr.update(choices=choices, value=keep)
 
 
@@ -70,31 +70,33 @@ def eot_attacks() -> list[str]:
     return [name for name, spec in ATTACKS.items() if spec.eot]
 
 
-def on_method(method):
-    """A randomised purifier (CLIPure-Diff) says so and shows its seed and the attacker's EOT count.
+def on_defence(defence):
+    """The chosen defence's line (its declaration), the panel title naming it, its own parameters
+    shown (the others hidden), and for a randomised one its seed and the attacker's EOT count.
 
-    A deterministic one hides both, and they go back to their defaults as they hide: a hidden field
-    still sends its value, and the engine refuses K > 1 against a defence that draws nothing (and
-    a bad seed, whatever the method)."""
-    spec = PURIFIERS.get(method)
-    randomised = bool(spec and spec.randomised)
-    if not randomised:
-        return "", gr.update(visible=False, value=PAPER_DEFAULTS.seed), gr.update(visible=False, value=1)
-    eot = (f"An honest adaptive attacker averages its gradient over K draws per step (EOT K > 1; evaluations "
-           f"use 10), with {', '.join(eot_attacks())}; the default K = 1 is one draw, a weak attacker.")
-    if spec.pixel:
-        t = PAPER_DEFAULTS.ttc   # the page runs TTC at the official defaults
-        note = (f"**{spec.label}, test-time counterattacks (Xing et al., CVPR 2025), defends the image:** from a "
-                f"random start within {t.eps:g}/255 it takes {t.steps} steps of {t.step_size:g}/255 that push the "
-                f"embedding away from where it is, and weights them by how far the noise alone moved it "
-                f"(τ against τ_thres {t.tau_thres:g}, β {t.beta:g}: the official defaults; purification steps and η "
-                f"do not apply). Its random start is seeded by the purification seed. Its own evaluation attacks "
-                f"bare CLIP (undefended); adaptive and BPDA attack through it; it has no official threat model. "
-                + eot)
-    else:
-        note = (f"**{spec.label} is a randomised defence:** each purification step draws a random diffusion "
-                f"timestep and noise; the purification seed fixes the draws (the same seed repeats them). " + eot)
-    return note, gr.update(visible=True), gr.update(visible=True)
+    A deterministic defence hides both, and they go back to their defaults as they hide: a hidden
+    field still sends its value, and the engine refuses K > 1 against a defence that draws nothing
+    (and a bad seed, whatever the defence)."""
+    spec = DEFENCES.get(defence)
+    if spec is None:   # not a defence: the engine's to refuse, in one sentence, at Run
+        return ("", gr.skip(), gr.skip(), gr.skip(), *(gr.skip() for _ in own_param_rows()))
+    note = f"**{spec.label}:** {spec.description}"
+    if len(spec.threat_models) < 4:
+        note += " " + " ".join(spec.lacks.values())
+    rows = tuple(gr.update(visible=key == defence) for key in own_param_rows())
+    title = gr.update(label=f"Attacked: {spec.label}")
+    if not spec.randomised:
+        return (note, title, gr.update(visible=False, value=PAPER_DEFAULTS.seed), gr.update(visible=False, value=1),
+                *rows)
+    note += (f" It is randomised: the purification seed fixes its draws (the same seed repeats them). An honest "
+             f"adaptive attacker averages its gradient over K draws per step (EOT K > 1; evaluations use 10), with "
+             f"{', '.join(eot_attacks())}; the default K = 1 is one draw, a weak attacker.")
+    return note, title, gr.update(visible=True), gr.update(visible=True), *rows
+
+
+def own_param_rows() -> list[str]:
+    """The defences with parameters of their own (a row of widgets each, app/ui/sections.py)."""
+    return [key for key, spec in DEFENCES.items() if spec.config is not None]
 
 
 def on_backbone(name, active):
@@ -120,9 +122,10 @@ def backbone_view(name):
 
 
 def on_example(evt: gr.SelectData, active):
-    """A click on an example thumbnail: its image and the class names that fit it."""
+    """A click on an example thumbnail: its image, the class names that fit it, and a status line that
+    says so (replacing whatever an earlier upload or run left there)."""
     path, names = examples_for(BACKBONES[active].source == "bundled")[evt.index]
-    return path, names
+    return path, names, f"Example loaded ({Path(path).stem.removeprefix('toy-').replace('-', ' ')}): press **Run**."
 
 
 def on_upload(path):
@@ -179,13 +182,11 @@ def paper_defaults():
     return tuple(getattr(defaults, name) for name in PURIFY_FIELDS)
 
 
-def on_purify_steps(steps, method=None):
-    """The replay slider spans the defence's trajectory: CLIPure's T steps, or TTC's own points
-    (its T does not apply). A bad T is the engine's to refuse."""
-    spec = PURIFIERS.get(method)
-    if spec is not None and spec.pixel:
-        return gr.update(maximum=trajectory_steps(replace(PAPER_DEFAULTS, method=method)))
+def on_purify_steps(steps, defence=None):
+    """The replay slider spans the defence's trajectory (its declared length: CLIPure's T, TTC's
+    points, JPEG's two). A bad T is the engine's to refuse."""
     try:
-        return gr.update(maximum=max(int(steps), 1))
-    except (TypeError, ValueError):
+        cfg = replace(PAPER_DEFAULTS, defence=DEFENCES.check(defence), steps=int(steps))
+        return gr.update(maximum=max(trajectory_steps(cfg), 1))
+    except (TypeError, ValueError, CLIPureError):
         return gr.skip()

@@ -9,7 +9,7 @@ RUN_OUTPUTS.
 from __future__ import annotations
 
 import inspect
-from dataclasses import asdict, dataclass, fields
+from dataclasses import MISSING, asdict, dataclass, field, fields, make_dataclass
 from functools import wraps
 
 import gradio as gr
@@ -18,15 +18,16 @@ from app.attacks import AttackConfig
 from app.common.budget import Budget, activate_each, active
 from app.common.errors import CLIPureError
 from app.common.limits import LIMITS
-from app.defences import PAPER_DEFAULTS, PurifyConfig
+from app.defences import DEFENCES, PAPER_DEFAULTS, PurifyConfig
 from app.flows.request import Request
 from app.common.streaming import in_thread
 
 
 @dataclass
-class Form:
+class _Fields:
     """One request's widget values, by name, with the page's defaults. Values are kept as sent: a
-    wrong one is the engine's to refuse, in one sentence that names the field."""
+    wrong one is the engine's to refuse, in one sentence that names the field. Form adds each
+    defence's own parameters (DEFENCE_PARAMS) after these."""
     image: object = None              # a file path (an upload or an example); required by every endpoint
     classnames: str = ""              # comma- or newline-separated; required by every endpoint
     backbone: str | None = None       # a BACKBONES key; None: the default (the one the page starts on)
@@ -39,7 +40,7 @@ class Form:
     seed: int = 0
     targeted: bool = False
     target: str | None = None         # a class name; used only when targeted
-    method: str = PAPER_DEFAULTS.method
+    defence: str = PAPER_DEFAULTS.defence   # a DEFENCES key
     purify_steps: int = PAPER_DEFAULTS.steps            # purification steps T
     purify_step_size: float = PAPER_DEFAULTS.step_size  # purification step size η
     momentum: float = PAPER_DEFAULTS.momentum        # γ
@@ -49,6 +50,19 @@ class Form:
     purify_seed: int = PAPER_DEFAULTS.seed   # a randomised defence's seed (CLIPure-Diff's draws, TTC's start)
     eot: int = 1                       # the attacker's EOT draws per step (randomised defences)
 
+
+def param_name(defence: str, name: str) -> str:
+    """The form field of a defence's own parameter: ttc_eps, jpeg_quality."""
+    return f"{defence.replace('-', '_')}_{name}"
+
+
+# Each defence's own parameters (its spec's config dataclass), as form fields and API parameters:
+# field name -> (defence, the config's field). Their defaults are the config's.
+DEFENCE_PARAMS = {param_name(key, f.name): (key, f) for key, spec in DEFENCES.items() if spec.config is not None
+                  for f in fields(spec.config)}
+
+
+class _Methods:
     @classmethod
     def of(cls, names, values) -> "Form":
         """From values in the order of `names` (the positional API, the page's inputs)."""
@@ -66,30 +80,48 @@ class Form:
                             target=(self.target or None) if self.targeted else None, eot=self.eot)
 
     def purify_config(self) -> PurifyConfig:
-        return PurifyConfig(method=self.method, steps=self.purify_steps, step_size=self.purify_step_size,
+        defence = self.method or self.defence   # `method`: the older name, still accepted
+        spec = DEFENCES.get(defence)
+        params = None
+        if spec is not None and spec.config is not None:   # its own parameters, from their fields
+            given = {f.name: getattr(self, param_name(defence, f.name)) for f in fields(spec.config)}
+            params = spec.config(**{k: v for k, v in given.items() if v is not None})   # empty: the default
+        return PurifyConfig(defence=defence, steps=self.purify_steps, step_size=self.purify_step_size,
                             momentum=self.momentum, norm=self.norm, grad_scope=self.grad_scope,
-                            seed=self.purify_seed)
+                            seed=self.purify_seed, params=params)
 
     def request(self) -> Request:
         """What the user asked for, as the engine's request flows take it."""
         return Request(self.image, self.classnames, self.backbone, self.template_set, self.precision)
 
 
+
+
+Form = make_dataclass(
+    "Form", [(name, f.type, field(default=f.default if f.default is not MISSING else None))
+             for name, (_, f) in DEFENCE_PARAMS.items()]
+    + [("method", "str | None", field(default=None))],   # the older name of `defence`; given, it wins
+    bases=(_Fields, _Methods))
+Form.__doc__ = _Fields.__doc__
+
 # The request form, in API order: what the user picked, then the attack, then the purification.
 COMMON = ("image", "classnames", "backbone", "template_set")
 ATTACK_FIELDS = ("attack", "threat_model", "eps", "steps", "step_size", "seed", "targeted", "target")
-PURIFY_FIELDS = ("method", "purify_steps", "purify_step_size", "momentum", "norm", "grad_scope")
+PURIFY_FIELDS = ("defence", "purify_steps", "purify_step_size", "momentum", "norm", "grad_scope")
 # Appended last, so API calls written before it existed still work (it defaults to fp32).
 PRECISION = ("precision",)
 # For randomised purifiers (CLIPure-Diff): the purification seed and the attacker's EOT count K.
 # Appended after PRECISION for the same reason (they default to 0 and 1).
 RANDOMISED = ("purify_seed", "eot")
+# Then each defence's own parameters, and last the older name of `defence`.
+OWN_PARAMS = tuple(DEFENCE_PARAMS)
+ALIASES = ("method",)
 FORM = tuple(f.name for f in fields(Form))
-assert FORM == COMMON + ATTACK_FIELDS + PURIFY_FIELDS + PRECISION + RANDOMISED
+assert FORM == COMMON + ATTACK_FIELDS + PURIFY_FIELDS + PRECISION + RANDOMISED + OWN_PARAMS + ALIASES
 REQUIRED = ("image", "classnames")   # no default in any endpoint's signature
 
 # /purify's inputs: no attack; the purification seed appended last.
-PURIFY_API = COMMON + PURIFY_FIELDS + PRECISION + ("purify_seed",)
+PURIFY_API = COMMON + PURIFY_FIELDS + PRECISION + ("purify_seed",) + OWN_PARAMS + ALIASES
 # The masking audit's outputs on the page: progress, the checks, the gradient, the eps sweep, its JSON.
 AUDIT_OUTPUTS = ("_audit_status", "_audit_table", "_audit_gradient", "_audit_plot", "_audit_json")
 AUDIT_COLUMNS = ["check", "what it looks for", "result", "detail"]
@@ -100,7 +132,7 @@ AUDIT_ATTACKS = 14
 RUN_OUTPUTS = ("clean_label", "adv_label", "purified_label", "clean_note", "adv_note", "purified_note",
                "adv_image", "pert_image", "stats", "adv_download", "prob_plot", "cos_plot", "map_plot",
                "json_file", "csv_file", "status", "result_state", "replay", "replay_label", "replay_note",
-               "ttc_image")   # appended last: TTC's counterattacked image (hidden for CLIPure)
+               "defence_image")   # appended last: the image a pixel-space defence classifies (TTC, JPEG)
 
 
 def signature(names) -> inspect.Signature:

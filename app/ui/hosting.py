@@ -20,40 +20,33 @@ except ImportError:  # not on a Space: run on whatever device the engine picked
 import torch  # noqa: E402  (after spaces, which must come first)
 
 MIN_SECONDS, MAX_SECONDS = 20, 300   # ZeroGPU allows about 5 minutes a call
-# Generous GPU seconds per unit of work (ViT-L-14 on an H200 slice is well under these).
-PER_FORWARD, PER_PROMPT, PER_PURIFY_STEP = 0.05, 0.004, 0.02
-PRIOR_FACTOR = 10   # a diffusion-prior step against a cosine step: a generous guess, not measured on a GPU
+# Generous GPU seconds per unit of work (ViT-L-14 on an H200 slice is well under these): an encoder
+# pass (forward or backward), a prompt to encode, a latent purification step (app/flows/cost.py's unit).
+PER_PASS, PER_PROMPT, PER_LATENT_STEP = 0.05, 0.004, 0.02
 
 
 def request_seconds(form, threat_models: int = 1) -> int:
     """The ZeroGPU duration for one request (a Form: its fields by name, as sent): setup, the prompts
-    to encode, the attack's forward passes (each through T purification steps unless the threat model
-    is undefended) and the purification itself; capped at MAX_SECONDS."""
+    to encode, and the request's encoder passes and latent steps from the one cost model
+    (app/flows/cost.py), the attack counted once per threat model compared; capped at MAX_SECONDS.
+    A value the engine will refuse gets the minimum (the refusal is the engine's)."""
     from app.attacks import ATTACKS
-    from app.defences import PAPER_DEFAULTS
+    from app.common.errors import CLIPureError
+    from app.flows.cost import attack_cost, score_cost
     number = lambda key, default: (float(getattr(form, key)) if isinstance(getattr(form, key, None), (int, float))  # noqa: E731
                                    else default)
     classes = max(len(str(form.classnames or "").replace("\n", ",").split(",")), 2)
     prompts = (classes + 1) * (80 if form.template_set == "ensemble" else 1)
-    T = max(number("purify_steps", 10), 0)
-    # CLIPure-Diff's steps run the diffusion prior (forward, and backward through it when attacked).
-    diff = form.method == "clipure-diff"
-    per_step = PER_PURIFY_STEP * (PRIOR_FACTOR if diff else 1)
-    seconds = 10 + prompts * PER_PROMPT + 2 * (T + 1) * per_step
-    # TTC defends the image: each query of it is K + 2 encoder forwards and K gradients (its own
-    # steps, not T), and each of its two trajectories costs K + 3 encoder passes.
-    ttc = form.method == "ttc"
-    K = PAPER_DEFAULTS.ttc.steps
-    if ttc:
-        seconds += 2 * (K + 3) * 2 * PER_FORWARD
-    attack = getattr(form, "attack", None)
-    spec = ATTACKS.get(attack) if isinstance(attack, str) else None
-    if spec is not None:
-        steps = max(number("steps", 10), 1)
-        forwards = steps * (spec.forwards_per_step or 20) * max(number("eot", 1), 1)   # unknown: ~20 a step
-        through = 1 if form.threat_model == "undefended" else (
-            (K + 2) + 2 * K if ttc else 1 + 2 * T * (PRIOR_FACTOR if diff else 1))
-        seconds += threat_models * forwards * PER_FORWARD * through
+    try:
+        purify = form.purify_config()
+        work = score_cost(purify) * 2
+        attack = getattr(form, "attack", None)
+        if isinstance(attack, str) and attack in ATTACKS:
+            work = work + attack_cost(attack, int(max(number("steps", 10), 1)), classes, form.threat_model, purify,
+                                      int(max(number("eot", 1), 1))) * threat_models
+    except (CLIPureError, TypeError, ValueError, KeyError):
+        return MIN_SECONDS
+    seconds = 10 + prompts * PER_PROMPT + (work.forwards + work.backwards) * PER_PASS + work.latent * PER_LATENT_STEP
     return int(min(max(seconds, MIN_SECONDS), MAX_SECONDS))
 
 

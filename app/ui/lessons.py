@@ -39,7 +39,7 @@ def cleared_results() -> tuple:
     empty = dict(clean_label=None, adv_label=None, purified_label=None, clean_note="", adv_note="",
                  purified_note="", adv_image=None, pert_image=None, stats="", adv_download=None, prob_plot=None,
                  cos_plot=None, map_plot=None, json_file=None, csv_file=None, status="", result_state=None,
-                 replay=0, replay_label=None, replay_note="", ttc_image=gr.update(value=None, visible=False))
+                 replay=0, replay_label=None, replay_note="", defence_image=gr.update(value=None, visible=False))
     return run_outputs(**empty)
 
 
@@ -51,7 +51,7 @@ def on_lesson(k: int):
                if lesson.action == "compare" else "⏳ Running the lesson: one attack, then the purification…")
 
     def apply():
-        stage = stage_start(lesson.title, lesson.text, lesson.proof, running)
+        stage = (*stage_start(lesson.title, lesson.text, lesson.proof, running), *headline_in_view())
         if lesson.action == "compare":
             return (*lesson.settings.values(), *stage, *cleared_results(), gr.update(visible=False))
         return (*lesson.settings.values(), *stage)
@@ -59,9 +59,19 @@ def on_lesson(k: int):
     return apply
 
 
+# Every action that starts a result opens the per-step probabilities (the headline plot) and empties
+# the rotation view, which no RUN_OUTPUT clears: no figure of an earlier action stays in view.
+HEADLINE = ("rot_plot", "_plot_tabs", "_plot_in_view")
+
+
+def headline_in_view() -> tuple:
+    """HEADLINE's values: the rotation view emptied, the probabilities' tab selected and drawn next."""
+    return None, gr.Tabs(selected="prob_plot"), "prob_plot"
+
+
 def lesson_outputs(k: int) -> tuple[str, ...]:
     """Names of what on_lesson(k) fills, after the lesson's settings."""
-    return STAGE + ((*RUN_OUTPUTS, "_compare_panel") if LESSONS[k].action == "compare" else ())
+    return STAGE + HEADLINE + ((*RUN_OUTPUTS, "_compare_panel") if LESSONS[k].action == "compare" else ())
 
 
 def _turns(result) -> list[float]:
@@ -77,11 +87,14 @@ def result_text(k: int, result) -> str:
     proof = LESSONS[k].proof
     notes = report.outcome_notes(result)
     line = (f"**Clean:** {result.clean.label} · **attacked, bare CLIP:** {result.adversarial.label} · "
-            f"**attacked, CLIPure:** {result.purified.label}  \n{notes['adv_note']} {notes['purified_note']}")
+            f"**attacked, {report.defended(result)}:** {result.purified.label}  \n{notes['adv_note']} "
+            f"{notes['purified_note']}")
     if proof == "rotation":
         turns = _turns(result)
         cos = result.trajectory.cos_to_blank[:, 0]
-        line += (f"  \nEach step turned the embedding by {min(turns):.1f}°–{max(turns):.1f}°; its cosine to the "
+        turned = (f"{min(turns):.1f}°" if round(min(turns), 1) == round(max(turns), 1)
+                  else f"{min(turns):.1f}°–{max(turns):.1f}°")   # one angle when every step turned the same
+        line += (f"  \nEach step turned the embedding by {turned}; its cosine to the "
                  f"blank went {float(cos[0]):.2f} → {float(cos[1]):.2f} → {float(cos[2]):.2f} → … → "
                  f"{float(cos[-1]):.2f}.")
     return line
@@ -155,9 +168,9 @@ def rows_text(table) -> str:
     if isinstance(table, dict):
         table = pd.DataFrame(table.get("data") or [], columns=table.get("headers"))
     lines = []
-    # The table names the defence compared (CLIPure, or TTC) in its columns (comparison.compare_table).
+    # The table names the defence compared by its label in its columns (comparison.compare_table).
     who = next((c.removeprefix("fooled ") for c in table.columns if c.startswith("fooled ") and "bare" not in c),
-               "CLIPure")
+               "the defence")
     for _, row in table.iterrows():
         fooled = str(row[f"fooled {who}"]).split(" (")[0]   # "yes", "no" or "no verdict", before "(past eps)"
         verdict = {"yes": f"{who} **fooled** → {row[f'{who} (attacked)']}",

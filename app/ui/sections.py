@@ -11,7 +11,7 @@ from app.common.limits import LIMITS
 from app.clip.models import BACKBONES
 from app.clip.precision import PRECISIONS
 from app.views.presets import LESSONS, default_classnames, presets_for
-from app.defences import GRAD_SCOPES, NORMS, PAPER_DEFAULTS
+from app.defences import DEFENCES, GRAD_SCOPES, NORMS, PAPER_DEFAULTS
 from app.attacks.threat_models import THREAT_MODELS
 from app.ui import events as ev
 from app.ui import form as fm
@@ -76,8 +76,8 @@ def inputs(c: dict) -> dict:
                 c["precision"] = gr.Dropdown(list(PRECISIONS), value="fp32", label="Precision", min_width=90,
                                              elem_id="precision",
                                              info="fp16: the official evaluation's (How it works)")
-                c["method"] = gr.Dropdown(ev.methods_for(c["_start"]), value=PAPER_DEFAULTS.method,
-                                          label="Purification", min_width=130, elem_id="method")
+                c["defence"] = gr.Dropdown(ev.defences_for(c["_start"]), value=PAPER_DEFAULTS.defence,
+                                           label="Defence", min_width=130, elem_id="defence")
             with gr.Row():
                 # Numbers, not sliders: a slider clamps what is typed; the engine refuses it in one sentence.
                 # No precision=0, minimum or maximum on any gr.Number: Gradio would round 2.5 to 2 without a
@@ -120,7 +120,8 @@ def results(c: dict) -> dict:
     with gr.Row(elem_id="results-row"):
         for key, label, elem in (("clean", "Clean: bare CLIP", "clean-panel"),
                                  ("adv", "Attacked: bare CLIP", "adv-panel"),
-                                 ("purified", "Attacked: CLIPure", "purified-panel")):
+                                 ("purified", f"Attacked: {DEFENCES[PAPER_DEFAULTS.defence].label}",
+                                  "purified-panel")):
             with gr.Column(min_width=100):
                 c[f"{key}_label"] = gr.Label(num_top_classes=3, label=label, elem_id=elem)
                 c[f"{key}_note"] = gr.Markdown(label=f"{key} note", elem_id=f"{key}-note")
@@ -135,9 +136,9 @@ def results(c: dict) -> dict:
                                   interactive=False, height=200, elem_classes="pixelated", min_width=140)
         c["pert_image"] = gr.Image(label="Perturbation (amplified)", format="png", type="filepath",
                                    interactive=False, height=200, elem_classes="pixelated", min_width=140)
-        c["ttc_image"] = gr.Image(label="TTC's counterattacked image x_ttc (what it classifies)", format="png",
+        c["defence_image"] = gr.Image(label="The defence's image (what it classifies)", format="png",
                                   type="filepath", interactive=False, height=200, elem_classes="pixelated",
-                                  min_width=140, visible=False, elem_id="ttc-image")
+                                  min_width=140, visible=False, elem_id="defence-image")
         with gr.Column(min_width=260):
             c["stats"] = gr.Markdown(label="statistics", elem_id="stats")
             c["adv_download"] = gr.DownloadButton("Download the attacked image (lossless PNG)", interactive=False)
@@ -183,10 +184,20 @@ def settings(c: dict) -> dict:
             c["norm"] = gr.Radio(list(NORMS), value=PAPER_DEFAULTS.norm, label="Update norm")
             c["grad_scope"] = gr.Radio(list(GRAD_SCOPES), value=PAPER_DEFAULTS.grad_scope,
                                        label="Gradient norm scope", info="batch = the official code's coupling")
-        c["_method_note"] = gr.Markdown(elem_id="method-note")
+        c["_defence_note"] = gr.Markdown(elem_id="defence-note")
+        # Each defence's own parameters (its config dataclass), shown while it is the chosen one.
+        for key, spec in DEFENCES.items():
+            names = [n for n, (k, _) in fm.DEFENCE_PARAMS.items() if k == key]
+            if names:
+                with gr.Row(visible=key == PAPER_DEFAULTS.defence, elem_id=f"params-{key}") as c[f"_params_{key}"]:
+                    for n in names:
+                        own = fm.DEFENCE_PARAMS[n][1]
+                        c[n] = gr.Number(own.default, label=f"{spec.label}: {own.name}", elem_id=n.replace("_", "-"),
+                                         min_width=90)
+        c["method"] = gr.State(None)   # the API's older name of `defence`; the page sends nothing there
         with gr.Row():
             # Shown for randomised purifiers only (CLIPure-Diff); hidden widgets still send their values,
-            # so hiding the EOT count resets it to 1 (events.on_method).
+            # so hiding the EOT count resets it to 1 (events.on_defence).
             c["purify_seed"] = gr.Number(PAPER_DEFAULTS.seed, label="Purification seed", visible=False,
                                     elem_id="p-seed", min_width=90)
             c["eot"] = gr.Number(1, label=f"EOT K: gradients the attacker averages per step (1-{LIMITS.max_eot})",

@@ -10,10 +10,13 @@ nothing here knows the page's widgets.
   and `sweep` does the same for the app's own output folders (one root, `output_dir`).
 - A temporary folder that cannot be written (full, read-only, not ours): `downloads` gives the
   request's results without their files, and one sentence saying why; the server goes on serving.
+- Sessions: at most MAX_SESSIONS are kept (Gradio's `state_session_capacity`, least recently used
+  dropped first), and `Blocks` keeps nothing per request in a session (see its docstring).
 """
 from __future__ import annotations
 
 import asyncio
+import copy
 import logging
 import os
 import shutil
@@ -23,6 +26,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Callable, TypeVar
 
+import gradio as gr
 from starlette.middleware import Middleware
 
 from app.common.errors import STORAGE_FAULTS
@@ -83,6 +87,65 @@ def expiry(limits: Limits = LIMITS) -> tuple[int, int]:
     1.25 x age."""
     age = int(limits.files_expire_s)
     return max(1, age // 4), age
+
+
+# The sessions Gradio keeps in memory (CLIPURE_MAX_SESSIONS), least recently used dropped first.
+# Each costs about 0.45 MB of page configuration (Gradio's per-session copy of the page) plus the
+# last run's result for the replay (`result_state`), which itself expires after files_expire_s.
+MAX_SESSIONS = int(os.environ.get("CLIPURE_MAX_SESSIONS", 500))
+SKIP = {"__type__": "update"}   # what gr.skip() returns: leave the output as it is
+
+
+class Blocks(gr.Blocks):
+    """gr.Blocks that leaves nothing behind in a session per request.
+
+    Gradio (6.31) answers every `gr.update()` / `gr.skip()` on an output by building a new
+    component (a fresh id) and storing it in the session under the output's id. A later plain
+    value for that output is post-processed by that new component, which then also stores itself
+    under its own id (`postprocess_data`: `if block._id not in state: state[block._id] = block`),
+    with its page configuration: nothing ever removes it. A streamed /run (progress with
+    gr.skip(), then the final values) so left 18 components in the session per request, about
+    0.5 MB, and building them cost about 0.5 s of the event loop's time per toy request.
+
+    Here a bare gr.skip() of a non-state output is answered without building anything (Gradio's
+    answer is the same `{"__type__": "update"}`), and after each post-process the components
+    Gradio stored under ids of their own are dropped from the session."""
+
+    async def postprocess_data(self, block_fn, predictions, state):
+        outputs = list(block_fn.outputs)
+        skipped = set()
+        if (not block_fn.batch and not getattr(block_fn, "is_validator_function", False)
+                and isinstance(predictions, (list, tuple)) and len(outputs) > 1 and len(predictions) == len(outputs)):
+            skipped = {i for i, (block, value) in enumerate(zip(outputs, predictions))
+                       if isinstance(value, dict) and value == SKIP and not block.stateful}
+        if not skipped:
+            data = await super().postprocess_data(block_fn, predictions, state)
+        else:
+            kept = [i for i in range(len(outputs)) if i not in skipped]
+            data = [dict(SKIP) for _ in outputs]
+            if kept:
+                rest = copy.copy(block_fn)
+                rest.outputs = [outputs[i] for i in kept]
+                values = [predictions[i] for i in kept]
+                done = await super().postprocess_data(rest, values[0] if len(kept) == 1 else values, state)
+                for i, value in zip(kept, done):
+                    data[i] = value
+        if state is not None:
+            forget_replacements(state, outputs)
+        return data
+
+
+def forget_replacements(state, outputs) -> int:
+    """Drop from a session (gradio's SessionState) the components Gradio stored under ids of their
+    own for `outputs` (see Blocks); return how many. The output's own entry stays."""
+    blocks, configs, dropped = state.blocks_config.blocks, state.config_values, 0
+    for output in outputs:
+        current = blocks.get(output._id)
+        if current is not None and current._id != output._id and current._id in blocks:
+            del blocks[current._id]
+            configs.pop(current._id, None)
+            dropped += 1
+    return dropped
 
 
 def bind_address(environ=os.environ) -> str:
@@ -194,10 +257,11 @@ def prepare(demo, limits: Limits = LIMITS) -> None:
 
 def launch_options(launch_kwargs: dict, limits: Limits = LIMITS) -> dict:
     """demo.launch keyword arguments with the server's defaults filled in: the bind address, the
-    upload limit, the body limit and the sweeper. Values the caller passed win."""
+    upload limit, the session limit, the body limit and the sweeper. Values the caller passed win."""
     kw = dict(launch_kwargs)
     kw.setdefault("server_name", bind_address())
     kw.setdefault("max_file_size", f"{limits.max_file_mb:g}mb")
+    kw.setdefault("state_session_capacity", MAX_SESSIONS)
     app_kwargs = dict(kw.get("app_kwargs") or {})
     app_kwargs["middleware"] = [Middleware(BodyLimit, limits=limits), *app_kwargs.get("middleware", [])]
     app_kwargs.setdefault("lifespan", _sweeper(limits))

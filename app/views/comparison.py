@@ -6,8 +6,9 @@ from app.views.report import defended, unknown_words_notice, yes_no
 from app.flows.results import PipelineResult
 from app.attacks.threat_models import THREAT_MODELS
 
-COMPARE_COLUMNS = ["threat model", "bare CLIP (attacked)", "CLIPure (attacked)", "fooled bare CLIP",
-                   "fooled CLIPure", "CLIPure changed clean", "gradient: exact zeros", "gradient norm",
+# "the defence" stands for the defence compared; compare_table puts its declared label there.
+COMPARE_COLUMNS = ["threat model", "bare CLIP (attacked)", "the defence (attacked)", "fooled bare CLIP",
+                   "fooled the defence", "the defence changed clean", "gradient: exact zeros", "gradient norm",
                    "L-inf (/255)", "time (s)"]
 # Under the table: what its L-inf column counts, so a row that "never moved" is not misread.
 RANDOM_START_NOTE = ("L-inf is the perturbation the attack returned. PGD starts from a uniform random point "
@@ -19,19 +20,19 @@ def threat_model_row(result: PipelineResult) -> dict:
     """A row of the 'compare threat models' table, keyed by COMPARE_COLUMNS; yes/no from the Outcome."""
     a, o, tm, g = result.attack, result.outcome, result.attack_config.threat_model, result.gradient
     over = " (past eps)" if o.exceeds_eps else ""
-    fooled = [yes_no(o.fooled_clip) + over, yes_no(o.fooled_clipure) + over]
+    fooled = [yes_no(o.fooled_clip) + over, yes_no(o.fooled_defence) + over]
     if unknown_words_notice(result) is not None:   # the model does not know the words: no verdict
         fooled = ["no verdict", "no verdict"]
     values = [THREAT_MODELS[tm].label, result.adversarial.label, result.purified.label, *fooled,
-              yes_no(o.clipure_changed_clean), "—" if g is None else f"{g.zero_fraction:.0%}",
+              yes_no(o.defence_changed_clean), "—" if g is None else f"{g.zero_fraction:.0%}",
               "—" if g is None else f"{g.norm:.2g}", f"{a.linf_255:.2f}", f"{a.seconds:.1f}"]
     return dict(zip(COMPARE_COLUMNS, values))
 
 
 def compare_table(results: list[PipelineResult]) -> dict:
-    """The 'compare threat models' table: {"headers": COMPARE_COLUMNS (CLIPure named as the defence
-    compared: TTC), "data": one row per result}."""
+    """The 'compare threat models' table: {"headers": COMPARE_COLUMNS with the defence compared named
+    by its label, "data": one row per result}."""
     rows = [threat_model_row(r) for r in results]
-    who = defended(results[0]) if results else "CLIPure"
-    return {"headers": [c.replace("CLIPure", who) for c in COMPARE_COLUMNS],
+    who = defended(results[0]) if results else "the defence"
+    return {"headers": [c.replace("the defence", who) for c in COMPARE_COLUMNS],
             "data": [[row[c] for c in COMPARE_COLUMNS] for row in rows]}

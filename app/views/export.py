@@ -14,6 +14,7 @@ import torch
 from PIL import Image
 
 from app.attacks import step_size_used
+from app.defences import DEFENCES
 from app.views.record import run_record
 from app.views.report import attacked_scope, caption, caveats, unknown_words_notice
 from app.flows.results import PipelineResult
@@ -40,7 +41,8 @@ def perturbation_image(x: torch.Tensor, x_adv: torch.Tensor) -> tuple[Image.Imag
 def export(result: PipelineResult, folder: Path) -> dict[str, Path | float]:
     """Write adversarial.png (lossless: exactly the evaluated 8-bit image), clean.png (the input at
     model resolution), perturbation.png, trajectory.json and trajectory.csv, and for TTC
-    counterattack.png (x_ttc of the trajectory shown); return their paths and the perturbation's
+    defended.png (the image a pixel-space defence classifies: TTC's x_ttc, JPEG's x_jpeg, of the trajectory
+    shown); return their paths and the perturbation's
     amplification. Raises OSError where the folder cannot be written: the files are extras, and the
     caller decides what a request without them shows (app/ui/server.py, `downloads`)."""
     paths = {k: folder / f for k, f in (("adversarial", "adversarial.png"), ("clean", "clean.png"),
@@ -53,8 +55,8 @@ def export(result: PipelineResult, folder: Path) -> dict[str, Path | float]:
     paths["json"].write_text(to_json(result))
     paths["csv"].write_text(to_csv(result))
     if result.trajectory.pixels is not None:
-        paths["counterattack"] = folder / "counterattack.png"
-        to_pil(result.trajectory.pixels[-1]).save(paths["counterattack"])
+        paths["defended"] = folder / "defended.png"
+        to_pil(result.trajectory.pixels[-1]).save(paths["defended"])
     return {**paths, "factor": factor}
 
 
@@ -88,6 +90,19 @@ def _finite(v: float) -> float | None:
     return v if math.isfinite(v) else None
 
 
+def defence_record(result: PipelineResult) -> dict:
+    """The defence that ran: its name, label and the parameters it reads (its declaration's record),
+    its seed if randomised, and where it has one, the gradient-norm scope the attacker's graph used."""
+    p = result.purify_config
+    spec = DEFENCES[p.defence]
+    out = {"name": p.defence, "label": spec.label, **spec.record(p)}
+    if spec.randomised:
+        out["seed"] = p.seed
+    if "grad_scope" in spec.reads:
+        out["grad_scope_attacked"] = attacked_scope(result)
+    return out
+
+
 def to_dict(result: PipelineResult, embeddings: bool = True) -> dict:
     """Everything about the request, JSON-ready."""
     out = {
@@ -97,7 +112,7 @@ def to_dict(result: PipelineResult, embeddings: bool = True) -> dict:
         "meaningless": result.meaningless,
         "classnames": result.classnames,
         "template_set": result.template_set,
-        "purify_config": {**result.purify_config.to_dict(), "grad_scope_attacked": attacked_scope(result)},
+        "defence": defence_record(result),
         "run": run_record(result.device, result.precision, result.x, result.input_sha256),
         "attack_config": None if result.attack_config is None else
         {**result.attack_config.to_dict(), "step_size": step_size_used(result.attack_config),
@@ -114,19 +129,18 @@ def to_dict(result: PipelineResult, embeddings: bool = True) -> dict:
             "adversarial": {"label": result.adversarial.label, "probs": result.adversarial.probs},
             "purified": {"label": result.purified.label, "probs": result.purified.probs},
             "perturbation": {"linf_255": a.linf_255, "l2": a.l2, "psnr_db": _finite(a.psnr_db)},
-            "attack_succeeded": {"bare_clip": result.outcome.fooled_clip, "clipure": result.outcome.fooled_clipure},
+            "attack_succeeded": {"bare_clip": result.outcome.fooled_clip, "defence": result.outcome.fooled_defence},
             # near-uniform clean probabilities: the model does not know the words; the yes/no mean nothing
             "verdict_meaningful": unknown_words_notice(result) is None,
-            "clipure_changed_clean": result.outcome.clipure_changed_clean,
+            "defence_changed_clean": result.outcome.defence_changed_clean,
             "exceeds_eps": result.outcome.exceeds_eps,
             "attack_failed": result.outcome.failed,
             "caveats": caveats(result),
             "attack_seconds": round(a.seconds, 4),
             "gradient": None if result.gradient is None else result.gradient.to_dict(),
         })
-    if result.clean_trajectory.tau is not None:   # TTC: tau and the weights of each counterattack
-        out["counterattack"] = {k: {"tau": float(t.tau[0]), "weights": t.weights[0].tolist(),
-                                    "tau_thres": result.purify_config.ttc.tau_thres}
+    if result.clean_trajectory.tau is not None:   # a counterattack (TTC): tau and the weights of each
+        out["counterattack"] = {k: {"tau": float(t.tau[0]), "weights": t.weights[0].tolist()}
                                 for k, t in (("clean", result.clean_trajectory), ("adversarial", result.adv_trajectory))
                                 if t is not None}
     if embeddings:

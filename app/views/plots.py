@@ -51,8 +51,9 @@ def _top_classes(probs: np.ndarray, k: int, must: Sequence[int]) -> list[int]:
 
 def probability_figure(traces: dict[str, np.ndarray], classnames: Sequence[str], clean_idx: int,
                        target_idx: int | None = None, caption: str = "", top_k: int = 5,
-                       step: int | None = None, narrow: bool = False) -> Figure:
-    """Per-step class probabilities. traces: panel title -> (T+1, C) probabilities.
+                       step: int | None = None, narrow: bool = False, axis: str = "purification step") -> Figure:
+    """Per-step class probabilities. traces: panel title -> (T+1, C) probabilities. axis: what a step is
+    (the defence's declared axis label).
 
     The classes shown (top_k by peak probability over all panels, plus the clean prediction and
     the target) keep one colour across panels. The clean prediction is a thick blue line, the
@@ -76,7 +77,7 @@ def probability_figure(traces: dict[str, np.ndarray], classnames: Sequence[str],
         ax.set(ylim=(-0.02, 1.02), yticks=[0, 0.5, 1])
         # Every step is a point; tick labels at most every other step (text is the costly part).
         ax.set_xticks(np.unique(np.linspace(0, steps[-1], min(len(steps), 6)).round()))
-        style(ax, title, "purification step", "probability" if narrow or ax is axes[0] else "")
+        style(ax, title, axis, "probability" if narrow or ax is axes[0] else "")
     lay_out(fig, axes, rows, cols, caption, **beside([key(fig, axes[0], narrow)], narrow),
             height=None if narrow else HEIGHT, panel=PANEL)
     mark_step(axes, step)
@@ -132,11 +133,14 @@ def cosine_figure(cosines: dict[str, Sequence[float]], caption: str = "", step: 
 
 def sweep_figure(eps: Sequence[float], sweep: dict[str, Sequence[float]], reference: str,
                  caption: str = "", narrow: bool = False) -> Figure:
-    """The masking audit's eps sweep: CLIPure's probability of the reference class after PGD at
-    each eps, one line per threat model. A defence that is really robust still falls as eps grows."""
+    """The masking audit's eps sweep: the defence's probability of the reference class after PGD at
+    each eps, one line per threat model. A defence that is really robust still falls as eps grows.
+    Lines that coincide stay visible: each has its own marker and dash, drawn thinner on top."""
     fig, (ax,), _, _ = grid(narrow, 1)
-    for (name, probs), colour in zip(sweep.items(), PATH_COLOURS):
-        ax.plot(list(eps), list(probs), marker="o", ms=6, color=colour, label=name)
+    looks = [dict(marker="o", ms=9, ls="-", lw=2.6), dict(marker="s", ms=6, ls="--", lw=1.8),
+             dict(marker="^", ms=5, ls=":", lw=1.4), dict(marker="D", ms=4, ls="-.", lw=1.2)]
+    for (name, probs), colour, look in zip(sweep.items(), PATH_COLOURS, looks):
+        ax.plot(list(eps), list(probs), color=colour, label=name, **look)
     ax.set_xscale("log", base=2)
     ax.set_xticks(list(eps), [f"{e:g}" for e in eps])
     ax.minorticks_off()

@@ -68,7 +68,7 @@ class Lesson:
 
 _TOY = dict(image=str(EXAMPLES_DIR / "toy-green-circle.png"), classnames=CLASS_PRESETS["Toy shapes (16)"],
             backbone=TOY_BACKBONE, template_set="single", attack="PGD", threat_model="undefended", eps=4, steps=10,
-            step_size=0, seed=0, targeted=False, target=None, method="clipure-cos", purify_steps=10,
+            step_size=0, seed=0, targeted=False, target=None, defence="clipure-cos", purify_steps=10,
             purify_step_size=30.0, momentum=0.0, norm="l2", grad_scope="sample", precision="fp32")
 
 LESSONS: list[Lesson] = [
@@ -96,7 +96,7 @@ LESSONS: list[Lesson] = [
            "which leaves TTC's answer on this red circle alone; `adaptive` (through the counterattack) and `bpda` "
            "(it taken as the identity) change it. On 300 toy images (PGD-10, 4/255, fp32) an adaptive attacker "
            "averaging 10 random starts leaves TTC 14% against bare CLIP's 35%.",
-           "compare", "compare", {**_TOY, "image": str(EXAMPLES_DIR / "toy-red-circle.png"), "method": "ttc"}),
+           "compare", "compare", {**_TOY, "image": str(EXAMPLES_DIR / "toy-red-circle.png"), "defence": "ttc"}),
 ]
 
 

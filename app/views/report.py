@@ -12,10 +12,11 @@ import torch
 from app.attacks import ATTACKS, AttackConfig
 from app.attacks.gradients import GradientDiagnostics
 from app.views.plots import cosine_figure, latent_map_figure, probability_figure, rotation_figure
-from app.defences import PURIFIERS, Prediction, PurifyConfig, TrajectoryStep
+from app.defences import DEFENCES, Prediction, PurifyConfig, TrajectoryStep
 from app.flows.results import PipelineResult
 from app.flows.scoring import near_uniform
-from app.attacks.threat_models import THREAT_MODELS, as_attacked
+from app.attacks.threat_models import THREAT_MODELS
+from app.defences.latent import as_attacked
 
 
 def eps_text(cfg: AttackConfig) -> str:
@@ -28,43 +29,39 @@ def eps_text(cfg: AttackConfig) -> str:
 
 
 def defence_text(p: PurifyConfig, eot: int = 1) -> str:
-    """The defence in a few words: its method, and for a randomised one its seed and the attacker's EOT K."""
-    spec = PURIFIERS[p.method]
-    text = f"{spec.label} ({ttc_text(p.ttc)}" if spec.pixel else f"{spec.label} (T={p.steps}, η={p.step_size:g}"
+    """The defence in a few words: its name and parameters, and for a randomised one its seed and the
+    attacker's EOT K."""
+    spec = DEFENCES[p.defence]
+    text = f"{spec.label} ({spec.describe(p)}"
     return text + (f", seed {p.seed}, attacker's EOT K={eot})" if spec.randomised else ")")
 
 
-def ttc_text(t) -> str:
-    """TTC's parameters (a TTCConfig) in a few words."""
-    return f"eps {t.eps:g}/255, {t.steps} steps of {t.step_size:g}/255, tau_thres {t.tau_thres:g}, beta {t.beta:g}"
-
-
 def defended(result: PipelineResult) -> str:
-    """The defended classifier's name in the page's sentences: CLIPure, or the other defence (TTC)."""
-    spec = PURIFIERS[result.purify_config.method]
-    return spec.label if spec.pixel else "CLIPure"
+    """The defended classifier's name in the page's sentences (its declared label)."""
+    return DEFENCES[result.purify_config.defence].label
 
 
 def caption(result: PipelineResult, threat_model: str | None = None) -> str:
     """One line naming threat model, attack, eps, steps, backbone and purification.
 
     threat_model replaces the result's own (e.g. "each row" under a comparison table)."""
-    p = result.purify_config
-    scope, attacked = p.grad_scope, attacked_scope(result)
-    if attacked != scope:   # `official` differentiates its own graph: the batch norm
-        scope = f"{scope}; the attacked graph: {attacked}, as the official code"
-    pur = f"{p.method} T={p.steps} eta={p.step_size:g} gamma={p.momentum:g} {p.norm} ({scope})"
-    if PURIFIERS[p.method].pixel:   # TTC: its own parameters; CLIPure's T and eta do not apply
-        pur = f"{p.method} {ttc_text(p.ttc)} seed={p.seed}"
-    elif PURIFIERS[p.method].randomised:   # the draw and the attacker's averaging decide the numbers too
-        pur += f" seed={p.seed} t in [{p.diffusion_timesteps[0]}, {p.diffusion_timesteps[1]}]"
+    p, spec = result.purify_config, DEFENCES[result.purify_config.defence]
+    pur = f"{p.defence} {spec.describe(p)}"
+    if "grad_scope" in spec.reads:   # the gradient norm's scope, and the one the attacker's graph used
+        scope, attacked = p.grad_scope, attacked_scope(result)
+        if attacked != scope:   # `official` differentiates its own graph: the batch norm
+            scope = f"{scope}; the attacked graph: {attacked}, as the official code"
+        pur += f" gamma={p.momentum:g} {p.norm} ({scope})"
+    if spec.randomised:   # the draw and the attacker's averaging decide the numbers too
+        pur += f" seed={p.seed}"
     model = f"{result.backbone} {result.precision}" + (" [random weights: MEANINGLESS]" if result.meaningless else "")
     if result.attack_config is None:
         return f"No attack | {model} | {pur}"
     a = result.attack_config
     target = f", targeted -> {a.target}" if a.targeted else ""
     target += f", EOT K={a.eot}" if a.eot > 1 else ""
-    return (f"threat model: {threat_model or a.threat_model} | {a.attack}, {eps_text(a)}, {a.steps} steps{target} | "
+    steps = "one step" if ATTACKS[a.attack].one_step else f"{a.steps} steps"
+    return (f"threat model: {threat_model or a.threat_model} | {a.attack}, {eps_text(a)}, {steps}{target} | "
             f"{model} | {pur}")
 
 
@@ -82,9 +79,9 @@ def yes_no(ok: bool) -> str:
 
 
 def clean_change(result: PipelineResult) -> str | None:
-    """'red circle → yellow square' when CLIPure changed bare CLIP's answer on the clean image, else None.
+    """'red circle → yellow square' when the defence changed bare CLIP's answer on the clean image, else None.
 
-    Then an attack that "failed" against CLIPure only left it on its already changed answer."""
+    Then an attack that "failed" against the defence only left it on its already changed answer."""
     if result.clean_purified.index == result.clean.index:
         return None
     return f"{result.clean.label} → {result.clean_purified.label}"
@@ -108,11 +105,7 @@ def caveats(result: PipelineResult) -> list[str]:
     out = []
     if unknown_words_notice(result) is not None:
         out.append(unknown_words_notice(result))
-    p = result.purify_config
-    if p.method == "clipure-cos" and p.steps % 2 == 1 and p.step_size >= 1 and p.momentum == 0 and p.norm == "l2":
-        out.append(f"T = {p.steps} is odd: with η = {p.step_size:g} each step overshoots the blank, so the "
-                   f"iterate alternates between two points (a 2-cycle); an even T returns to the input, an odd T "
-                   f"ends on the far side, which can change CLIPure's answer on the clean image too.")
+    out += DEFENCES[result.purify_config.defence].caveats(result.purify_config)
     if result.attack is None:
         return out
     a, o, cfg = result.attack, result.outcome, result.attack_config
@@ -154,11 +147,11 @@ def outcome_notes(result: PipelineResult) -> dict[str, str]:
             f"Attack on {who} {verdict}: still {after}."
     over = " (but past eps: see below)" if o.exceeds_eps else ""
     notes["adv_note"] = sentence("bare CLIP", o.fooled_clip, bare, result.adversarial.label) + over
-    notes["purified_note"] = sentence(who, o.fooled_clipure, pur, result.purified.label) + over
+    notes["purified_note"] = sentence(who, o.fooled_defence, pur, result.purified.label) + over
     changed = clean_change(result)
     if changed is not None:   # the verdict is about the defence's own clean answer, which is not bare CLIP's
         notes["purified_note"] += (f" {who} had **already changed the clean answer** ({changed})" +
-                                   (f", so “failed” only means it stayed on {pur}." if not o.fooled_clipure
+                                   (f", so “failed” only means it stayed on {pur}." if not o.fooled_defence
                                     else "."))
     return notes
 
@@ -169,45 +162,31 @@ def stats_markdown(result: PipelineResult, factor: float) -> str:
     psnr = "∞" if math.isinf(a.psnr_db) else f"{a.psnr_db:.1f} dB"
     verdict = ("**No attack verdict:** the model does not know these class names" if unknown_words_notice(result)
                else f"**Attack succeeded** against bare CLIP: **{yes_no(o.fooled_clip)}** · against {who}: "
-                    f"**{yes_no(o.fooled_clipure)}** · {who} changed the clean answer: "
-                    f"**{yes_no(o.clipure_changed_clean)}**")
+                    f"**{yes_no(o.fooled_defence)}** · {who} changed the clean answer: "
+                    f"**{yes_no(o.defence_changed_clean)}**")
     lines = [f"**Perturbation:** L-inf **{a.linf_255:.2f}/255** · L2 **{a.l2:.3f}** · PSNR **{psnr}** · "
              f"shown amplified **× {factor:.1f}** around mid grey",
              f"{verdict} · {a.seconds:.2f} s, {a.forwards} forward passes"]
     if result.gradient is not None:
         lines.append(gradient_text(result.gradient, result.attack_config.threat_model, result.precision))
-    lines += counterattack_lines(result)
+    lines += decision_lines(result)
     lines += [f"**Note:** {c}" for c in caveats(result)]
     return "  \n".join(lines) + f"  \n<sub>{caption(result)}</sub>"
 
 
-def counterattack_text(traj, p: PurifyConfig) -> str:
-    """TTC's decision on one image (image 0 of a trajectory): tau against tau_thres, and the weights."""
-    tau, w, thres = float(traj.tau[0]), traj.weights[0].tolist(), p.ttc.tau_thres
-    weights = " · ".join(f"{v:.3f}" for v in w)
-    if tau < thres:
-        return (f"τ = **{tau:.3f}** < τ_thres {thres:g}: falsely stable, so the counterattack counts "
-                f"(weights of δ_0 … δ_{len(w) - 1}: {weights})")
-    return f"τ = **{tau:.3f}** ≥ τ_thres {thres:g}: only the random start δ_0 is used (weights {weights})"
-
-
-def counterattack_lines(result: PipelineResult) -> list[str]:
-    """For TTC, what it did to the clean and the adversarial image; nothing for CLIPure."""
-    if result.clean_trajectory.tau is None:
-        return []
+def decision_lines(result: PipelineResult) -> list[str]:
+    """What the defence decided on the clean and the adversarial image, where it declares a decision
+    (TTC: tau against tau_thres, and the weights)."""
+    p = result.purify_config
+    spec = DEFENCES[p.defence]
     traces = [("clean", result.clean_trajectory), ("adversarial", result.adv_trajectory)]
-    return [f"**TTC on the {k} image:** {counterattack_text(t, result.purify_config)}" for k, t in traces
-            if t is not None]
+    return [f"**{spec.label} on the {k} image:** {text}" for k, tr in traces if tr is not None
+            for text in [spec.decision(p, tr)] if text is not None]
 
 
 def step_name(result: PipelineResult, step: int) -> str:
-    """What a step of the trajectory is: CLIPure's purification step t, or TTC's point."""
-    traj = result.trajectory
-    if traj.tau is None:
-        return ""
-    last = traj.steps
-    return (" (the input)" if step == 0 else " (the random start x + δ_0)" if step == 1 else
-            " (x_ttc, the weighted image TTC classifies)" if step == last else f" (counterattack step {step - 1})")
+    """What a point of the trajectory is, in the defence's words."""
+    return f" ({DEFENCES[result.purify_config.defence].point(result.purify_config, step)})"
 
 
 def gradient_text(g: GradientDiagnostics, threat_model: str, precision: str) -> str:
@@ -224,17 +203,22 @@ def gradient_text(g: GradientDiagnostics, threat_model: str, precision: str) -> 
 PLOTS = ("prob_plot", "cos_plot", "rot_plot", "map_plot")   # the figures, in figures()' order
 
 
+def drawn(result: PipelineResult) -> tuple[str, ...]:
+    """The figures that apply to the result's defence (the cosine and rotation views only where it moves
+    towards the blank), in PLOTS' order."""
+    blank = DEFENCES[result.purify_config.defence].blank
+    return tuple(p for p in PLOTS if blank or p not in ("cos_plot", "rot_plot"))
+
+
 def figure(result: PipelineResult, which: str, top_k: int = 5, step: int | None = None, narrow: bool = False):
     """One of the figures (a name in PLOTS): the page draws only the one in view."""
     return figures(result, top_k, step, only=which, narrow=narrow)[PLOTS.index(which)]
 
 
 def exact_step_size(result: PipelineResult) -> float | None:
-    """CLIPure-Cos's η where each step is exactly a rotation by atan(η) (L2 update, per-sample norm,
-    γ = 0), for the figures to say so; None otherwise."""
-    p = result.purify_config
-    exact = p.method == "clipure-cos" and p.norm == "l2" and p.grad_scope == "sample" and p.momentum == 0
-    return p.step_size if exact else None
+    """η where each step of the defence is exactly a rotation by atan(η) (its declaration: CLIPure-Cos
+    with an L2 update, per-sample norm and γ = 0), for the figures to say so; None otherwise."""
+    return DEFENCES[result.purify_config.defence].exact_rotation(result.purify_config)
 
 
 def figures(result: PipelineResult, top_k: int = 5, step: int | None = None, only: str | None = None,
@@ -252,7 +236,8 @@ def figures(result: PipelineResult, top_k: int = 5, step: int | None = None, onl
     eta = exact_step_size(result)
     inspected = "adversarial input" if result.adv_trajectory is not None else "clean input"
     return (probability_figure({k: t.probs[:, 0].numpy() for k, t in traces.items()}, result.classnames,
-                               result.clean.index, target, cap, top_k, step, narrow) if draw("prob_plot") else None,
+                               result.clean.index, target, cap, top_k, step, narrow,
+                               axis=DEFENCES[result.purify_config.defence].axis) if draw("prob_plot") else None,
             cosine_figure({k: t.cos_to_blank[:, 0].tolist() for k, t in traces.items()}, cap, step,
                           {k: t.prior_loss[:, 0].tolist() for k, t in traces.items() if t.prior_loss is not None},
                           narrow, step_size=eta) if draw("cos_plot") else None,

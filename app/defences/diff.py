@@ -19,9 +19,10 @@ from typing import Iterator
 import torch
 
 from app.common.errors import UnknownNameError
-from app.defences.clipure_cos import GRAD_SCOPES, NORMS, STEP_BACKWARDS, normalised_step
+from app.defences.cos import GRAD_SCOPES, NORMS, STEP_BACKWARDS, normalised_step
+from app.defences.latent import READS, latent_defence
 from app.defences.prior import DiffusionPrior, check_timesteps
-from app.defences.priors import load_prior
+from app.defences.priors import has_prior, load_prior
 
 DEFAULT_TIMESTEPS = (900, 999)   # the official range, both ends included
 
@@ -98,3 +99,17 @@ def diff_iterate(z, blank, cfg, backward: str = "none", backbone: str | None = N
     yield from clipure_diff_iter(z, prior, steps=cfg.steps, step_size=cfg.step_size, momentum=cfg.momentum,
                                  norm=cfg.norm, grad_scope=cfg.grad_scope, backward=backward, generator=generator,
                                  timesteps=timesteps, measure_last=measure_last)
+
+
+# One prior step (a forward of the prior, and its backward for the gradient) against a CLIPure-Cos
+# step (a handful of vector operations): a generous guess for ZeroGPU's duration, not measured on a GPU.
+PRIOR_STEP_COST = 10
+
+SPEC = latent_defence(
+    "CLIPure-Diff", "CLIPure-Diff (ICLR 2025): T steps of the image embedding down a diffusion prior's "
+    "denoising loss; randomised (a timestep and noise per step).", diff_iterate, step_cost=PRIOR_STEP_COST,
+    randomised=True, supports=has_prior, check_backbone=load_prior, reads=(*READS, "diffusion_timesteps"),
+    describe=lambda cfg: f"T={cfg.steps} eta={cfg.step_size:g} t in [{cfg.diffusion_timesteps[0]}, "
+                         f"{cfg.diffusion_timesteps[1]}]",
+    record=lambda cfg: {"steps": cfg.steps, "step_size": cfg.step_size, "momentum": cfg.momentum, "norm": cfg.norm,
+                        "grad_scope": cfg.grad_scope, "diffusion_timesteps": list(cfg.diffusion_timesteps)})

@@ -30,20 +30,11 @@ import torch.nn.functional as F
 from app.common.errors import UnknownNameError
 from app.defences.trajectory import Trajectory
 from app.common.registry import Registry
+from app.defences.latent import latent_defence
 
 NORMS = Registry("update norm", {"l2": "u + eta m", "linf": "u + eta sign(m)"})
 GRAD_SCOPES = Registry("gradient scope", {"sample": "one norm per sample (batch-independent)",
                                           "batch": "one norm over the batch, as the official code"})
-# How gradients pass through the purification when an attacker differentiates it.
-BACKWARDS = Registry("backward mode", {
-    "none": "no autograd graph: purification is a constant to the attacker",
-    "official": "the official code's graph: each step's gradient detached (autograd.grad without create_graph), "
-                "r = ||z|| and u = z / r kept on it",
-    "detached": "an idealisation: every step's direction detached, r included (the gradient shrinks by exactly "
-                "(1 + eta^2)^(-T/2))",
-    "adaptive": "exact gradients through every unrolled step",
-    "bpda": "purification forward, identity backward (Athalye et al. 2018)",
-})
 STEP_BACKWARDS = ("none", "official", "detached", "adaptive")
 
 
@@ -114,3 +105,30 @@ def clipure_cos(z: torch.Tensor, blank: torch.Tensor, steps: int = 10, step_size
 def rotation_per_step(step_size: float) -> float:
     """Angle in degrees that one normalised L2 step of size eta rotates u: atan(eta)."""
     return math.degrees(math.atan(step_size))
+
+
+def _iterate(z, blank, cfg, backward: str = "none", backbone: str | None = None,
+             generator: torch.Generator | None = None, measure_last: bool = True):
+    """The registry's purifier (app.defences.latent.Iterate): deterministic, no extras."""
+    for z_t in clipure_cos_iter(z, blank, cfg.steps, cfg.step_size, cfg.momentum, cfg.norm, cfg.grad_scope,
+                                backward):
+        yield z_t, {}
+
+
+def _exact_rotation(cfg) -> float | None:
+    """eta where each step is exactly a rotation by atan(eta) (L2 update, per-sample norm, gamma = 0)."""
+    exact = cfg.norm == "l2" and cfg.grad_scope == "sample" and cfg.momentum == 0
+    return cfg.step_size if exact else None
+
+
+def _caveats(cfg) -> list[str]:
+    if cfg.steps % 2 == 1 and cfg.step_size >= 1 and cfg.momentum == 0 and cfg.norm == "l2":
+        return [f"T = {cfg.steps} is odd: with η = {cfg.step_size:g} each step overshoots the blank, so the "
+                f"iterate alternates between two points (a 2-cycle); an even T returns to the input, an odd T "
+                f"ends on the far side, which can change CLIPure-Cos's answer on the clean image too."]
+    return []
+
+
+SPEC = latent_defence(
+    "CLIPure-Cos", "CLIPure-Cos (ICLR 2025): T steps of the image embedding towards the blank prompt's, on the "
+    "sphere.", _iterate, exact_rotation=_exact_rotation, caveats=_caveats)
