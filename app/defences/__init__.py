@@ -14,15 +14,16 @@ import torch
 from app.common.errors import OutOfRangeError, UnsupportedError, check_int, check_range
 from app.common.limits import LIMITS, Limits
 from app.common.registry import Registry
-from app.defences import cos, diff, latent, ttc
+from app.defences import cos, diff, jpeg, latent, ttc
 from app.defences.cos import GRAD_SCOPES, NORMS, clipure_cos, clipure_cos_iter, rotation_per_step
+from app.defences.jpeg import JPEGConfig
 from app.defences.spec import BACKWARDS, DefenceSpec, Passes, seeded
 from app.defences.trajectory import Prediction, Trajectory, TrajectoryStep
 from app.defences.ttc import Counterattack, TTCConfig
 
 __all__ = ["DEFENCES", "DefenceSpec", "Passes", "PurifyConfig", "PAPER_DEFAULTS", "purify", "purify_iter", "trace",
            "Trajectory", "TrajectoryStep", "Prediction", "clipure_cos", "clipure_cos_iter", "rotation_per_step",
-           "NORMS", "GRAD_SCOPES", "BACKWARDS", "TTCConfig", "Counterattack", "trajectory_steps",
+           "NORMS", "GRAD_SCOPES", "BACKWARDS", "TTCConfig", "JPEGConfig", "Counterattack", "trajectory_steps",
            "seeded"]
 
 # Each entry is declared in its own module; this table only names them.
@@ -30,6 +31,7 @@ DEFENCES: Registry[DefenceSpec] = Registry("defence", {
     "clipure-cos": cos.SPEC,
     "clipure-diff": diff.SPEC,
     "ttc": ttc.SPEC,
+    "jpeg": jpeg.SPEC,
 })
 
 

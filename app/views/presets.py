@@ -97,6 +97,13 @@ LESSONS: list[Lesson] = [
            "(it taken as the identity) change it. On 300 toy images (PGD-10, 4/255, fp32) an adaptive attacker "
            "averaging 10 random starts leaves TTC 14% against bare CLIP's 35%.",
            "compare", "compare", {**_TOY, "image": str(EXAMPLES_DIR / "toy-red-circle.png"), "defence": "ttc"}),
+    Lesson("5 · Obfuscated gradients: JPEG looks robust until BPDA",
+           "JPEG compression at quality 75 (Guo et al., 2018) washes out a small perturbation: the `undefended` "
+           "row fools bare CLIP, not JPEG. Attacked through it (`adaptive`), JPEG looks robust, but only because "
+           "its exact gradient is zero (the exact-zeros column: both roundings are flat), so PGD never moves. "
+           "BPDA takes JPEG as the identity in the backward pass (Athalye et al., 2018) and breaks it.",
+           "compare", "compare", {**_TOY, "image": str(EXAMPLES_DIR / "toy-blue-square.png"), "defence": "jpeg",
+                                  "eps": 8}),
 ]
 
 
