@@ -2,6 +2,8 @@
 
     python -m app.bench --json          the engine (app/bench/engine.py)
     python scripts/bench_app.py --json  the app through a launched server (app/bench/server.py)
+    python -m app.bench.memory --json   the server's RSS per /run request, after warm-up
+    python -m app.bench.queue --json    /classify's latency idle and beside a long /run
 """
 import json
 import statistics

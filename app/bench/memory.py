@@ -38,8 +38,17 @@ def rss_mb(pid: int) -> float:
     raise RuntimeError(f"no VmRSS for process {pid}")
 
 
-def count_files(root: Path) -> int:
-    return sum(len(files) for _, _, files in os.walk(root)) if root.is_dir() else 0
+def count_files(root: Path) -> tuple[int, int]:
+    """(files, bytes) under root."""
+    count = size = 0
+    for d, _, files in os.walk(root):
+        for f in files:
+            try:
+                size += (Path(d) / f).stat().st_size
+                count += 1
+            except FileNotFoundError:   # expired meanwhile
+                pass
+    return count, size
 
 
 def start_server(model: str, temp: Path, root: Path = ROOT) -> tuple[subprocess.Popen, str]:
@@ -111,7 +120,7 @@ def main() -> None:
                 if not args.json and (i + 1) % args.every == 0:
                     print(f"request {i + 1:>4}: RSS {rss[-1]:.1f} MB", file=sys.stderr, flush=True)
             seconds = time.perf_counter() - t0
-            files = count_files(temp) - files0
+            files, size = (a - b for a, b in zip(count_files(temp), files0))
         finally:
             proc.terminate()
             proc.wait(30)
@@ -123,6 +132,7 @@ def main() -> None:
                "mb_per_request_endpoints": round((after[-1] - after[0]) / max(len(after) - 1, 1), 4),
                "rss_mb_every_10": [round(r, 1) for r in rss[9::10]],
                "new_files": files, "files_per_request": round(files / args.requests, 2),
+               "file_kb_per_request": round(size / 1e3 / args.requests, 1),
                "seconds_per_request": round(seconds / args.requests, 3)}
     report(figures, args.json)
 

@@ -39,7 +39,6 @@ def main() -> None:
     ap.add_argument("--json", action="store_true", help="only the JSON line")
     args = ap.parse_args()
     from gradio_client import Client
-    from gradio_client.utils import Status
 
     with tempfile.TemporaryDirectory(prefix="clipure-bench-queue-") as tmp:
         proc, url = start_server(MODEL, Path(tmp), args.root)
@@ -50,7 +49,7 @@ def main() -> None:
             runner = Client(url, verbose=False, download_files=False)   # a second visitor
             t0 = time.perf_counter()
             job = runner.submit(*run_args(args.steps, 10, "adaptive"), api_name="/run")
-            while job.status().code != Status.PROCESSING and time.perf_counter() - t0 < 60:
+            while not job.outputs() and not job.done() and time.perf_counter() - t0 < 60:   # its first progress
                 time.sleep(0.05)
             time.sleep(1.0)   # well inside the attack
             during, answered_first = [], []   # the calls sent while the /run was running

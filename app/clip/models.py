@@ -143,13 +143,13 @@ class Backbone:
         return self.pixel_transform(image).unsqueeze(0).to(self.device, torch.float32)
 
 
-# Loaded backbones, least recently used first. Requests run in several threads at once (the
-# queue's heavy and light lanes, app/ui/layout.py): _CACHE changes only under _CACHE_LOCK (a read
-# outside it is one atomic lookup or a snapshot), and a loaded model is only read (eval mode,
-# frozen parameters), except the text tower's fp16 lift, under the backbone's own text_lock. At most LIMITS.max_loaded_backbones stay
+# Loaded backbones, least recently used first. At most LIMITS.max_loaded_backbones stay
 # (CLIPURE_MAX_LOADED_BACKBONES): each costs its weights in memory, about 0.6 GB for ViT-B/32
 # and 1.7 GB for ViT-L/14 in fp32. Dropping one from here never breaks a request using it: the
-# request holds its own reference, and the memory is freed when the last one ends.
+# request holds its own reference, and the memory is freed when the last one ends. Requests run
+# in several threads at once (the queue's heavy and light lanes, app/ui/layout.py): _CACHE changes
+# only under _CACHE_LOCK (a read outside it is one atomic lookup or a snapshot), and a loaded model
+# is only read (eval mode, frozen parameters), but for the text tower's fp16 lift (text_lock).
 _CACHE: dict[tuple, Backbone] = {}
 _CACHE_LOCK = threading.Lock()
 # Keys loaded at the server's start (app/flows/warm.py): they stay loaded and do not count towards the
