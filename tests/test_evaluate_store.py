@@ -248,3 +248,22 @@ def test_a_request_shows_its_results_without_files_when_the_temp_folder_cannot_b
     monkeypatch.undo()   # the same server, once the folder can be written again: files as before
     final = dict(zip(RUN_OUTPUTS, list(cb.run_demo(*values))[-1]))
     assert Path(final["json_file"]).is_file() and sentence not in final["status"]
+
+
+def test_the_lessons_the_comparison_and_the_audit_answer_without_their_files_when_the_folder_is_full(monkeypatch):
+    import pandas as pd
+    from app.flows.pipeline import run_pipeline
+    from app.attacks import AttackConfig
+    from app.defences import PurifyConfig
+    from app.ui import lessons as ls
+    from app.ui import server
+    from app.views.presets import EXAMPLES_DIR
+
+    def full():
+        raise OSError(errno.ENOSPC, "No space left on device")
+    monkeypatch.setattr(server, "output_dir", full)
+    assert ls.table_csv(pd.DataFrame({"threat model": ["undefended"]})) is None   # the table shows, no CSV
+    r = run_pipeline(str(EXAMPLES_DIR / "cat.png"), "cat, dog, car", AttackConfig(steps=1),
+                     PurifyConfig(steps=2), backbone="tiny-random", template_set="single")
+    text, images, plot, slider, files = ls.on_lesson_done(0)(r, False)
+    assert "could not be saved for download: the disk is full" in text and files["visible"] is False

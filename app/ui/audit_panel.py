@@ -13,7 +13,7 @@ from app.evaluate.protocols import PROTOCOLS
 from app.ui.hosting import gpu
 from app.common.limits import LIMITS
 from app.views.plots import sweep_figure
-from app.ui.server import output_dir
+from app.ui.server import downloads
 from app.common.streaming import in_thread
 from app.ui.form import (
     AUDIT_ATTACKS,
@@ -55,9 +55,13 @@ def audit_view(result: Audit, wall_s: float) -> tuple:
     fig = sweep_figure(result.sweep_eps, result.sweep, result.image_label,
                        f"PGD (L-inf), {result.attack.steps} steps | threat model: {result.threat_model} | "
                        f"{result.backbone} {result.precision} | {defence}")
-    path = output_dir() / "audit.json"
-    path.write_text(json.dumps(result.to_dict(), indent=1))
-    return status, pd.DataFrame(rows, columns=AUDIT_COLUMNS), gradient, fig, gr.update(value=str(path), visible=True)
+    def write(folder):
+        (folder / "audit.json").write_text(json.dumps(result.to_dict(), indent=1))
+        return folder / "audit.json"
+    path, missing = downloads(write)   # a full or read-only temp folder: the audit still shows, without its file
+    exported = gr.update(value=str(path), visible=True) if path else gr.update(value=None, visible=False)
+    return (status + (f" {missing}" if missing else ""), pd.DataFrame(rows, columns=AUDIT_COLUMNS), gradient, fig,
+            exported)
 
 
 def _audit_in_thread(form: Form):

@@ -17,7 +17,7 @@ from app.views import export, report
 from app.clip.models import TOY_BACKBONE
 from app.views.presets import LESSONS, examples_for
 from app.ui.form import RUN_OUTPUTS, run_outputs
-from app.ui.server import output_dir
+from app.ui.server import downloads
 
 # The stage's widgets, in the order stage callbacks return them.
 STAGE = ("_stage", "_lesson_text", "_lesson_result", "_lesson_images", "_lesson_plot", "_lesson_step",
@@ -107,11 +107,17 @@ def on_lesson_done(k: int):
     def done(result, narrow):
         if result is None:   # the request was refused or cancelled: the status says why
             return gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip()
-        folder = output_dir()
-        files = export.export(result, folder)
+        files, missing = downloads(lambda folder: {**export.export(result, folder), "folder": folder})
+        text = result_text(k, result) + (f"  \n{missing}" if missing else "")
+        step = lesson.replay_from if lesson.replay_from is not None else result.trajectory.steps
+        slider = gr.update(maximum=result.trajectory.steps, value=step) if lesson.proof == "rotation" else gr.skip()
+        if files is None:   # a full or read-only temp folder: the lesson's text and figure, without files
+            plot = report.figure(result, "rot_plot", step=step, narrow=bool(narrow)) if lesson.proof == "rotation" \
+                else gr.skip()
+            return text, gr.skip(), plot, slider, gr.update(value=None, visible=False)
+        folder = files["folder"]
         paths = [str(files[key]) for key in ("clean", "adversarial", "perturbation", "json", "csv")]
         images = plot = gr.skip()
-        step = lesson.replay_from if lesson.replay_from is not None else result.trajectory.steps
         if lesson.proof == "images":
             images = [(str(files["clean"]), f"clean: {result.clean.label}"),
                       (str(files["adversarial"]), f"attacked: {result.adversarial.label}"),
@@ -121,8 +127,7 @@ def on_lesson_done(k: int):
             png = folder / "rotation.png"
             plot.savefig(png)
             paths.append(str(png))
-        slider = gr.update(maximum=result.trajectory.steps, value=step) if lesson.proof == "rotation" else gr.skip()
-        return result_text(k, result), images, plot, slider, gr.update(value=paths, visible=True)
+        return text, images, plot, slider, gr.update(value=paths, visible=True)
     done.__name__ = f"lesson_{k + 1}_done"
     return done
 
@@ -151,9 +156,11 @@ def table_csv(table, name: str = "compare.csv") -> str | None:
         table = pd.DataFrame(table.get("data") or [], columns=table.get("headers"))
     if len(table) == 0:
         return None
-    path = output_dir() / name
-    table.to_csv(path, index=False, quoting=csv.QUOTE_MINIMAL)
-    return str(path)
+    def write(folder):
+        table.to_csv(folder / name, index=False, quoting=csv.QUOTE_MINIMAL)
+        return str(folder / name)
+    path, _ = downloads(write)   # a full or read-only temp folder: the table shows, without its CSV
+    return path
 
 
 def on_compare_done(table):
