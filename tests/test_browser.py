@@ -159,8 +159,9 @@ def visible_share(page, selector) -> float:
 LESSON_VIEWS = [(1, "#lesson-images", "Attack on bare CLIP succeeded", "4/255"),
                 (2, "#lesson-plot", "88.1°", "atan(η) = 88.1°"),
                 (3, "#lesson-table", "exactly zero: 100%", "random start"),
-                (4, "#lesson-table", "TTC fooled", "test-time counterattacks")]
-# 12-18 s each: the default run keeps lesson 1 on the desktop; the other seven views are `slow`.
+                (4, "#lesson-table", "TTC fooled", "test-time counterattacks"),
+                (5, "#lesson-table", "JPEG fooled", "JPEG compression at quality 75")]
+# 12-18 s each: the default run keeps lesson 1 on the desktop; the other nine views are `slow`.
 LESSON_PARAMS = [pytest.param(viewport, *view, id=f"lesson-{view[0]}-{name}",
                               marks=() if (view[0], name) == (1, "desktop") else pytest.mark.slow)
                  for view in LESSON_VIEWS for viewport, name in ((DESKTOP, "desktop"), (PHONE, "phone"))]
