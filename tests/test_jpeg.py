@@ -99,3 +99,14 @@ def test_the_audit_flags_jpegs_exact_gradient_without_a_threat_model_given():
     assert out.returncode == 0, out.stderr
     audit = json.loads(out.stdout.strip().splitlines()[-1])
     assert audit["threat_model"] == "adaptive" and audit["checks"][0]["flagged"]   # (a): the gradient vanishes
+
+
+def test_the_views_measured_from_the_blank_say_they_do_not_apply():
+    from app.flows.pipeline import run_pipeline
+    from app.views import report
+    r = run_pipeline(RED_CIRCLE, TOY_NAMES, None, JPEG, backbone="toy-shapes", template_set="single")
+    for name in ("cos_plot", "rot_plot"):
+        fig = report.figure(r, name)
+        texts = " ".join(t.get_text() for ax in fig.axes for t in ax.texts)
+        assert "JPEG does not move the embedding towards the blank" in texts
+    assert report.drawn(r) == ("prob_plot", "map_plot")

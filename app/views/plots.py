@@ -20,6 +20,7 @@ from app.views.plot_layout import (
     PAD,
     PANEL,
     PATH_COLOURS,
+    TEXT,
     beside,
     block,
     grid,
@@ -31,7 +32,8 @@ from app.views.plot_layout import (
 )
 from app.views.plots_maps import latent_map_figure, rotation_figure   # the two plane views
 
-__all__ = ["probability_figure", "cosine_figure", "rotation_figure", "latent_map_figure", "sweep_figure"]
+__all__ = ["probability_figure", "cosine_figure", "rotation_figure", "latent_map_figure", "sweep_figure",
+           "not_applicable_figure"]
 
 CLEAN_COLOUR, TARGET_COLOUR = "#1f77b4", "#d62728"
 OTHER_COLOURS = ["#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf", "#ff7f0e"]
@@ -151,3 +153,15 @@ def sweep_figure(eps: Sequence[float], sweep: dict[str, Sequence[float]], refere
             panel=PANEL)
     return fig
 
+
+
+def not_applicable_figure(title: str, reason: str, caption: str = "", narrow: bool = False) -> Figure:
+    """A view that does not apply to the result's defence (the cosine and rotation views measure
+    from the blank, which TTC and JPEG do not move towards): the reason, in place of a figure."""
+    fig, (ax,), _, _ = grid(narrow, 1)
+    ax.set_axis_off()
+    ax.text(0.5, 0.5, wrap(reason, fig.bbox.width * 0.8), ha="center", va="center", fontsize=TEXT,
+            transform=ax.transAxes)
+    style(ax, title)
+    lay_out(fig, [ax], 1, 1, caption, height=None if narrow else HEIGHT, panel=PANEL)
+    return fig

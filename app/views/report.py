@@ -11,7 +11,7 @@ import torch
 
 from app.attacks import ATTACKS, AttackConfig
 from app.attacks.gradients import GradientDiagnostics
-from app.views.plots import cosine_figure, latent_map_figure, probability_figure, rotation_figure
+from app.views.plots import cosine_figure, latent_map_figure, not_applicable_figure, probability_figure, rotation_figure
 from app.defences import DEFENCES, Prediction, PurifyConfig, TrajectoryStep
 from app.flows.results import PipelineResult
 from app.flows.scoring import near_uniform
@@ -235,14 +235,27 @@ def figures(result: PipelineResult, top_k: int = 5, step: int | None = None, onl
     draw = lambda name: only is None or only == name  # noqa: E731
     eta = exact_step_size(result)
     inspected = "adversarial input" if result.adv_trajectory is not None else "clean input"
+    spec = DEFENCES[result.purify_config.defence]
+    reason = (f"{spec.label} does not move the embedding towards the blank, so there is no cosine-to-blank or "
+              f"rotation view of it: see the per-step probabilities and the map.")
+
+    def cosine():
+        if not spec.blank:   # the views measured from the blank do not apply (its declaration)
+            return not_applicable_figure("Cosine to the blank", reason, cap, narrow)
+        return cosine_figure({k: t.cos_to_blank[:, 0].tolist() for k, t in traces.items()}, cap, step,
+                             {k: t.prior_loss[:, 0].tolist() for k, t in traces.items() if t.prior_loss is not None},
+                             narrow, step_size=eta)
+
+    def rotation():
+        if not spec.blank:
+            return not_applicable_figure("Rotation in the plane of the blank", reason, cap, narrow)
+        return rotation_figure(result.trajectory.embeddings, result.blank, result.class_embeddings, result.classnames,
+                               cap, step=step, narrow=narrow, step_size=eta, name=inspected)
     return (probability_figure({k: t.probs[:, 0].numpy() for k, t in traces.items()}, result.classnames,
-                               result.clean.index, target, cap, top_k, step, narrow,
-                               axis=DEFENCES[result.purify_config.defence].axis) if draw("prob_plot") else None,
-            cosine_figure({k: t.cos_to_blank[:, 0].tolist() for k, t in traces.items()}, cap, step,
-                          {k: t.prior_loss[:, 0].tolist() for k, t in traces.items() if t.prior_loss is not None},
-                          narrow, step_size=eta) if draw("cos_plot") else None,
-            rotation_figure(result.trajectory.embeddings, result.blank, result.class_embeddings, result.classnames,
-                            cap, step=step, narrow=narrow, step_size=eta, name=inspected) if draw("rot_plot") else None,
+                               result.clean.index, target, cap, top_k, step, narrow, axis=spec.axis)
+            if draw("prob_plot") else None,
+            cosine() if draw("cos_plot") else None,
+            rotation() if draw("rot_plot") else None,
             latent_map_figure({k: t.embeddings[:, 0] for k, t in traces.items()}, result.class_embeddings,
                               result.blank, result.classnames, cap, step=step, narrow=narrow)
             if draw("map_plot") else None)
