@@ -73,9 +73,10 @@ class DefenceSpec:
     blank: bool = True              # it moves towards the blank: the cosine-to-blank and rotation views apply
     exact_rotation: Callable = lambda cfg: None   # (cfg) -> eta when each step is exactly a rotation by atan(eta)
     doing: str = "Purifying the {} embedding"   # the progress line, "{}" the image's name (clean, adversarial)
-    # its cost per query (cfg, attacked: the attacker's gradient passes through it) and per scored image
-    query_cost: Callable[..., Passes] = lambda cfg, attacked: Passes(1, int(attacked))
-    score_cost: Callable[..., Passes] = lambda cfg: Passes(1)
+    # its cost per query (cfg, attacked: the attacker's gradient passes through it) and per scored image;
+    # required: a defence that does not say what it costs is refused here, not counted as some default
+    query_cost: Callable[..., Passes] | None = None
+    score_cost: Callable[..., Passes] | None = None
     describe: Callable = lambda cfg: ""     # (cfg) -> its parameters in a few words, for captions
     record: Callable = lambda cfg: {}       # (cfg) -> its parameters, for the JSON record
     caveats: Callable = lambda cfg: []      # (cfg) -> sentences a reader must know (CLIPure-Cos's odd T)
